@@ -1,0 +1,6 @@
+"""MolSpectra for SchNetPack: pre-training 3D molecular encoders with UV-Vis, IR and Raman spectra."""
+from schnetpack_molspectra import properties
+from schnetpack_molspectra.specformer import SpecFormer
+from schnetpack_molspectra.model import MolSpectraModel
+
+__version__ = "0.1.0"

@@ -1,0 +1,148 @@
+"""Output heads of the pre-training model (SchNetPack ``output_modules``)."""
+from typing import Dict, Optional, Sequence
+
+import torch
+from torch import nn
+import schnetpack as spk
+from schnetpack import properties as structure
+from schnetpack.nn.scatter import scatter_add
+
+import schnetpack_molspectra.properties as msp
+
+__all__ = ["DenoisingHead", "MoleculeRepresentation", "RunningNoiseScale"]
+
+
+class RunningNoiseScale(nn.Module):
+    """Running root-mean-square of the denoising target, saved with the model.
+
+    A single isotropic scale (no mean shift, no per-axis scale) so that standardising
+    keeps the target rotation-equivariant. Updated only in training mode.
+    """
+
+    def __init__(self, eps: float = 1e-8):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("sum_squares", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, target: torch.Tensor):
+        self.sum_squares += target.detach().double().pow(2).sum()
+        self.count += target.numel()
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """Current RMS of the target (Angstrom), a scalar; 1 before any update."""
+        if self.count == 0:
+            return torch.ones((), device=self.count.device)
+        return (self.sum_squares / self.count).sqrt().clamp_min(self.eps).float()
+
+
+class DenoisingHead(nn.Module):
+    """Predict the per-atom coordinate noise (n_atoms, 3), in units of the running noise scale.
+
+    ``mode="vector"``: a gated-equivariant MLP on PaiNN/SO3net scalar and vector features
+    (SO3net needs ``return_vector_representation: True``) gives one 3-vector per atom.
+    ``mode="gradient"``: for scalar-only encoders (SchNet), an MLP gives a per-atom
+    scalar, summed per molecule, and the prediction is its negative gradient w.r.t.
+    the (noisy) positions. Both are rotation-equivariant.
+
+    Writes ``predicted_noise`` and, when ``position_noise`` is in the inputs, the
+    standardised target ``noise_target`` (the running scale is updated in training).
+    ``scale.scale`` converts predictions back to Angstrom.
+    """
+
+    def __init__(
+        self,
+        n_in: int,
+        n_hidden: Optional[int] = None,
+        n_layers: int = 2,
+        mode: str = "vector",
+        prediction_key: str = msp.denoised_noise,
+        target_key: str = "noise_target",
+    ):
+        super().__init__()
+        if mode not in ("vector", "gradient", "auto"):
+            raise ValueError(f"denoising head mode must be 'vector', 'gradient' or 'auto', got {mode!r}")
+        self.mode = mode
+        self.prediction_key = prediction_key
+        self.target_key = target_key
+        self.n_in, self.n_hidden, self.n_layers = n_in, n_hidden, n_layers
+        self.net = None
+        self.required_derivatives = None
+        if mode != "auto":
+            self._build(mode)
+        self.scale = RunningNoiseScale()
+        self.model_outputs = [prediction_key, target_key]
+
+    def _build(self, mode: str):
+        self.mode = mode
+        if mode == "vector":
+            self.net = spk.nn.build_gated_equivariant_mlp(
+                n_in=self.n_in, n_out=1, n_hidden=self.n_hidden, n_layers=self.n_layers
+            )
+            self.required_derivatives = None
+        else:
+            self.net = spk.nn.build_mlp(n_in=self.n_in, n_out=1, n_hidden=self.n_hidden, n_layers=self.n_layers)
+            self.required_derivatives = [structure.R]
+
+    def resolve_mode(self, representation: nn.Module):
+        """For ``mode="auto"``: vector head on PaiNN/SO3net (switching on SO3net's Cartesian
+        vector output), gradient head on any other representation."""
+        if self.mode != "auto":
+            return
+        if isinstance(representation, spk.representation.SO3net):
+            representation.return_vector_representation = True
+        vector = isinstance(representation, (spk.representation.PaiNN, spk.representation.SO3net))
+        self._build("vector" if vector else "gradient")
+
+    def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        if self.net is None:
+            raise RuntimeError("DenoisingHead(mode='auto') must be resolved with resolve_mode(representation)")
+        if self.mode == "vector":
+            if "vector_representation" not in inputs:
+                raise KeyError(
+                    "DenoisingHead(mode='vector') needs 'vector_representation' (PaiNN, or SO3net with "
+                    "return_vector_representation=True); use mode='gradient' for scalar-only encoders"
+                )
+            _, vector = self.net((inputs["scalar_representation"], inputs["vector_representation"]))
+            prediction = vector.squeeze(-1)
+        else:
+            positions = inputs[structure.R]
+            atom_energy = self.net(inputs["scalar_representation"]).squeeze(-1)
+            (gradient,) = torch.autograd.grad(
+                atom_energy.sum(), positions, create_graph=self.training, retain_graph=True
+            )
+            prediction = -gradient
+        inputs[self.prediction_key] = prediction
+        if msp.position_noise in inputs:
+            target = inputs[msp.position_noise]
+            if self.training:
+                self.scale.update(target)
+            inputs[self.target_key] = target / self.scale.scale
+        else:
+            inputs[self.target_key] = torch.zeros_like(prediction)
+        return inputs
+
+
+class MoleculeRepresentation(nn.Module):
+    """Pool per-atom scalar features into one vector per molecule (the 3D side of the
+    contrastive loss): ``representation_3d`` (n_molecules, n_atom_basis), sum (or mean) over atoms."""
+
+    def __init__(self, aggregation: str = "sum", output_key: str = msp.representation_3d):
+        super().__init__()
+        if aggregation not in ("sum", "mean"):
+            raise ValueError(f"aggregation must be 'sum' or 'mean', got {aggregation!r}")
+        self.aggregation = aggregation
+        self.output_key = output_key
+        self.model_outputs = [output_key]
+
+    def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        features = inputs["scalar_representation"]
+        idx_m = inputs[structure.idx_m]
+        n_molecules = int(idx_m[-1]) + 1
+        pooled = scatter_add(features, idx_m, dim_size=n_molecules)
+        if self.aggregation == "mean":
+            pooled = pooled / inputs[structure.n_atoms].unsqueeze(-1).to(pooled.dtype)
+        inputs[self.output_key] = pooled
+        return inputs

@@ -1,0 +1,268 @@
+"""SpecFormer: a transformer over patches of UV-Vis, IR and Raman spectra.
+
+Each modality's normalised spectrum (n_molecules, L) is cut into overlapping patches
+(``unfold(P, D)``, N = floor((L - P) / D) + 1 patches), each patch is embedded by a
+per-modality ``Linear(P, d_model)`` plus a learnable per-modality position table, and the
+tokens of all modalities are concatenated (UV, IR, Raman) and encoded by a post-norm
+transformer with BatchNorm and *residual attention*: every layer adds the previous
+layer's pre-softmax scores to its own.
+
+Residual attention as fused attention
+-------------------------------------
+With scale s, layer l's scores are ``S_l = s Q_l K_l^T + S_{l-1} = s [Q_1..Q_l][K_1..K_l]^T``,
+so layer l is exact standard attention on queries/keys concatenated along the head
+dimension. That lets every layer use ``F.scaled_dot_product_attention`` (a fused kernel
+that never materialises the (N x N) score matrix) instead of explicit softmax(QK^T)V.
+Head widths are zero-padded to a common width (zeros change neither scores nor output),
+which keeps the fused kernel on its fast path. ``attention_maps`` computes the same
+scores explicitly, for plots.
+"""
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from schnetpack_molspectra.spectra.grids import SPECTRUM_LENGTHS
+
+__all__ = ["SpecFormer", "ResidualAttentionLayer", "n_patches"]
+
+DEFAULT_MODALITIES = ("uv", "ir", "raman")
+
+
+def n_patches(length: int, patch_length: int, stride: int) -> int:
+    """Number of patches ``unfold(patch_length, stride)`` cuts from ``length`` points."""
+    if patch_length > length:
+        raise ValueError(f"patch length {patch_length} exceeds spectrum length {length}")
+    return (length - patch_length) // stride + 1
+
+
+class ResidualAttentionLayer(nn.Module):
+    """One post-norm transformer layer with BatchNorm and residual attention.
+
+    ``forward`` takes tokens (n_molecules, n_tokens, d_model) and the concatenated
+    queries/keys of the previous layers (or None) and returns the new tokens and the
+    updated concatenation.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        activation: str = "gelu",
+        residual_attention: bool = True,
+        fused_head_width: int = 16,
+    ):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.residual_attention = residual_attention
+        self.fused_head_width = fused_head_width
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.norm_attention = nn.BatchNorm1d(d_model)
+        self.feed_forward = nn.Sequential(
+            nn.Linear(d_model, d_ff),
+            {"gelu": nn.GELU(), "relu": nn.ReLU()}[activation],
+            nn.Dropout(dropout),
+            nn.Linear(d_ff, d_model),
+        )
+        self.norm_feed_forward = nn.BatchNorm1d(d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def _heads(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys, values, each (n_molecules, n_heads, n_tokens, head_dim)."""
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return q, k, v
+
+    def _batchnorm(self, norm: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
+        # BatchNorm over the feature axis with statistics over molecules and tokens:
+        # identical to BatchNorm1d on (b, d, n), without the two transposes.
+        return norm(x.reshape(-1, x.shape[-1])).view_as(x)
+
+    def forward(
+        self, x: torch.Tensor, previous: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+    ) -> Tuple[torch.Tensor, Optional[Tuple[torch.Tensor, torch.Tensor]]]:
+        q, k, v = self._heads(x)
+        if self.residual_attention and previous is not None:
+            q = torch.cat([previous[0], q], dim=-1)
+            k = torch.cat([previous[1], k], dim=-1)
+        carried = (q, k) if self.residual_attention else None
+        width = max(q.shape[-1], self.fused_head_width)
+        pad = lambda t: F.pad(t, (0, width - t.shape[-1])) if t.shape[-1] < width else t
+        attended = F.scaled_dot_product_attention(
+            pad(q), pad(k), pad(v), scale=self.head_dim**-0.5
+        )[..., : self.head_dim]
+        b, _, n, _ = attended.shape
+        attended = attended.transpose(1, 2).reshape(b, n, -1)
+        x = self._batchnorm(self.norm_attention, x + self.dropout(self.out(attended)))
+        x = self._batchnorm(self.norm_feed_forward, x + self.dropout(self.feed_forward(x)))
+        return x, carried
+
+    def attention_scores(
+        self, x: torch.Tensor, previous_scores: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Pre-softmax scores (n_molecules, n_heads, n_tokens, n_tokens), explicit (for plots)."""
+        q, k, _ = self._heads(x)
+        scores = q @ k.transpose(-1, -2) * self.head_dim**-0.5
+        if self.residual_attention and previous_scores is not None:
+            scores = scores + previous_scores
+        return scores
+
+
+class SpecFormer(nn.Module):
+    """Encoder of multi-modal spectra (see module docstring).
+
+    Args:
+        modalities: which spectra to use, in token order (subset of uv, ir, raman).
+        patch_length: patch length P per modality (grid points).
+        patch_stride: patch stride D per modality (grid points).
+        spectrum_length: grid points L per modality (defaults to the QM9S grids).
+        n_out: width of the spectrum representation (the 3D encoder's n_atom_basis).
+        d_model, n_heads, n_layers, d_ff, dropout, activation: transformer sizes.
+        residual_attention: add the previous layer's scores (released code: True).
+        pooling: "flatten" (all tokens -> Linear, as released) or "mean" (mean over tokens -> Linear).
+        position_init: half-width of the uniform init of the position tables.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str] = DEFAULT_MODALITIES,
+        patch_length: Mapping[str, int] = None,
+        patch_stride: Mapping[str, int] = None,
+        spectrum_length: Optional[Mapping[str, int]] = None,
+        n_out: int = 128,
+        d_model: int = 128,
+        n_heads: int = 16,
+        n_layers: int = 3,
+        d_ff: int = 256,
+        dropout: float = 0.0,
+        activation: str = "gelu",
+        residual_attention: bool = True,
+        pooling: str = "flatten",
+        position_init: float = 0.02,
+    ):
+        super().__init__()
+        if not modalities:
+            raise ValueError("SpecFormer needs at least one modality")
+        unknown = set(modalities) - set(DEFAULT_MODALITIES)
+        if unknown:
+            raise ValueError(f"unknown modalities {sorted(unknown)}; choose from {DEFAULT_MODALITIES}")
+        patch_length = dict(patch_length or {"uv": 20, "ir": 50, "raman": 50})
+        patch_stride = dict(patch_stride or {"uv": 10, "ir": 25, "raman": 25})
+        spectrum_length = dict(spectrum_length or SPECTRUM_LENGTHS)
+        if pooling not in ("flatten", "mean"):
+            raise ValueError(f"pooling must be 'flatten' or 'mean', got {pooling!r}")
+
+        self.modalities: List[str] = list(modalities)
+        self.patch_length = {m: int(patch_length[m]) for m in self.modalities}
+        self.patch_stride = {m: int(patch_stride[m]) for m in self.modalities}
+        self.spectrum_length = {m: int(spectrum_length[m]) for m in self.modalities}
+        self.n_patches = {
+            m: n_patches(self.spectrum_length[m], self.patch_length[m], self.patch_stride[m])
+            for m in self.modalities
+        }
+        self.n_tokens = sum(self.n_patches.values())
+        self.d_model = d_model
+        self.pooling = pooling
+
+        self.patch_embedding = nn.ModuleDict(
+            {m: nn.Linear(self.patch_length[m], d_model) for m in self.modalities}
+        )
+        self.position = nn.ParameterDict(
+            {
+                m: nn.Parameter(torch.empty(self.n_patches[m], d_model).uniform_(-position_init, position_init))
+                for m in self.modalities
+            }
+        )
+        self.layers = nn.ModuleList(
+            [
+                ResidualAttentionLayer(d_model, n_heads, d_ff, dropout, activation, residual_attention)
+                for _ in range(n_layers)
+            ]
+        )
+        n_pool = self.n_tokens * d_model if pooling == "flatten" else d_model
+        self.pool = nn.Sequential(nn.Linear(n_pool, n_out), nn.LayerNorm(n_out))
+        self.reconstruction = nn.ModuleDict(
+            {m: nn.Linear(d_model, self.patch_length[m]) for m in self.modalities}
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        for linear in list(self.patch_embedding.values()) + list(self.reconstruction.values()):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+
+    def patchify(self, spectrum: torch.Tensor, modality: str) -> torch.Tensor:
+        """Patches (n_molecules, n_patches, patch_length) of a spectrum (n_molecules, L), a view."""
+        if spectrum.shape[-1] != self.spectrum_length[modality]:
+            raise ValueError(
+                f"{modality} spectrum has {spectrum.shape[-1]} points, "
+                f"SpecFormer expects {self.spectrum_length[modality]}"
+            )
+        return spectrum.unfold(-1, self.patch_length[modality], self.patch_stride[modality])
+
+    def embed(
+        self, patches: Dict[str, torch.Tensor], masks: Optional[Dict[str, torch.Tensor]] = None
+    ) -> torch.Tensor:
+        """Tokens (n_molecules, n_tokens, d_model); masked patches are zero-filled first."""
+        tokens = []
+        for m in self.modalities:
+            p = patches[m]
+            if masks is not None and m in masks:
+                p = p.masked_fill(masks[m].unsqueeze(-1), 0.0)
+            tokens.append(self.patch_embedding[m](p) + self.position[m])
+        return torch.cat(tokens, dim=1)
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Run the transformer layers on tokens (n_molecules, n_tokens, d_model)."""
+        carried = None
+        for layer in self.layers:
+            tokens, carried = layer(tokens, carried)
+        return tokens
+
+    def forward(
+        self, spectra: Dict[str, torch.Tensor], masks: Optional[Dict[str, torch.Tensor]] = None
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+        """Encode normalised spectra.
+
+        Args:
+            spectra: modality -> normalised spectrum (n_molecules, L).
+            masks: modality -> boolean patch mask (n_molecules, n_patches), True = masked.
+
+        Returns:
+            representation (n_molecules, n_out), reconstructed patches per modality
+            (n_molecules, n_patches, P) and the clean patches per modality (same shape, views).
+        """
+        patches = {m: self.patchify(spectra[m], m) for m in self.modalities}
+        tokens = self.encode(self.embed(patches, masks))
+        pooled = tokens.flatten(1) if self.pooling == "flatten" else tokens.mean(1)
+        representation = self.pool(pooled)
+        reconstructions = {}
+        start = 0
+        for m in self.modalities:
+            stop = start + self.n_patches[m]
+            reconstructions[m] = self.reconstruction[m](tokens[:, start:stop])
+            start = stop
+        return representation, reconstructions, patches
+
+    @torch.no_grad()
+    def attention_maps(
+        self, spectra: Dict[str, torch.Tensor], masks: Optional[Dict[str, torch.Tensor]] = None
+    ) -> List[torch.Tensor]:
+        """Per-layer attention weights, each (n_molecules, n_heads, n_tokens, n_tokens).
+
+        Token order is ``modalities`` concatenated; ``n_patches`` gives each block's size.
+        """
+        tokens = self.embed({m: self.patchify(spectra[m], m) for m in self.modalities}, masks)
+        maps, scores, carried = [], None, None
+        for layer in self.layers:
+            scores = layer.attention_scores(tokens, scores)
+            maps.append(torch.softmax(scores, dim=-1))
+            tokens, carried = layer(tokens, carried)
+        return maps

@@ -1,0 +1,3 @@
+"""Pure functions on spectra arrays: grids, broadening, normalisation, patching."""
+from .grids import GRIDS, IR_GRID, RAMAN_GRID, SPECTRUM_LENGTHS, UV_GRID, SpectralGrid
+from .checks import SpectrumError, check_spectrum, spectrum_problem

@@ -1,0 +1,166 @@
+"""SchNetPack preprocessing transforms for MolSpectra (applied to one molecule at a time).
+
+Order in a data config: ``ValidateSpectra`` -> ``NormalizeSpectra`` -> ``MaskSpectraPatches``
+-> ``GaussianCoordinateNoise`` -> neighbour list -> ``CastTo32``.
+"""
+from typing import Dict, Mapping, Optional, Sequence
+
+import torch
+from schnetpack import properties as structure
+from schnetpack.transform import Transform
+
+import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.spectra.checks import SpectrumError, spectrum_problem
+from schnetpack_molspectra.spectra.grids import SPECTRUM_LENGTHS
+from schnetpack_molspectra.specformer import DEFAULT_MODALITIES, n_patches
+
+__all__ = ["ValidateSpectra", "NormalizeSpectra", "MaskSpectraPatches", "GaussianCoordinateNoise"]
+
+
+class ValidateSpectra(Transform):
+    """Raise :class:`SpectrumError` for a missing, wrong-length, non-finite or negative spectrum.
+
+    The message names the database file, the molecule index and the problem.
+    """
+
+    is_preprocessor = True
+    is_postprocessor = False
+
+    def __init__(
+        self,
+        modalities: Sequence[str] = DEFAULT_MODALITIES,
+        spectrum_length: Optional[Mapping[str, int]] = None,
+        allow_negative: bool = False,
+        source: str = "dataset",
+    ):
+        super().__init__()
+        self.modalities = list(modalities)
+        self.spectrum_length = dict(spectrum_length or SPECTRUM_LENGTHS)
+        self.allow_negative = allow_negative
+        self.source = source
+
+    def datamodule(self, value):
+        self.source = str(getattr(value, "datapath", self.source))
+
+    def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        index = int(inputs[structure.idx]) if structure.idx in inputs else "?"
+        for m in self.modalities:
+            key = msp.spectra[m]
+            if key not in inputs:
+                raise SpectrumError(
+                    f"{self.source}: molecule {index}: {m} spectrum '{key}' is missing "
+                    f"(loaded properties: {sorted(k for k in inputs if not k.startswith('_'))})"
+                )
+            problem = spectrum_problem(inputs[key], self.spectrum_length[m], self.allow_negative)
+            if problem is not None:
+                raise SpectrumError(f"{self.source}: molecule {index}: {m} spectrum {problem}")
+        return inputs
+
+
+class NormalizeSpectra(Transform):
+    """Normalise intensities in place: ``log10(1 + scale * x)`` (``method="log10"``),
+    ``log(1 + scale * x)`` (``"log"``) or ``scale * x`` (``"none"``).
+
+    Args:
+        modalities: which spectra to normalise.
+        scale: per-modality factor applied before the log (QM9S UV intensities are ~1e-4,
+            so ``log10(1 + x)`` leaves them almost unchanged; a scale lifts them).
+    """
+
+    is_preprocessor = True
+    is_postprocessor = False
+
+    def __init__(
+        self,
+        modalities: Sequence[str] = DEFAULT_MODALITIES,
+        method: str = "log10",
+        scale: Optional[Mapping[str, float]] = None,
+    ):
+        super().__init__()
+        if method not in ("log10", "log", "none"):
+            raise ValueError(f"unknown normalisation {method!r}; use log10, log or none")
+        self.modalities = list(modalities)
+        self.method = method
+        self.scale = {m: float((scale or {}).get(m, 1.0)) for m in self.modalities}
+
+    def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        for m in self.modalities:
+            key = msp.spectra[m]
+            x = inputs[key] * self.scale[m]
+            if self.method == "log10":
+                x = torch.log10(1.0 + x)
+            elif self.method == "log":
+                x = torch.log1p(x)
+            inputs[key] = x
+        return inputs
+
+
+class MaskSpectraPatches(Transform):
+    """Choose the patches SpecFormer must reconstruct (masked patch reconstruction).
+
+    For each modality, keeps ``int(N * (1 - ratio))`` of its N patches and masks the rest,
+    uniformly at random per molecule (also at validation, as released). Writes
+    ``{modality}_patch_mask``, boolean (1, N), True = masked; SpecFormer zero-fills those
+    patches of the normalised input before embedding them. Patch geometry must match the
+    model's SpecFormer (the configs interpolate it from there).
+    """
+
+    is_preprocessor = True
+    is_postprocessor = False
+
+    def __init__(
+        self,
+        ratio: float = 0.1,
+        modalities: Sequence[str] = DEFAULT_MODALITIES,
+        patch_length: Optional[Mapping[str, int]] = None,
+        patch_stride: Optional[Mapping[str, int]] = None,
+        spectrum_length: Optional[Mapping[str, int]] = None,
+    ):
+        super().__init__()
+        if not 0.0 <= ratio < 1.0:
+            raise ValueError(f"mask ratio must be in [0, 1), got {ratio}")
+        patch_length = dict(patch_length or {"uv": 20, "ir": 50, "raman": 50})
+        patch_stride = dict(patch_stride or {"uv": 10, "ir": 25, "raman": 25})
+        spectrum_length = dict(spectrum_length or SPECTRUM_LENGTHS)
+        self.ratio = ratio
+        self.modalities = list(modalities)
+        self.n_patches = {
+            m: n_patches(spectrum_length[m], patch_length[m], patch_stride[m]) for m in self.modalities
+        }
+
+    def n_masked(self, modality: str) -> int:
+        n = self.n_patches[modality]
+        return n - int(n * (1.0 - self.ratio))
+
+    def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        for m in self.modalities:
+            n = self.n_patches[m]
+            mask = torch.zeros(1, n, dtype=torch.bool)
+            mask[0, torch.randperm(n)[: self.n_masked(m)]] = True
+            inputs[msp.patch_mask(m)] = mask
+        return inputs
+
+
+class GaussianCoordinateNoise(Transform):
+    """Perturb positions with isotropic Gaussian noise of width ``sigma`` (Angstrom).
+
+    Writes the clean positions to ``clean_positions`` and the noise, the denoising
+    target, to ``position_noise`` (n_atoms, 3). Place it before the neighbour list.
+    """
+
+    is_preprocessor = True
+    is_postprocessor = False
+
+    def __init__(self, sigma: float = 0.04):
+        super().__init__()
+        if sigma < 0:
+            raise ValueError(f"noise width sigma must be >= 0, got {sigma}")
+        self.sigma = sigma
+
+    def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        positions = inputs[structure.R]
+        noise = torch.randn_like(positions) * self.sigma
+        inputs[msp.clean_positions] = positions
+        inputs[structure.R] = positions + noise
+        inputs[msp.position_noise] = noise
+        return inputs

@@ -1,0 +1,54 @@
+"""Shared fixtures: small SchNetPack databases with spectra, written by the tests themselves."""
+import os
+
+import numpy as np
+import pytest
+from ase.build import molecule
+from schnetpack.data import ASEAtomsData
+
+import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.spectra.grids import GRIDS
+
+MOLECULES = ["H2O", "CH4", "NH3", "C2H6", "CH3OH", "C2H4", "HCN", "CH3CHO", "C2H2", "CO2", "HCOOH", "CH3CN"]
+
+
+def lorentzian_spectrum(grid, centres, heights, width):
+    """Synthetic broadened spectrum on ``grid`` (float32, (1, n_points))."""
+    x = grid.values()[None, :]
+    lines = heights[:, None] * (width / 2 / np.pi) / ((x - centres[:, None]) ** 2 + width**2 / 4)
+    return lines.sum(0, keepdims=True).astype(np.float32)
+
+
+def random_spectra(rng):
+    spectra = {}
+    for m, grid in GRIDS.items():
+        n_lines = rng.integers(2, 8)
+        centres = rng.uniform(grid.start, grid.stop, n_lines)
+        heights = rng.uniform(0.1, 50.0, n_lines)
+        width = 0.3 if m == "uv" else 15.0
+        spectra[msp.spectra[m]] = lorentzian_spectrum(grid, centres, heights, width)
+    return spectra
+
+
+def write_spectra_db(path, n_molecules=24, seed=0, spectra_fn=None, with_spectra=True):
+    """Write ``n_molecules`` small molecules (ASE's g2 set, jittered) with synthetic spectra."""
+    rng = np.random.default_rng(seed)
+    units = {msp.spectra[m]: "1" for m in GRIDS} if with_spectra else {"energy": "eV"}
+    db = ASEAtomsData.create(str(path), distance_unit="Ang", property_unit_dict=units)
+    atoms_list, props = [], []
+    for i in range(n_molecules):
+        atoms = molecule(MOLECULES[i % len(MOLECULES)])
+        atoms.positions += rng.normal(0, 0.02, atoms.positions.shape)
+        atoms_list.append(atoms)
+        if with_spectra:
+            p = spectra_fn(i, rng) if spectra_fn else random_spectra(rng)
+        else:
+            p = {"energy": np.array([rng.normal()], dtype=np.float64)}
+        props.append(p)
+    db.add_systems(props, atoms_list)
+    return str(path)
+
+
+@pytest.fixture
+def spectra_db(tmp_path):
+    return write_spectra_db(tmp_path / "spectra.db")
