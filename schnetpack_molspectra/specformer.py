@@ -14,8 +14,8 @@ so layer l is exact standard attention on queries/keys concatenated along the he
 dimension. That lets every layer use ``F.scaled_dot_product_attention`` (a fused kernel
 that never materialises the (N x N) score matrix) instead of explicit softmax(QK^T)V.
 Head widths are zero-padded to a common width (zeros change neither scores nor output),
-which keeps the fused kernel on its fast path. ``attention_maps`` computes the same
-scores explicitly, for plots.
+which keeps the fused kernel on its fast path. ``explicit=True`` computes the same
+function with materialised scores (as released); ``attention_maps`` uses it for plots.
 """
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -85,34 +85,34 @@ class ResidualAttentionLayer(nn.Module):
         # identical to BatchNorm1d on (b, d, n), without the two transposes.
         return norm(x.reshape(-1, x.shape[-1])).view_as(x)
 
-    def forward(
-        self, x: torch.Tensor, previous: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
-    ) -> Tuple[torch.Tensor, Optional[Tuple[torch.Tensor, torch.Tensor]]]:
+    def forward(self, x: torch.Tensor, previous=None, explicit: bool = False):
+        """Tokens (n_molecules, n_tokens, d_model) -> (new tokens, carried state).
+
+        The carried state is what the next layer needs for residual attention: the
+        concatenated queries/keys (fused path) or the pre-softmax scores (explicit path).
+        """
         q, k, v = self._heads(x)
-        if self.residual_attention and previous is not None:
-            q = torch.cat([previous[0], q], dim=-1)
-            k = torch.cat([previous[1], k], dim=-1)
-        carried = (q, k) if self.residual_attention else None
-        width = max(q.shape[-1], self.fused_head_width)
-        pad = lambda t: F.pad(t, (0, width - t.shape[-1])) if t.shape[-1] < width else t
-        attended = F.scaled_dot_product_attention(
-            pad(q), pad(k), pad(v), scale=self.head_dim**-0.5
-        )[..., : self.head_dim]
+        if explicit:
+            scores = q @ k.transpose(-1, -2) * self.head_dim**-0.5
+            if self.residual_attention and previous is not None:
+                scores = scores + previous
+            attended = torch.softmax(scores, dim=-1) @ v
+            carried = scores  # ignored by the next layer without residual attention
+        else:
+            if self.residual_attention and previous is not None:
+                q = torch.cat([previous[0], q], dim=-1)
+                k = torch.cat([previous[1], k], dim=-1)
+            carried = (q, k) if self.residual_attention else None
+            width = max(q.shape[-1], self.fused_head_width)
+            pad = lambda t: F.pad(t, (0, width - t.shape[-1])) if t.shape[-1] < width else t
+            attended = F.scaled_dot_product_attention(
+                pad(q), pad(k), pad(v), scale=self.head_dim**-0.5
+            )[..., : self.head_dim]
         b, _, n, _ = attended.shape
         attended = attended.transpose(1, 2).reshape(b, n, -1)
         x = self._batchnorm(self.norm_attention, x + self.dropout(self.out(attended)))
         x = self._batchnorm(self.norm_feed_forward, x + self.dropout(self.feed_forward(x)))
         return x, carried
-
-    def attention_scores(
-        self, x: torch.Tensor, previous_scores: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
-        """Pre-softmax scores (n_molecules, n_heads, n_tokens, n_tokens), explicit (for plots)."""
-        q, k, _ = self._heads(x)
-        scores = q @ k.transpose(-1, -2) * self.head_dim**-0.5
-        if self.residual_attention and previous_scores is not None:
-            scores = scores + previous_scores
-        return scores
 
 
 class SpecFormer(nn.Module):
@@ -219,28 +219,34 @@ class SpecFormer(nn.Module):
             tokens.append(self.patch_embedding[m](p) + self.position[m])
         return torch.cat(tokens, dim=1)
 
-    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Run the transformer layers on tokens (n_molecules, n_tokens, d_model)."""
+    def encode(self, tokens: torch.Tensor, explicit: bool = False) -> torch.Tensor:
+        """Run the transformer layers on tokens (n_molecules, n_tokens, d_model).
+
+        ``explicit=True`` materialises the attention scores (slower; as released)."""
         carried = None
         for layer in self.layers:
-            tokens, carried = layer(tokens, carried)
+            tokens, carried = layer(tokens, carried, explicit)
         return tokens
 
     def forward(
-        self, spectra: Dict[str, torch.Tensor], masks: Optional[Dict[str, torch.Tensor]] = None
+        self,
+        spectra: Dict[str, torch.Tensor],
+        masks: Optional[Dict[str, torch.Tensor]] = None,
+        explicit: bool = False,
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
         """Encode normalised spectra.
 
         Args:
             spectra: modality -> normalised spectrum (n_molecules, L).
             masks: modality -> boolean patch mask (n_molecules, n_patches), True = masked.
+            explicit: materialise the attention scores instead of the fused kernel.
 
         Returns:
             representation (n_molecules, n_out), reconstructed patches per modality
             (n_molecules, n_patches, P) and the clean patches per modality (same shape, views).
         """
         patches = {m: self.patchify(spectra[m], m) for m in self.modalities}
-        tokens = self.encode(self.embed(patches, masks))
+        tokens = self.encode(self.embed(patches, masks), explicit)
         pooled = tokens.flatten(1) if self.pooling == "flatten" else tokens.mean(1)
         representation = self.pool(pooled)
         reconstructions = {}
@@ -260,9 +266,8 @@ class SpecFormer(nn.Module):
         Token order is ``modalities`` concatenated; ``n_patches`` gives each block's size.
         """
         tokens = self.embed({m: self.patchify(spectra[m], m) for m in self.modalities}, masks)
-        maps, scores, carried = [], None, None
+        maps, scores = [], None
         for layer in self.layers:
-            scores = layer.attention_scores(tokens, scores)
+            tokens, scores = layer(tokens, scores, explicit=True)
             maps.append(torch.softmax(scores, dim=-1))
-            tokens, carried = layer(tokens, carried)
         return maps

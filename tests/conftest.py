@@ -1,5 +1,8 @@
 """Shared fixtures: small SchNetPack databases with spectra, written by the tests themselves."""
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))  # tests/spktrain.py helpers
 
 import numpy as np
 import pytest

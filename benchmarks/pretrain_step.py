@@ -1,0 +1,179 @@
+"""How fast is a MolSpectra pre-training step, and how close does SpecFormer get to matmul peak?
+
+Measures, side by side in one run, at batch 32 with the default (released) sizes:
+  * one full pre-training step (PaiNN + SpecFormer, denoising + MPR + contrastive, fwd+bwd+AdamW),
+  * one denoising-only step (PaiNN + denoising head),
+  * SpecFormer alone, forward+backward: ours (fused residual attention) and an explicit
+    released-style reference, with FLOP/s as a fraction of this machine's dense float32
+    matmul throughput. FLOPs are the *nominal* model FLOPs (counted on the explicit
+    reference with torch's FlopCounterMode), so the fused path's zero-padding is not counted.
+
+    python benchmarks/pretrain_step.py [--batch 32] [--repeats 5] [--device cpu|cuda]
+
+Writes benchmarks/results/pretrain_step.json.
+"""
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from ase.collections import g2
+from torch.utils.flop_counter import FlopCounterMode
+
+import schnetpack as spk
+from schnetpack import properties as structure
+
+import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.atomistic import DenoisingHead, MoleculeRepresentation
+from schnetpack_molspectra.model import MolSpectraModel
+from schnetpack_molspectra.specformer import SpecFormer
+from schnetpack_molspectra.task import InfoNCELoss, MaskedPatchReconstructionOutput, SelfSupervisedOutput
+from schnetpack_molspectra.transform import GaussianCoordinateNoise, MaskSpectraPatches, NormalizeSpectra
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeats, warmup=2):
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def matmul_peak(device, n=4096, repeats=5):
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    seconds = timed(lambda: a @ b, device, repeats)
+    return 2 * n**3 / seconds
+
+
+def molecule_batch(batch_size, seed=0):
+    """A collated SchNetPack batch of g2 molecules with random spectra, noise and masks."""
+    rng = np.random.default_rng(seed)
+    names = [n for n in g2.names if len(g2[n]) >= 6]
+    transforms = [
+        NormalizeSpectra(),
+        MaskSpectraPatches(0.1),
+        spk.transform.SubtractCenterOfMass(),
+        GaussianCoordinateNoise(0.04),
+        spk.transform.ASENeighborList(cutoff=5.0),
+        spk.transform.CastTo32(),
+    ]
+    samples = []
+    for i in range(batch_size):
+        atoms = g2[names[rng.integers(len(names))]]
+        inputs = {
+            structure.idx: torch.tensor([i]),
+            structure.Z: torch.tensor(atoms.numbers),
+            structure.R: torch.tensor(atoms.positions),
+            structure.cell: torch.zeros(1, 3, 3, dtype=torch.float64),
+            structure.pbc: torch.zeros(1, 3, dtype=torch.bool),
+            structure.n_atoms: torch.tensor([len(atoms)]),
+            msp.uv_spectrum: torch.rand(1, 701) * 1e-2,
+            msp.ir_spectrum: torch.rand(1, 3501) * 100,
+            msp.raman_spectrum: torch.rand(1, 3501) * 10,
+        }
+        for t in transforms:
+            inputs = t(inputs)
+        samples.append(inputs)
+    return spk.data.loader._atoms_collate_fn(samples)
+
+
+def build(specformer: bool, width=128):
+    radial = spk.nn.GaussianRBF(n_rbf=20, cutoff=5.0)
+    return MolSpectraModel(
+        representation=spk.representation.PaiNN(width, 3, radial, spk.nn.CosineCutoff(5.0)),
+        input_modules=[spk.atomistic.PairwiseDistances()],
+        output_modules=[DenoisingHead(width, mode="vector"), MoleculeRepresentation()],
+        specformer=SpecFormer(n_out=width) if specformer else None,
+    )
+
+
+def outputs(specformer: bool):
+    terms = [SelfSupervisedOutput("denoising", msp.denoised_noise, "noise_target", torch.nn.MSELoss())]
+    if specformer:
+        terms += [
+            MaskedPatchReconstructionOutput(),
+            SelfSupervisedOutput("contrastive", msp.representation_3d, msp.representation_spectra, InfoNCELoss()),
+        ]
+    return terms
+
+
+def training_step(model, terms, batch, optimizer):
+    def step():
+        pred = model({k: v.clone() for k, v in batch.items()})
+        loss = sum(t.calculate_loss(pred) for t in terms)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "pretrain_step.json"))
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+
+    batch = {k: v.to(device) for k, v in molecule_batch(args.batch).items()}
+    results = {"device": str(device), "threads": torch.get_num_threads(), "batch": args.batch}
+    if device.type == "cuda":
+        results["gpu"] = torch.cuda.get_device_name()
+
+    for name, with_spec in (("full_step_s", True), ("denoising_step_s", False)):
+        model = build(with_spec).to(device).train()
+        terms = torch.nn.ModuleList(outputs(with_spec)).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        results[name] = timed(training_step(model, terms, batch, opt), device, args.repeats)
+
+    spec = SpecFormer(n_out=128).to(device).train()
+    spectra = {m: batch[msp.spectra[m]] for m in spec.modalities}
+    masks = {m: batch[msp.patch_mask(m)] for m in spec.modalities}
+
+    def fwd_bwd(explicit):
+        def run():
+            rep, recon, _ = spec(spectra, masks, explicit=explicit)
+            (rep.sum() + sum(r.sum() for r in recon.values())).backward()
+
+        return run
+
+    fused, explicit = fwd_bwd(False), fwd_bwd(True)
+
+    with FlopCounterMode(display=False) as counter:
+        explicit()
+    flops = counter.get_total_flops()
+    results["specformer_fwd_bwd_gflop"] = flops / 1e9
+    results["specformer_fused_s"] = timed(fused, device, args.repeats)
+    results["specformer_explicit_s"] = timed(explicit, device, args.repeats)
+    peak = matmul_peak(device)
+    results["matmul_peak_gflops"] = peak / 1e9
+    results["specformer_fused_gflops"] = flops / results["specformer_fused_s"] / 1e9
+    results["specformer_explicit_gflops"] = flops / results["specformer_explicit_s"] / 1e9
+    results["specformer_fused_fraction_of_peak"] = flops / results["specformer_fused_s"] / peak
+    results["specformer_explicit_fraction_of_peak"] = flops / results["specformer_explicit_s"] / peak
+    results["full_over_denoising"] = results["full_step_s"] / results["denoising_step_s"]
+
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+    for k, v in results.items():
+        print(f"{k:40s} {v:.4g}" if isinstance(v, float) else f"{k:40s} {v}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""The pre-training model with PaiNN, SchNet and SO3net: equivariance and one training step each."""
+import pytest
+import torch
+import schnetpack as spk
+from schnetpack import properties as structure
+from scipy.spatial.transform import Rotation
+
+import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.atomistic import DenoisingHead, MoleculeRepresentation
+from schnetpack_molspectra.data.datamodule import MolSpectraDataModule
+from schnetpack_molspectra.model import MolSpectraModel
+from schnetpack_molspectra.specformer import SpecFormer
+from schnetpack_molspectra.task import (
+    InfoNCELoss,
+    MaskedPatchReconstructionOutput,
+    MolSpectraTask,
+    SelfSupervisedOutput,
+)
+from schnetpack_molspectra.transform import (
+    GaussianCoordinateNoise,
+    MaskSpectraPatches,
+    NormalizeSpectra,
+    ValidateSpectra,
+)
+
+CUTOFF = 5.0
+
+
+def representation(name, width=16):
+    radial = spk.nn.GaussianRBF(n_rbf=8, cutoff=CUTOFF)
+    cutoff_fn = spk.nn.CosineCutoff(CUTOFF)
+    if name == "painn":
+        return spk.representation.PaiNN(width, 2, radial, cutoff_fn)
+    if name == "schnet":
+        return spk.representation.SchNet(width, 2, radial, cutoff_fn)
+    return spk.representation.SO3net(width, 2, lmax=1, radial_basis=radial, cutoff_fn=cutoff_fn)
+
+
+def build_model(name, with_specformer=True, width=16):
+    specformer = SpecFormer(n_out=width, d_model=16, n_heads=4, d_ff=16) if with_specformer else None
+    return MolSpectraModel(
+        representation=representation(name, width),
+        input_modules=[spk.atomistic.PairwiseDistances()],
+        output_modules=[DenoisingHead(n_in=width, mode="auto"), MoleculeRepresentation()],
+        specformer=specformer,
+    )
+
+
+def datamodule(path, batch_size=6):
+    dm = MolSpectraDataModule(
+        datapath=path,
+        batch_size=batch_size,
+        num_train=12,
+        num_val=6,
+        num_workers=0,
+        split_file=None,
+        transforms=[
+            ValidateSpectra(),
+            NormalizeSpectra(),
+            MaskSpectraPatches(0.1),
+            spk.transform.SubtractCenterOfMass(),
+            GaussianCoordinateNoise(0.04),
+            spk.transform.MatScipyNeighborList(cutoff=CUTOFF),
+            spk.transform.CastTo32(),
+        ],
+    )
+    dm.setup()
+    return dm
+
+
+def pretraining_outputs():
+    return [
+        SelfSupervisedOutput("denoising", msp.denoised_noise, "noise_target", torch.nn.MSELoss()),
+        MaskedPatchReconstructionOutput(),
+        SelfSupervisedOutput("contrastive", msp.representation_3d, msp.representation_spectra, InfoNCELoss()),
+    ]
+
+
+def rotated(batch, rotation):
+    out = {k: v.clone() for k, v in batch.items()}
+    out[structure.R] = batch[structure.R] @ rotation.T
+    return out
+
+
+@pytest.mark.parametrize("name,mode", [("painn", "vector"), ("so3net", "vector"), ("schnet", "gradient")])
+def test_denoising_head_is_rotation_equivariant(spectra_db, name, mode):
+    torch.manual_seed(0)
+    model = build_model(name, with_specformer=False).eval()
+    assert model.output_modules[0].mode == mode
+    batch = next(iter(datamodule(spectra_db).val_dataloader()))
+    rotation = torch.tensor(Rotation.random(random_state=1).as_matrix(), dtype=torch.float32)
+    pred = model({k: v.clone() for k, v in batch.items()})[msp.denoised_noise].detach()
+    pred_rot = model(rotated(batch, rotation))[msp.denoised_noise].detach()
+    assert pred.shape == batch[structure.R].shape
+    assert pred.abs().max() > 1e-4
+    assert torch.allclose(pred_rot, pred @ rotation.T, atol=1e-4)
+    # the 3D representation used for the contrastive loss is invariant
+    rep = model({k: v.clone() for k, v in batch.items()})[msp.representation_3d].detach()
+    rep_rot = model(rotated(batch, rotation))[msp.representation_3d].detach()
+    assert torch.allclose(rep, rep_rot, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["painn", "schnet", "so3net"])
+def test_each_encoder_completes_a_pretraining_step(spectra_db, name):
+    torch.manual_seed(0)
+    model = build_model(name)
+    task = MolSpectraTask(model=model, outputs=pretraining_outputs(), optimizer_args={"lr": 1e-3})
+    optimizer = torch.optim.Adam(task.parameters(), lr=1e-3)
+    batch = next(iter(datamodule(spectra_db).train_dataloader()))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    task.train()
+    pred = task.predict_without_postprocessing({k: v.clone() for k, v in batch.items()})
+    terms = [o.calculate_loss(pred) for o in task.outputs]
+    assert all(torch.isfinite(t) and t > 0 for t in terms)
+    loss = task.loss_fn(pred, {})
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert any(n.startswith("representation.") for n in changed)
+    assert any(n.startswith("specformer.") for n in changed)
+    assert any(n.startswith("output_modules.0.") for n in changed)
+    # MPR compares exactly the masked patches: 7 UV + 14 IR + 14 Raman per molecule
+    n_mol = len(batch[structure.n_atoms])
+    assert pred[msp.reconstructed_patches("uv")].shape == (7 * n_mol, 20)
+    assert pred[msp.target_patches("ir")].shape == (14 * n_mol, 50)
+
+
+def test_running_noise_scale_is_saved_and_standardises_target(spectra_db):
+    torch.manual_seed(0)
+    model = build_model("painn", with_specformer=False)
+    head = model.output_modules[0]
+    loader = datamodule(spectra_db).train_dataloader()
+    model.train()
+    for batch in loader:
+        model(batch)
+    assert head.scale.scale.item() == pytest.approx(0.04, rel=0.15)
+    assert "output_modules.0.scale.sum_squares" in model.state_dict()
+    model.eval()
+    out = model(next(iter(loader)))
+    assert out["noise_target"].std().item() == pytest.approx(1.0, rel=0.3)
+
+
+def test_batch_without_an_enabled_modality_is_named(spectra_db):
+    model = build_model("painn")
+    batch = next(iter(datamodule(spectra_db).train_dataloader()))
+    batch.pop(msp.raman_spectrum)
+    with pytest.raises(KeyError, match="raman_spectrum"):
+        model(batch)

@@ -1,0 +1,101 @@
+"""End-to-end: the stock ``spktrain`` / ``spk-train`` CLI runs MolSpectra pre-training from any directory."""
+import os
+
+import pytest
+import torch
+
+from conftest import write_spectra_db
+from spktrain import TINY_ENCODER, TINY_PRETRAIN, TINY_SPECFORMER, logged_scalars, run_dir, spktrain
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    return write_spectra_db(tmp_path_factory.mktemp("data") / "spectra.db", n_molecules=40)
+
+
+@pytest.mark.parametrize("command", ["spktrain", "spk-train"])
+def test_molspectra_pretrain_writes_best_model_and_logs_three_terms(tmp_path, db, command):
+    spktrain(tmp_path, "experiment=molspectra_pretrain", f"data.datapath={db}", *TINY_PRETRAIN, *TINY_SPECFORMER, command=command)
+    run = run_dir(tmp_path)
+    model = torch.load(os.path.join(run, "best_model"), weights_only=False)
+    assert type(model).__name__ == "MolSpectraModel" and model.specformer is not None
+    assert os.path.exists(os.path.join(run, "checkpoints", "last.ckpt"))
+    tags = logged_scalars(run)
+    for term in ("denoising_mse", "mpr_mse", "contrastive_infonce"):
+        assert f"train_{term}" in tags and f"val_{term}" in tags, tags
+    assert {"val_mpr_uv_mse", "val_mpr_ir_mse", "val_mpr_raman_mse", "val_loss"} <= tags
+
+
+def test_encoder_swap_and_ablation_overrides(tmp_path, db):
+    spktrain(
+        tmp_path,
+        "experiment=molspectra_pretrain",
+        f"data.datapath={db}",
+        "model/representation=schnet",
+        "globals.modalities=[uv,ir]",
+        "globals.beta_mpr=0",
+        "model.specformer.pooling=mean",
+        *TINY_PRETRAIN,
+        *TINY_SPECFORMER,
+    )
+    model = torch.load(os.path.join(run_dir(tmp_path), "best_model"), weights_only=False)
+    assert type(model.representation).__name__ == "SchNet"
+    assert model.output_modules[0].mode == "gradient"
+    assert model.specformer.modalities == ["uv", "ir"] and model.specformer.pooling == "mean"
+    assert "val_mpr_raman_mse" not in logged_scalars(run_dir(tmp_path))
+
+
+def test_stage_one_then_stage_two_from_its_encoder(tmp_path):
+    plain = write_spectra_db(tmp_path / "structures.db", n_molecules=30, with_spectra=False)
+    spktrain(tmp_path / "stage1", "experiment=denoise_pretrain", f"data.datapath={plain}", *TINY_PRETRAIN)
+    stage1 = os.path.join(run_dir(tmp_path / "stage1"), "best_model")
+    encoder = torch.load(stage1, weights_only=False).representation.state_dict()
+
+    spectra = write_spectra_db(tmp_path / "spectra.db", n_molecules=30)
+    spktrain(tmp_path / "stage2", "experiment=molspectra_pretrain", f"data.datapath={spectra}", f"globals.init_from={stage1}", *TINY_PRETRAIN, *TINY_SPECFORMER)
+
+    # the model the stage-2 config builds starts from exactly the stage-1 encoder ...
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    with initialize_config_module(config_module="schnetpack.configs", version_base=None):
+        overrides = ["experiment=molspectra_pretrain", *TINY_ENCODER, *TINY_SPECFORMER]
+        model = instantiate(compose("train", overrides=[*overrides, f"globals.init_from={stage1}"]).model)
+        fresh = instantiate(compose("train", overrides=overrides).model)
+    for key, value in encoder.items():
+        assert torch.equal(model.representation.state_dict()[key], value), key
+    assert any(not torch.equal(fresh.representation.state_dict()[k], v) for k, v in encoder.items())
+    # ... and a missing stage-1 file stops the run before training, naming it
+    proc = spktrain(tmp_path / "stage2b", "experiment=molspectra_pretrain", f"data.datapath={spectra}", "globals.init_from=/no/such/best_model", *TINY_PRETRAIN, check=False)
+    assert proc.returncode != 0 and "/no/such/best_model" in proc.stderr + proc.stdout
+
+
+def test_database_without_spectra_is_a_clear_error(tmp_path):
+    plain = write_spectra_db(tmp_path / "plain.db", n_molecules=10, with_spectra=False)
+    proc = spktrain(tmp_path / "run", "experiment=molspectra_pretrain", f"data.datapath={plain}", *TINY_PRETRAIN, check=False)
+    assert proc.returncode != 0
+    assert f"{plain}: database has no ['uv_spectrum', 'ir_spectrum', 'raman_spectrum']" in proc.stderr + proc.stdout
+
+
+def test_missing_database_is_a_clear_error(tmp_path):
+    proc = spktrain(tmp_path, "experiment=molspectra_pretrain", "data.datapath=/nonexistent/qm9s.db", *TINY_PRETRAIN, check=False)
+    assert proc.returncode != 0
+    assert "spectra database /nonexistent/qm9s.db does not exist" in proc.stderr + proc.stdout
+
+
+def test_nan_spectrum_in_database_names_file_and_molecule(tmp_path):
+    import numpy as np
+    from conftest import random_spectra
+
+    def spectra_fn(i, rng):
+        spectra = random_spectra(rng)
+        if i == 5:
+            spectra["ir_spectrum"][0, 100] = np.nan
+        return spectra
+
+    bad = write_spectra_db(tmp_path / "bad.db", n_molecules=12, spectra_fn=spectra_fn)
+    proc = spktrain(tmp_path / "run", "experiment=molspectra_pretrain", f"data.datapath={bad}", "data.num_train=10", "data.num_val=2", *TINY_PRETRAIN, *TINY_SPECFORMER, check=False)
+    assert proc.returncode != 0
+    assert f"{bad}: molecule 5: ir spectrum has 1 non-finite intensities" in proc.stderr + proc.stdout

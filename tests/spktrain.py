@@ -1,0 +1,55 @@
+"""Run the stock ``spktrain`` CLI in a subprocess, as a user would, with tiny model sizes."""
+import glob
+import os
+import subprocess
+import sys
+
+TINY_ENCODER = [
+    "model.representation.n_atom_basis=16",
+    "model.representation.n_interactions=1",
+    "model.representation.radial_basis.n_rbf=8",
+]
+TINY_PRETRAIN = [
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "globals.warmup_steps=2",
+    "globals.total_steps=20",
+    "~callbacks.ema",
+    "+trainer.log_every_n_steps=1",
+    *TINY_ENCODER,
+]
+TINY_SPECFORMER = ["model.specformer.d_model=16", "model.specformer.n_heads=4", "model.specformer.d_ff=16"]
+
+
+def spktrain(cwd, *overrides, command="spktrain", env=None, check=True, timeout=300):
+    """Run ``command`` with ``overrides`` in ``cwd``; return the CompletedProcess."""
+    os.makedirs(cwd, exist_ok=True)
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PWD"] = str(cwd)
+    proc = subprocess.run(
+        [command, *overrides], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{command} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def run_dir(cwd):
+    """The single run directory spktrain created under ``cwd/runs``."""
+    dirs = glob.glob(os.path.join(str(cwd), "runs", "*"))
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def logged_scalars(run):
+    """Tags of all scalars in the run's TensorBoard event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for events in glob.glob(os.path.join(run, "**", "events.out.tfevents.*"), recursive=True):
+        acc = EventAccumulator(events)
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    return tags
