@@ -2,7 +2,7 @@
 import os
 from typing import List, Optional, Sequence
 
-from schnetpack.data import AtomsDataModule
+from schnetpack.data import ASEAtomsData, AtomsDataModule
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.spectra.checks import SpectrumError
@@ -51,11 +51,12 @@ class MolSpectraDataModule(AtomsDataModule):
     def setup(self, stage: Optional[str] = None):
         if not os.path.exists(self.datapath):
             self.prepare_data()
+        if self.dataset is None:
+            available = set(ASEAtomsData(self.datapath).available_properties)
+            missing = [p for p in self.load_properties if p not in available]
+            if missing:
+                raise SpectrumError(
+                    f"{self.datapath}: database has no {missing} (it has {sorted(available)}); "
+                    "build one with `spkspectra simulate`"
+                )
         super().setup(stage)
-        available = set(self.dataset.available_properties)
-        missing = [p for p in self.load_properties if p not in available]
-        if missing:
-            raise SpectrumError(
-                f"{self.datapath}: database has no {missing} (it has {sorted(available)}); "
-                "build one with `spkspectra simulate` or `spkspectra convert-qm9s`"
-            )

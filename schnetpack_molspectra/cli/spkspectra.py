@@ -1,0 +1,99 @@
+"""``spkspectra``: build MolSpectra datasets (SchNetPack ASE databases with spectra).
+
+  spkspectra simulate OUT.db --smiles CCO c1ccccc1 | --file mols.xyz | --qm9 100 [--workers 2]
+  spkspectra qm9 OUT.db [--limit N]       # QM9 offline from qm9pack, SchNetPack names/units
+  spkspectra default [--out PATH]          # (re)build the embedded default dataset
+"""
+import schnetpack_molspectra  # noqa: F401  (loads tblite before torch: see its __init__)
+
+import argparse
+import sys
+from dataclasses import fields
+
+from schnetpack_molspectra.data.simulate.runner import SimulationSettings, read_failures, simulate_to_db
+
+
+def _simulate(args):
+    from schnetpack_molspectra.data import inputs
+    from schnetpack_molspectra.data.qm9 import QM9_UNITS
+
+    label_units = {}
+    if args.smiles:
+        molecules = inputs.from_smiles(args.smiles)
+    elif args.file:
+        molecules = inputs.from_file(args.file)
+    else:
+        molecules = inputs.from_qm9(n=args.qm9, seed=args.seed)
+        label_units = QM9_UNITS
+    settings = SimulationSettings(**{f.name: getattr(args, f.name) for f in fields(SimulationSettings)})
+    counts = simulate_to_db(molecules, args.out, settings, args.workers, label_units, args.retry_failed)
+    failures = read_failures(args.out)
+    print(f"{args.out}: {counts['written']} written, {counts['failed']} failed, {counts['skipped']} already done/failed before")
+    for record in failures:
+        print(f"  failed: input {record['input_index']} {record['name']}: {record['reason']}")
+    return 0
+
+
+def _qm9(args):
+    from schnetpack_molspectra.data.qm9 import build_qm9_db
+
+    n = build_qm9_db(args.out, limit=args.limit)
+    print(f"{args.out}: {n} QM9 molecules")
+    return 0
+
+
+def _default(args):
+    from schnetpack_molspectra.data.default import build_default_dataset, default_dataset_path
+
+    path = args.out or default_dataset_path()
+    print(build_default_dataset(path, workers=args.workers))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spkspectra", description="Build MolSpectra spectra datasets.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("simulate", help="compute UV-Vis/IR/Raman spectra (GFN2-xTB + PySCF) into a SchNetPack db")
+    sim.add_argument("out", help="output database (.db); an existing one is resumed")
+    src = sim.add_mutually_exclusive_group(required=True)
+    src.add_argument("--smiles", nargs="+", help="SMILES strings (3D structures from RDKit)")
+    src.add_argument("--file", help="xyz / extxyz / ASE db with the structures")
+    src.add_argument("--qm9", type=int, metavar="N", help="N random QM9 molecules (with their QM9 labels)")
+    sim.add_argument("--seed", type=int, default=0, help="seed of the QM9 subset")
+    sim.add_argument("--workers", type=int, default=1)
+    sim.add_argument("--retry-failed", action="store_true", help="retry molecules recorded as failed")
+    defaults = SimulationSettings()
+    for f in fields(SimulationSettings):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool or isinstance(getattr(defaults, f.name), bool):
+            sim.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=getattr(defaults, f.name))
+        else:
+            kind = type(getattr(defaults, f.name))
+            choices = ["fast", "tddft"] if f.name == "uv_method" else None
+            sim.add_argument(flag, dest=f.name, type=kind, default=getattr(defaults, f.name), choices=choices)
+    sim.set_defaults(run=_simulate)
+
+    qm9 = sub.add_parser("qm9", help="QM9 offline (qm9pack) as a SchNetPack database")
+    qm9.add_argument("out")
+    qm9.add_argument("--limit", type=int, default=None, help="only the first N molecules")
+    qm9.set_defaults(run=_qm9)
+
+    default = sub.add_parser("default", help="build the embedded default spectra dataset")
+    default.add_argument("--out", default=None)
+    default.add_argument("--workers", type=int, default=None)
+    default.set_defaults(run=_default)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError) as err:
+        print(f"spkspectra {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""QM9 offline, from the ``qm9pack`` PyPI package (130,831 molecules), in SchNetPack's QM9 layout.
+
+Targets get ``schnetpack.datasets.QM9``'s names and units (Hartree, Debye, a0^3, a0^2,
+cal/mol/K, GHz), so ``spktrain experiment=qm9_atomwise data.datapath=<db>`` works on it.
+"""
+import ast
+import os
+import re
+from typing import Iterator, List, Optional, Sequence
+
+import numpy as np
+from ase import Atoms
+from tqdm import tqdm
+
+import schnetpack_molspectra.properties as msp
+
+__all__ = ["QM9_COLUMNS", "QM9_UNITS", "load_qm9pack", "qm9_molecules", "build_qm9_db"]
+
+#: qm9pack column -> SchNetPack QM9 property name
+QM9_COLUMNS = {
+    "RotA_GHz": "rotational_constant_A",
+    "RotB_GHz": "rotational_constant_B",
+    "RotC_GHz": "rotational_constant_C",
+    "Dipole_debye": "dipole_moment",
+    "Polarizability_bohr3": "isotropic_polarizability",
+    "HOMO_au": "homo",
+    "LUMO_au": "lumo",
+    "HOMO_LUMO_gap_au": "gap",
+    "R2_bohr2": "electronic_spatial_extent",
+    "ZPVE_au": "zpve",
+    "InternalEnergy_0K_au": "energy_U0",
+    "InternalEnergy_298K_au": "energy_U",
+    "Enthalphy_298K_au": "enthalpy_H",
+    "GibbsFreeEnergy_298K_au": "free_energy",
+    "Heatcapacity_Cv_cal_mol_K": "heat_capacity",
+}
+#: SchNetPack QM9 property -> unit, as ``schnetpack.datasets.QM9`` stores them
+QM9_UNITS = {
+    "rotational_constant_A": "GHz",
+    "rotational_constant_B": "GHz",
+    "rotational_constant_C": "GHz",
+    "dipole_moment": "Debye",
+    "isotropic_polarizability": "a0 a0 a0",
+    "homo": "Ha",
+    "lumo": "Ha",
+    "gap": "Ha",
+    "electronic_spatial_extent": "a0 a0",
+    "zpve": "Ha",
+    "energy_U0": "Ha",
+    "energy_U": "Ha",
+    "enthalpy_H": "Ha",
+    "free_energy": "Ha",
+    "heat_capacity": "cal/mol/K",
+}
+
+
+def load_qm9pack():
+    """All of QM9 as a pandas DataFrame (one row per molecule, ordered by GDB index)."""
+    try:
+        import qm9pack
+    except ImportError as err:
+        raise ImportError("QM9 offline needs the 'qm9pack' package: pip install qm9pack") from err
+    return qm9pack.get_data("qm9").sort_values("Index").reset_index(drop=True)
+
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def parse_numbers(text: str) -> np.ndarray:
+    """All numbers in a qm9pack list cell (it holds forms such as ``0.`` that JSON rejects)."""
+    return np.array([float(x) for x in _NUMBER.findall(text)], dtype=np.float64)
+
+
+def row_atoms(row) -> Atoms:
+    """The molecule of one qm9pack row (positions in Angstrom)."""
+    symbols = ast.literal_eval(row.Elements)
+    positions = parse_numbers(row.XYZ_Ang)
+    if positions.size != 3 * len(symbols):
+        raise ValueError(f"qm9pack gdb_{row.Index}: {positions.size} coordinates for {len(symbols)} atoms")
+    return Atoms(symbols=symbols, positions=positions.reshape(-1, 3))
+
+
+def row_labels(row) -> dict:
+    """QM9 targets of one row, SchNetPack names and units, plus the GDB index."""
+    labels = {name: float(getattr(row, column)) for column, name in QM9_COLUMNS.items()}
+    labels[msp.gdb_index] = int(row.Index)
+    return labels
+
+
+def qm9_molecules(table, positions: Optional[Sequence[int]] = None) -> Iterator:
+    """``(atoms, labels, smiles, harmonic_frequencies)`` for rows at ``positions`` (all if None)."""
+    rows = table if positions is None else table.iloc[list(positions)]
+    for row in rows.itertuples(index=False):
+        frequencies = parse_numbers(row.Harmonic_Freq_cmi)
+        yield row_atoms(row), row_labels(row), row.SMILES, frequencies
+
+
+def build_qm9_db(path: str, limit: Optional[int] = None, gdb_indices: Optional[List[int]] = None, chunk: int = 5000) -> int:
+    """Write QM9 (or the first ``limit`` molecules, or the given GDB indices) as a SchNetPack db.
+
+    Keeps the DFT harmonic frequencies (``harmonic_frequencies``, cm^-1), the GDB index and,
+    per row, the SMILES (ASE key ``smiles``). Refuses to overwrite an existing file.
+    """
+    from ase.db import connect
+    from schnetpack.data import ASEAtomsData
+
+    if os.path.exists(path):
+        raise FileExistsError(f"{path} exists; remove it or choose another path")
+    table = load_qm9pack()
+    if gdb_indices is not None:
+        by_index = {int(i): pos for pos, i in enumerate(table["Index"])}
+        unknown = [i for i in gdb_indices if int(i) not in by_index]
+        if unknown:
+            raise KeyError(f"GDB indices not in QM9: {unknown[:10]}")
+        positions = [by_index[int(i)] for i in gdb_indices]
+    else:
+        positions = range(len(table) if limit is None else min(limit, len(table)))
+    units = dict(QM9_UNITS, **{msp.gdb_index: "1", msp.harmonic_frequencies: "1"})
+    ASEAtomsData.create(path, distance_unit="Ang", property_unit_dict=units)
+    n = 0
+    with connect(path, use_lock_file=False) as conn:
+        batch = []
+        for atoms, labels, smiles, frequencies in tqdm(qm9_molecules(table, positions), total=len(positions), desc="QM9", unit="mol"):
+            data = {k: np.array([v], dtype=np.float64) for k, v in labels.items() if k != msp.gdb_index}
+            data[msp.gdb_index] = np.array([labels[msp.gdb_index]], dtype=np.int64)
+            data[msp.harmonic_frequencies] = frequencies
+            batch.append((atoms, data, smiles))
+            if len(batch) == chunk:
+                n += _write(conn, batch)
+                batch = []
+        n += _write(conn, batch)
+    return n
+
+
+def _write(conn, batch) -> int:
+    with conn:  # one transaction per chunk
+        for atoms, data, smiles in batch:
+            conn.write(atoms, data=data, smiles=smiles)
+    return len(batch)
