@@ -4,6 +4,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))  # tests/spktrain.py helpers
 
+import schnetpack_molspectra  # noqa: F401  (first: loads tblite before torch)
+
 import numpy as np
 import pytest
 from ase.build import molecule

@@ -54,6 +54,28 @@ QM9_UNITS = {
 }
 
 
+#: QM9's single-atom reference energies (Hartree; Cv in cal/mol/K) for H, C, N, O, F, as
+#: published with QM9 (atomref table); schnetpack's RemoveOffsets(remove_atomrefs=True) reads them
+_ATOMREF_TABLE = {
+    # Z:   zpve, U0,          U,           H,           G,           Cv
+    1: (0.0, -0.500273, -0.498857, -0.497912, -0.510927, 2.981),
+    6: (0.0, -37.846772, -37.845355, -37.844411, -37.861317, 2.981),
+    7: (0.0, -54.583861, -54.582445, -54.581501, -54.598897, 2.981),
+    8: (0.0, -75.064579, -75.063162, -75.062219, -75.079532, 2.981),
+    9: (0.0, -99.718730, -99.717314, -99.716370, -99.733544, 2.981),
+}
+
+
+def qm9_atomrefs(max_z: int = 100) -> dict:
+    """Atom references in SchNetPack's layout: property -> list indexed by atomic number."""
+    names = ["zpve", "energy_U0", "energy_U", "enthalpy_H", "free_energy", "heat_capacity"]
+    refs = {name: [0.0] * max_z for name in names}
+    for z, values in _ATOMREF_TABLE.items():
+        for name, value in zip(names, values):
+            refs[name][z] = value
+    return refs
+
+
 def load_qm9pack():
     """All of QM9 as a pandas DataFrame (one row per molecule, ordered by GDB index)."""
     try:
@@ -116,19 +138,19 @@ def build_qm9_db(path: str, limit: Optional[int] = None, gdb_indices: Optional[L
     else:
         positions = range(len(table) if limit is None else min(limit, len(table)))
     units = dict(QM9_UNITS, **{msp.gdb_index: "1", msp.harmonic_frequencies: "1"})
-    ASEAtomsData.create(path, distance_unit="Ang", property_unit_dict=units)
+    ASEAtomsData.create(path, distance_unit="Ang", property_unit_dict=units, atomrefs=qm9_atomrefs())
     n = 0
-    with connect(path, use_lock_file=False) as conn:
-        batch = []
-        for atoms, labels, smiles, frequencies in tqdm(qm9_molecules(table, positions), total=len(positions), desc="QM9", unit="mol"):
-            data = {k: np.array([v], dtype=np.float64) for k, v in labels.items() if k != msp.gdb_index}
-            data[msp.gdb_index] = np.array([labels[msp.gdb_index]], dtype=np.int64)
-            data[msp.harmonic_frequencies] = frequencies
-            batch.append((atoms, data, smiles))
-            if len(batch) == chunk:
-                n += _write(conn, batch)
-                batch = []
-        n += _write(conn, batch)
+    conn = connect(path, use_lock_file=False)
+    batch = []
+    for atoms, labels, smiles, frequencies in tqdm(qm9_molecules(table, positions), total=len(positions), desc="QM9", unit="mol"):
+        data = {k: np.array([v], dtype=np.float64) for k, v in labels.items() if k != msp.gdb_index}
+        data[msp.gdb_index] = np.array([labels[msp.gdb_index]], dtype=np.int64)
+        data[msp.harmonic_frequencies] = frequencies
+        batch.append((atoms, data, smiles))
+        if len(batch) == chunk:
+            n += _write(conn, batch)
+            batch = []
+    n += _write(conn, batch)
     return n
 
 

@@ -101,6 +101,16 @@ def _work(job: Tuple[MoleculeInput, SimulationSettings]):
         return item, None, None, f"{type(err).__name__}: {err}"
 
 
+def _tblite_loads_here() -> bool:
+    """False when torch's bundled OpenMP runtime, loaded first, keeps tblite from loading."""
+    try:
+        import tblite.interface  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
 def _start_pool(workers: int):
     """Worker processes with one OpenMP thread each (set before they start: an OpenMP
     runtime already running in this process cannot be narrowed in forked children)."""
@@ -171,7 +181,7 @@ def simulate_to_db(
     conn = _open_db(db_path, label_units)
     jobs = [(m, settings) for m in pending]
     pool = None
-    if workers > 1:
+    if workers > 1 or not _tblite_loads_here():
         pool = _start_pool(workers)
         results = pool.imap_unordered(_work, jobs, chunksize=1)
     else:
