@@ -2,6 +2,7 @@
 
   spkspectra simulate OUT.db --smiles CCO c1ccccc1 | --file mols.xyz | --qm9 100 [--workers 2]
   spkspectra qm9 OUT.db [--limit N]       # QM9 offline from qm9pack, SchNetPack names/units
+  spkspectra convert-qm9s OUT.db --pt qm9s.pt --uv uv_boraden.csv --ir ir_boraden.csv --raman raman_boraden.csv [--qm9 qm9.db]
   spkspectra default [--out PATH]          # (re)build the embedded default dataset
 """
 import schnetpack_molspectra  # noqa: F401  (loads tblite before torch: see its __init__)
@@ -42,6 +43,29 @@ def _qm9(args):
     return 0
 
 
+def _convert_qm9s(args):
+    from schnetpack_molspectra.data.qm9s import convert_qm9s
+
+    summary = convert_qm9s(args.pt, {"uv": args.uv, "ir": args.ir, "raman": args.raman}, args.out, qm9_db=args.qm9)
+    print(f"{args.out}: {summary['written']} of {summary['molecules_in_pt']} molecules written "
+          f"(CSV rows: {summary['rows']}); summary in {args.out}.summary.json")
+    for modality, missing in summary["missing_rows"].items():
+        if missing:
+            print(f"  {modality}: {len(missing)} molecules without a row, e.g. {missing[:5]}")
+    for modality, orphans in summary["orphan_rows"].items():
+        if orphans:
+            print(f"  {modality}: {len(orphans)} rows without a molecule, e.g. {orphans[:5]}")
+    for bad in summary["bad_rows"][:10]:
+        print(f"  {bad['file']}: row {bad['index']} {bad['problem']}")
+    if len(summary["bad_rows"]) > 10:
+        print(f"  ... {len(summary['bad_rows']) - 10} more bad rows")
+    for dup in summary["duplicate_rows"][:5]:
+        print(f"  {dup['file']}: duplicate row index {dup['index']} (first kept)")
+    if summary["molecules_without_qm9_labels"]:
+        print(f"  {len(summary['molecules_without_qm9_labels'])} molecules not in the QM9 database (not written)")
+    return 0
+
+
 def _default(args):
     from schnetpack_molspectra.data.default import build_default_dataset, default_dataset_path
 
@@ -79,6 +103,15 @@ def parser() -> argparse.ArgumentParser:
     qm9.add_argument("--limit", type=int, default=None, help="only the first N molecules")
     qm9.set_defaults(run=_qm9)
 
+    conv = sub.add_parser("convert-qm9s", help="the real QM9S files (qm9s.pt + *_boraden.csv) as a SchNetPack db")
+    conv.add_argument("out")
+    conv.add_argument("--pt", required=True, help="qm9s.pt")
+    conv.add_argument("--uv", required=True, help="uv_boraden.csv")
+    conv.add_argument("--ir", required=True, help="ir_boraden.csv")
+    conv.add_argument("--raman", required=True, help="raman_boraden.csv")
+    conv.add_argument("--qm9", default=None, help="QM9 db (spkspectra qm9) to attach labels by GDB index")
+    conv.set_defaults(run=_convert_qm9s)
+
     default = sub.add_parser("default", help="build the embedded default spectra dataset")
     default.add_argument("--out", default=None)
     default.add_argument("--workers", type=int, default=None)
@@ -90,7 +123,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError) as err:  # QM9SFormatError, SpectrumError too
         print(f"spkspectra {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,98 @@
+"""convert-qm9s on small files written in exactly the real QM9S format."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+from ase.db import connect
+from torch_geometric.data import Data
+
+import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.data.qm9s import QM9SFormatError, convert_qm9s
+from schnetpack_molspectra.spectra.grids import GRIDS
+from spktrain import TINY_PRETRAIN, TINY_SPECFORMER, run_dir, spktrain
+
+NAMES = ["CH4", "NH3", "H2O", "C2H6", "CH3OH", "HCN", "C2H4", "CH3CHO", "HCOOH", "CH3CN", "C2H2", "CO2"]
+
+
+def write_qm9s(folder, n=12, drop_ir=(), nan_raman=(), short_uv=(), rng=None):
+    """qm9s.pt (torch_geometric Data list) + the three *_boraden.csv files, real layout."""
+    rng = rng or np.random.default_rng(0)
+    graphs = []
+    for i in range(n):
+        atoms = molecule(NAMES[i % len(NAMES)])
+        graphs.append(Data(number=torch.tensor([1000 + i]), z=torch.tensor(atoms.numbers), pos=torch.tensor(atoms.positions, dtype=torch.float32), smile=NAMES[i]))
+    torch.save(graphs, os.path.join(folder, "qm9s.pt"))
+    paths = {}
+    for m, grid in GRIDS.items():
+        path = os.path.join(folder, f"{m}_boraden.csv")
+        with open(path, "w") as f:
+            f.write("," + ",".join(f"{x:g}" for x in grid.values()) + "\n")
+            for i in range(n):
+                if m == "ir" and i in drop_ir:
+                    continue
+                values = rng.random(grid.n_points) * 10
+                text = ",".join(f"{v:.6g}" for v in values)
+                if m == "raman" and i in nan_raman:
+                    text = text.replace(text.split(",")[7], "nan", 1)
+                if m == "uv" and i in short_uv:
+                    text = ",".join(text.split(",")[:-3])
+                f.write(f"{i},{text}\n")
+        paths[m] = path
+    return os.path.join(folder, "qm9s.pt"), paths
+
+
+def test_clean_files_convert_completely_and_train(tmp_path):
+    pt, csvs = write_qm9s(str(tmp_path))
+    out = str(tmp_path / "qm9s.db")
+    summary = convert_qm9s(pt, csvs, out)
+    assert summary["written"] == 12 and not summary["bad_rows"] and not any(summary["missing_rows"].values())
+    with connect(out) as conn:
+        row = conn.get(id=3)
+    assert row.data[msp.ir_spectrum].shape == (1, 3501) and int(row.data[msp.gdb_index][0]) == 1002
+    # values survive the round trip (compare with the CSV text)
+    with open(csvs["uv"]) as f:
+        lines = f.readlines()
+    expected = np.array(lines[3].split(",")[1:], dtype=np.float32)
+    assert np.allclose(row.data[msp.uv_spectrum][0], expected)
+    assert json.load(open(out + ".summary.json"))["written"] == 12
+    spktrain(tmp_path / "run", "experiment=molspectra_pretrain", f"data.datapath={out}", "data.num_train=8", "data.num_val=2", *TINY_PRETRAIN, *TINY_SPECFORMER)
+    assert os.path.exists(os.path.join(run_dir(tmp_path / "run"), "best_model"))
+
+
+def test_every_mismatch_is_reported_and_nothing_dropped_unseen(tmp_path):
+    pt, csvs = write_qm9s(str(tmp_path), drop_ir=(4,), nan_raman=(6,), short_uv=(9,))
+    with open(csvs["ir"], "a") as f:  # a row without a molecule
+        f.write("57," + ",".join(["1.0"] * 3501) + "\n")
+    summary = convert_qm9s(pt, csvs, str(tmp_path / "out.db"))
+    assert summary["missing_rows"]["ir"] == [4]
+    assert summary["orphan_rows"]["ir"] == [57]
+    problems = {(os.path.basename(b["file"]), b["index"]): b["problem"] for b in summary["bad_rows"]}
+    assert "non-finite" in problems[("raman_boraden.csv", 6)]
+    assert "has 698 values, expected 701" in problems[("uv_boraden.csv", 9)]
+    assert sorted(summary["not_written"]) == [4, 6, 9]
+    assert summary["written"] == 9
+
+
+def test_bad_files_are_named(tmp_path):
+    pt, csvs = write_qm9s(str(tmp_path), n=3)
+    with pytest.raises(FileNotFoundError, match="raman spectra .*nope.csv do not exist"):
+        convert_qm9s(pt, dict(csvs, raman=str(tmp_path / "nope.csv")), str(tmp_path / "a.db"))
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("idx,1,2,3\n0,1,2,3\n")
+    with pytest.raises(QM9SFormatError, match="wrong.csv: header has 4 columns"):
+        convert_qm9s(pt, dict(csvs, uv=str(wrong)), str(tmp_path / "b.db"))
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a torch file")
+    with pytest.raises(QM9SFormatError, match="garbage.pt: not a readable torch file"):
+        convert_qm9s(str(garbage), csvs, str(tmp_path / "c.db"))
+    cli = subprocess.run(
+        [sys.executable, "-m", "schnetpack_molspectra.cli.spkspectra", "convert-qm9s", str(tmp_path / "d.db"), "--pt", pt,
+         "--uv", csvs["uv"], "--ir", str(tmp_path / "missing_ir.csv"), "--raman", csvs["raman"]],
+        capture_output=True, text=True,
+    )
+    assert cli.returncode == 2 and "missing_ir.csv do not exist" in cli.stderr
