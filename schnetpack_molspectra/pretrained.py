@@ -10,8 +10,15 @@ from typing import Dict
 
 import torch
 from torch import nn
+from schnetpack.model import NeuralNetworkPotential
 
-__all__ = ["PretrainedModelError", "representation_state", "load_representation_weights", "pretrained_representation"]
+__all__ = [
+    "PretrainedModelError",
+    "representation_state",
+    "load_representation_weights",
+    "pretrained_representation",
+    "PretrainedNeuralNetworkPotential",
+]
 
 _PREFIX = "model.representation."
 
@@ -76,3 +83,18 @@ def pretrained_representation(representation: nn.Module, checkpoint: str = None)
     if checkpoint is None:
         return representation
     return load_representation_weights(representation, checkpoint)
+
+
+class PretrainedNeuralNetworkPotential(NeuralNetworkPotential):
+    """SchNetPack's ``NeuralNetworkPotential`` whose encoder starts from ``pretrained_model``.
+
+    With ``pretrained_model=None`` it is exactly a ``NeuralNetworkPotential`` trained from
+    scratch, so a fine-tuning experiment and its from-scratch baseline differ by one switch.
+    The check happens at construction, i.e. before any training starts.
+    """
+
+    def __init__(self, *args, pretrained_model: str = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pretrained_model = pretrained_model
+        if pretrained_model is not None:
+            load_representation_weights(self.representation, pretrained_model)

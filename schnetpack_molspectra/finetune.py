@@ -1,0 +1,146 @@
+"""Fine-tuning on the 12 QM9 targets: output module, loss/metrics, offsets, units per target.
+
+Each function is a hydra ``_target_`` taking the short target name of the paper
+(``globals.property``: mu, alpha, homo, lumo, gap, r2, zpve, U0, U, H, G, Cv), so one
+experiment config (``qm9_finetune``) covers all twelve. MAE is logged in the paper's units
+(meV for energies) as ``{subset}_{property}_mae_<unit>``.
+"""
+from dataclasses import dataclass
+from typing import Dict, List
+
+import torch
+from torch import nn
+import schnetpack as spk
+from schnetpack import properties as structure
+from schnetpack.nn.scatter import scatter_add
+from torchmetrics.regression import MeanAbsoluteError
+
+__all__ = [
+    "QM9Target",
+    "QM9_TARGETS",
+    "qm9_target",
+    "qm9_output_module",
+    "qm9_model_output",
+    "qm9_transforms",
+    "qm9_add_offsets",
+    "ElectronicSpatialExtent",
+    "ScaledMeanAbsoluteError",
+]
+
+
+@dataclass(frozen=True)
+class QM9Target:
+    key: str  # SchNetPack's QM9 property name
+    unit: str  # unit the model is trained in (data=qm9 loads energies in eV)
+    report_unit: str  # unit of the logged MAE (the paper's)
+    report_scale: float  # report = scale * train unit
+    module: str  # atomwise | dipole | spatial_extent
+    aggregation: str = "sum"
+    atomrefs: bool = False
+
+
+QM9_TARGETS: Dict[str, QM9Target] = {
+    "mu": QM9Target("dipole_moment", "Debye", "D", 1.0, "dipole"),
+    "alpha": QM9Target("isotropic_polarizability", "a0 a0 a0", "a0^3", 1.0, "atomwise"),
+    "homo": QM9Target("homo", "eV", "meV", 1000.0, "atomwise", "avg"),
+    "lumo": QM9Target("lumo", "eV", "meV", 1000.0, "atomwise", "avg"),
+    "gap": QM9Target("gap", "eV", "meV", 1000.0, "atomwise", "avg"),
+    "r2": QM9Target("electronic_spatial_extent", "a0 a0", "a0^2", 1.0, "spatial_extent"),
+    "zpve": QM9Target("zpve", "eV", "meV", 1000.0, "atomwise", "sum", True),
+    "U0": QM9Target("energy_U0", "eV", "meV", 1000.0, "atomwise", "sum", True),
+    "U": QM9Target("energy_U", "eV", "meV", 1000.0, "atomwise", "sum", True),
+    "H": QM9Target("enthalpy_H", "eV", "meV", 1000.0, "atomwise", "sum", True),
+    "G": QM9Target("free_energy", "eV", "meV", 1000.0, "atomwise", "sum", True),
+    "Cv": QM9Target("heat_capacity", "cal/mol/K", "cal/mol/K", 1.0, "atomwise", "sum", True),
+}
+
+
+def qm9_target(property: str) -> QM9Target:
+    """The target for a short name (``homo``) or a SchNetPack key (``energy_U0``)."""
+    if property in QM9_TARGETS:
+        return QM9_TARGETS[property]
+    for target in QM9_TARGETS.values():
+        if target.key == property:
+            return target
+    raise ValueError(f"unknown QM9 property {property!r}; choose one of {list(QM9_TARGETS)}")
+
+
+class ElectronicSpatialExtent(nn.Module):
+    """R^2 = sum_i q_i |r_i - r_com|^2 with atomwise scalars q_i (n_molecules,), a0^2 if positions are."""
+
+    def __init__(self, n_in: int, output_key: str = "electronic_spatial_extent", n_layers: int = 2):
+        super().__init__()
+        from ase.data import atomic_masses
+
+        self.output_key = output_key
+        self.net = spk.nn.build_mlp(n_in=n_in, n_out=1, n_layers=n_layers)
+        self.register_buffer("masses", torch.tensor(atomic_masses, dtype=torch.float32), persistent=False)
+        self.model_outputs = [output_key]
+
+    def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        idx_m = inputs[structure.idx_m]
+        n_molecules = int(idx_m[-1]) + 1
+        positions = inputs[structure.R]
+        masses = self.masses.to(positions.dtype)[inputs[structure.Z]]
+        com = scatter_add(masses[:, None] * positions, idx_m, n_molecules) / scatter_add(masses, idx_m, n_molecules)[:, None]
+        r2 = ((positions - com[idx_m]) ** 2).sum(-1)
+        q = self.net(inputs["scalar_representation"]).squeeze(-1)
+        inputs[self.output_key] = scatter_add(q * r2, idx_m, n_molecules)
+        return inputs
+
+
+def qm9_output_module(property: str, n_in: int) -> nn.Module:
+    """The SchNetPack output module for one QM9 target."""
+    target = qm9_target(property)
+    if target.module == "dipole":
+        return spk.atomistic.DipoleMoment(n_in=n_in, dipole_key=target.key, predict_magnitude=True, use_vector_representation=False)
+    if target.module == "spatial_extent":
+        return ElectronicSpatialExtent(n_in=n_in, output_key=target.key)
+    return spk.atomistic.Atomwise(n_in=n_in, output_key=target.key, aggregation_mode=target.aggregation)
+
+
+class ScaledMeanAbsoluteError(MeanAbsoluteError):
+    """MAE multiplied by ``scale`` (e.g. 1000: eV -> meV)."""
+
+    def __init__(self, scale: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+
+    def compute(self):
+        return super().compute() * self.scale
+
+
+def qm9_model_output(property: str, loss_weight: float = 1.0) -> spk.task.ModelOutput:
+    """MSE loss; MAE logged in the paper's unit as ``mae_<unit>``."""
+    target = qm9_target(property)
+    unit = target.report_unit.replace("/", "_").replace("^", "")
+    return spk.task.ModelOutput(
+        name=target.key,
+        loss_fn=nn.MSELoss(),
+        loss_weight=loss_weight,
+        metrics={f"mae_{unit}": ScaledMeanAbsoluteError(target.report_scale)},
+    )
+
+
+def qm9_transforms(property: str, cutoff: float) -> List[nn.Module]:
+    """Preprocessing: centre, remove the mean (and atom references for extensive
+    properties), neighbour list, float32."""
+    target = qm9_target(property)
+    offsets = []
+    if target.module == "atomwise":
+        offsets = [spk.transform.RemoveOffsets(target.key, remove_mean=True, remove_atomrefs=target.atomrefs)]
+    return [
+        spk.transform.SubtractCenterOfMass(),
+        *offsets,
+        spk.transform.MatScipyNeighborList(cutoff=cutoff),
+        spk.transform.CastTo32(),
+    ]
+
+
+def qm9_add_offsets(property: str) -> List[nn.Module]:
+    """Postprocessing matching :func:`qm9_offsets`."""
+    target = qm9_target(property)
+    modules = [spk.transform.CastTo64()]
+    if target.module == "atomwise":
+        modules.append(spk.transform.AddOffsets(target.key, add_mean=True, add_atomrefs=target.atomrefs))
+    return modules
