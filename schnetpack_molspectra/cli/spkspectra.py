@@ -3,6 +3,8 @@
   spkspectra simulate OUT.db --smiles CCO c1ccccc1 | --file mols.xyz | --qm9 100 [--workers 2]
   spkspectra qm9 OUT.db [--limit N]       # QM9 offline from qm9pack, SchNetPack names/units
   spkspectra convert-qm9s OUT.db --pt qm9s.pt --uv uv_boraden.csv --ir ir_boraden.csv --raman raman_boraden.csv [--qm9 qm9.db]
+  spkspectra md aspirin OUT.db [--frames 1000 --temperature 500]   # MD17-style data from GFN2-xTB MD
+  spkspectra md17-npz md17_aspirin.npz OUT.db                      # real MD17 file -> SchNetPack db
   spkspectra default [--out PATH]          # (re)build the embedded default dataset
 """
 import schnetpack_molspectra  # noqa: F401  (loads tblite before torch: see its __init__)
@@ -66,6 +68,21 @@ def _convert_qm9s(args):
     return 0
 
 
+def _md(args):
+    from schnetpack_molspectra.data.md17 import generate_xtb_md
+
+    n = generate_xtb_md(args.molecule, args.out, args.frames, args.temperature, args.timestep, args.interval, seed=args.seed)
+    print(f"{args.out}: {n} frames")
+    return 0
+
+
+def _md17_npz(args):
+    from schnetpack_molspectra.data.md17 import npz_to_db
+
+    print(f"{args.out}: {npz_to_db(args.npz, args.out)} frames")
+    return 0
+
+
 def _default(args):
     from schnetpack_molspectra.data.default import build_default_dataset, default_dataset_path
 
@@ -111,6 +128,21 @@ def parser() -> argparse.ArgumentParser:
     conv.add_argument("--raman", required=True, help="raman_boraden.csv")
     conv.add_argument("--qm9", default=None, help="QM9 db (spkspectra qm9) to attach labels by GDB index")
     conv.set_defaults(run=_convert_qm9s)
+
+    md = sub.add_parser("md", help="MD17-style data: GFN2-xTB Langevin MD (energies + forces), resumable")
+    md.add_argument("molecule", help="aspirin, benzene, ethanol, malonaldehyde, naphthalene, salicylic_acid, toluene, uracil, or a structure file")
+    md.add_argument("out")
+    md.add_argument("--frames", type=int, default=1000)
+    md.add_argument("--temperature", type=float, default=500.0, help="K")
+    md.add_argument("--timestep", type=float, default=0.5, help="fs")
+    md.add_argument("--interval", type=int, default=10, help="MD steps between frames")
+    md.add_argument("--seed", type=int, default=0)
+    md.set_defaults(run=_md)
+
+    npz = sub.add_parser("md17-npz", help="a real MD17 .npz (R, z, E, F) as a SchNetPack db")
+    npz.add_argument("npz")
+    npz.add_argument("out")
+    npz.set_defaults(run=_md17_npz)
 
     default = sub.add_parser("default", help="build the embedded default spectra dataset")
     default.add_argument("--out", default=None)

@@ -1,5 +1,7 @@
-"""``MolSpectraDataModule``: SchNetPack's ``AtomsDataModule`` for databases with spectra."""
+"""DataModules: ``MolSpectraDataModule`` (databases with spectra) and ``MD17DataModule`` (energies + forces)."""
 import os
+import subprocess
+import sys
 from typing import List, Optional, Sequence
 
 from schnetpack.data import ASEAtomsData, AtomsDataModule
@@ -8,7 +10,18 @@ import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.spectra.checks import SpectrumError
 from schnetpack_molspectra.specformer import DEFAULT_MODALITIES
 
-__all__ = ["MolSpectraDataModule"]
+__all__ = ["MolSpectraDataModule", "MD17DataModule"]
+
+
+def check_split(dm: AtomsDataModule) -> None:
+    """Refuse an empty training or validation split (e.g. num_train + num_val > molecules)."""
+    sizes = {"train": len(dm.train_idx), "val": len(dm.val_idx)}
+    empty = [name for name, n in sizes.items() if n == 0]
+    if empty:
+        raise ValueError(
+            f"{dm.datapath}: the {' and '.join(empty)} split is empty ({len(dm.dataset)} molecules, "
+            f"num_train={dm.num_train}, num_val={dm.num_val})"
+        )
 
 
 class MolSpectraDataModule(AtomsDataModule):
@@ -60,3 +73,69 @@ class MolSpectraDataModule(AtomsDataModule):
                     "build one with `spkspectra simulate`"
                 )
         super().setup(stage)
+        check_split(self)
+
+
+class MD17DataModule(AtomsDataModule):
+    """Energies and forces of one molecule, MD17 style, from wherever the user has them.
+
+    Args:
+        molecule: one of the eight MD17 molecules (aspirin, ..., uracil) or a structure file.
+        datapath: a SchNetPack db with ``energy``/``forces``, a real MD17 ``.npz`` (converted
+            once into the cache), or None: GFN2-xTB MD at 500 K generated once into the cache
+            (``n_frames`` frames; see ``spkspectra md``).
+        n_frames, temperature: size and temperature of the generated xTB data.
+    """
+
+    def __init__(
+        self,
+        molecule: str,
+        datapath: Optional[str] = None,
+        n_frames: int = 1000,
+        temperature: float = 500.0,
+        **kwargs,
+    ):
+        from schnetpack_molspectra.data.default import cache_dir
+        from schnetpack_molspectra.data.md17 import MD17_SMILES
+
+        if molecule not in MD17_SMILES and not os.path.exists(str(molecule)):
+            raise ValueError(f"unknown MD17 molecule {molecule!r}; choose one of {sorted(MD17_SMILES)} or give a structure file")
+        self.molecule, self.n_frames, self.temperature = molecule, n_frames, temperature
+        self.source = None
+        if datapath is None:
+            name = os.path.splitext(os.path.basename(str(molecule)))[0]
+            datapath = os.path.join(cache_dir(), f"md17_xtb_{name}_{int(temperature)}K_{n_frames}.db")
+            self.source = "xtb"
+        elif str(datapath).endswith(".npz"):
+            self.source = str(datapath)
+            stem = os.path.splitext(os.path.basename(str(datapath)))[0]
+            datapath = os.path.join(cache_dir(), f"{stem}.db")
+        super().__init__(datapath=str(datapath), **kwargs)
+
+    def prepare_data(self):
+        if os.path.exists(self.datapath):
+            return
+        from schnetpack_molspectra.data.md17 import generate_xtb_md, npz_to_db
+
+        os.makedirs(os.path.dirname(os.path.abspath(self.datapath)), exist_ok=True)
+        if self.source is None:
+            raise FileNotFoundError(f"MD17 database {self.datapath} does not exist")
+        if self.source != "xtb":
+            npz_to_db(self.source, self.datapath)
+        elif "torch" in sys.modules and "tblite.interface" not in sys.modules:
+            cmd = [sys.executable, "-m", "schnetpack_molspectra.cli.spkspectra", "md", str(self.molecule), self.datapath,
+                   "--frames", str(self.n_frames), "--temperature", str(self.temperature)]
+            if subprocess.run(cmd).returncode != 0:
+                raise RuntimeError(f"generating xTB MD data failed: {' '.join(cmd)}")
+        else:
+            generate_xtb_md(self.molecule, self.datapath, self.n_frames, self.temperature)
+
+    def setup(self, stage: Optional[str] = None):
+        self.prepare_data()
+        if self.dataset is None:
+            available = set(ASEAtomsData(self.datapath).available_properties)
+            missing = [p for p in ("energy", "forces") if p not in available]
+            if missing:
+                raise ValueError(f"{self.datapath}: database has no {missing} (it has {sorted(available)}); md17 needs energies and forces")
+        super().setup(stage)
+        check_split(self)

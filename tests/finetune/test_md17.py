@@ -1,0 +1,96 @@
+"""MD17-style data (xTB MD, real .npz), md17_finetune with the stock spktrain, and ASE MD with the result."""
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+from ase.db import connect
+
+from conftest import write_spectra_db
+from schnetpack_molspectra.data.md17 import generate_xtb_md, npz_to_db
+from spktrain import TINY_ENCODER, TINY_PRETRAIN, logged_scalars, run_dir, spktrain
+
+pytestmark = pytest.mark.slow
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "ase_md.py")
+MD17 = ["data.molecule=ethanol", "data.num_train=14", "data.num_val=6", "data.batch_size=8", "data.num_workers=0",
+        "trainer.max_epochs=2", "task.warmup_steps=2", "~callbacks.ema", *TINY_ENCODER]
+
+
+@pytest.fixture(scope="module")
+def xtb_db(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("md") / "ethanol.db")
+    assert generate_xtb_md("ethanol", path, n_frames=20, progress=False) == 20
+    return path
+
+
+@pytest.fixture(scope="module")
+def npz(xtb_db, tmp_path_factory):
+    """The xTB frames written as a real-format MD17 file (R, z, E, F in kcal/mol)."""
+    with connect(xtb_db) as conn:
+        rows = list(conn.select())
+    path = str(tmp_path_factory.mktemp("npz") / "md17_ethanol.npz")
+    np.savez(path, R=np.array([r.positions for r in rows]), z=rows[0].numbers, E=np.array([r.data["energy"] for r in rows]),
+             F=np.array([r.data["forces"] for r in rows]))
+    return path
+
+
+def test_xtb_md_frames_and_resume(xtb_db, tmp_path):
+    with connect(xtb_db) as conn:
+        rows = list(conn.select())
+    energies = np.array([r.data["energy"][0] for r in rows])
+    assert rows[0].data["forces"].shape == (9, 3)
+    assert np.ptp(energies) > 0.5  # kcal/mol: the molecule moves at 500 K
+    assert np.abs(rows[0].data["forces"]).max() < 500
+    # a run stopped at 20 frames continues to 25 from frame 20 without rewriting any
+    copy = str(tmp_path / "copy.db")
+    import shutil
+
+    shutil.copy(xtb_db, copy)
+    assert generate_xtb_md("ethanol", copy, n_frames=25, progress=False) == 25
+    with connect(copy) as conn:
+        resumed = list(conn.select())
+    assert [r.data["energy"][0] for r in resumed[:20]] == list(energies)
+    step = np.linalg.norm(resumed[20].positions - resumed[19].positions, axis=1).max()
+    assert step < 0.5  # continues the trajectory (10 steps of 0.5 fs), not a new start
+
+
+def test_npz_reader_and_its_errors(npz, tmp_path):
+    assert npz_to_db(npz, str(tmp_path / "a.db")) == 20
+    data = dict(np.load(npz))
+    data.pop("F")
+    np.savez(tmp_path / "noforces.npz", **data)
+    with pytest.raises(ValueError, match="no forces"):
+        npz_to_db(str(tmp_path / "noforces.npz"), str(tmp_path / "b.db"))
+    with pytest.raises(FileNotFoundError, match="nothere.npz does not exist"):
+        npz_to_db(str(tmp_path / "nothere.npz"), str(tmp_path / "c.db"))
+
+
+def test_md17_finetune_from_scratch_and_pretrained_then_md(tmp_path, xtb_db, npz):
+    env = {"MOLSPECTRA_CACHE": str(tmp_path / "cache")}
+    spktrain(tmp_path / "pre", "experiment=denoise_pretrain", f"data.datapath={xtb_db}", *TINY_PRETRAIN)
+    pretrained = os.path.join(run_dir(tmp_path / "pre"), "best_model")
+    spktrain(tmp_path / "scratch", "experiment=md17_finetune", f"data.datapath={npz}", *MD17, env=env)
+    spktrain(tmp_path / "ft", "experiment=md17_finetune", f"data.datapath={xtb_db}", f"globals.pretrained_model={pretrained}", *MD17, env=env)
+    run = run_dir(tmp_path / "ft")
+    assert {"val_forces_mae_kcal_mol_Ang", "val_energy_mae_kcal_mol"} <= logged_scalars(run)
+
+    spec = importlib.util.spec_from_file_location("ase_md", EXAMPLE)
+    ase_md = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ase_md)
+    summary = ase_md.run(os.path.join(run, "best_model"), structure=xtb_db, langevin_steps=20, nve_steps=60,
+                         trajectory=str(tmp_path / "md.traj"))
+    assert np.isfinite(summary["drift_eV_per_atom_per_ps"]) and summary["n_atoms"] == 9
+    assert os.path.getsize(tmp_path / "md.traj") > 0
+
+
+def test_md17_bad_inputs_stop_before_training(tmp_path):
+    proc = spktrain(tmp_path / "a", "experiment=md17_finetune", *MD17, "data.molecule=caffeine", check=False)
+    assert proc.returncode != 0 and "unknown MD17 molecule 'caffeine'" in proc.stdout + proc.stderr
+    no_forces = write_spectra_db(tmp_path / "energies.db", n_molecules=10, with_spectra=False)
+    proc = spktrain(tmp_path / "b", "experiment=md17_finetune", f"data.datapath={no_forces}", *MD17, check=False)
+    assert proc.returncode != 0 and "database has no ['forces']" in proc.stdout + proc.stderr
+
+
+def test_split_larger_than_the_data_is_named(tmp_path, xtb_db):
+    proc = spktrain(tmp_path, "experiment=md17_finetune", f"data.datapath={xtb_db}", *MD17, "data.num_train=20", check=False)
+    assert proc.returncode != 0 and "the val split is empty (20 molecules, num_train=20, num_val=6)" in proc.stdout + proc.stderr
