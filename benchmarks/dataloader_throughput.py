@@ -17,12 +17,11 @@ import os
 import tempfile
 import time
 
-import schnetpack as spk
 from ase.db import connect
 
 from schnetpack_molspectra.data.datamodule import MolSpectraDataModule
 from schnetpack_molspectra.data.default import ensure_default_dataset
-from schnetpack_molspectra.transform import GaussianCoordinateNoise, MaskSpectraPatches, NormalizeSpectra, ValidateSpectra
+from schnetpack_molspectra.transform import pretraining_transforms
 
 
 def replicate(source: str, target: str, n: int):
@@ -57,15 +56,7 @@ def main():
                 num_val=args.batch,
                 num_workers=workers,
                 split_file=None,
-                transforms=[
-                    ValidateSpectra(),
-                    NormalizeSpectra(),
-                    MaskSpectraPatches(0.1),
-                    spk.transform.SubtractCenterOfMass(),
-                    GaussianCoordinateNoise(0.04),
-                    spk.transform.MatScipyNeighborList(cutoff=5.0),
-                    spk.transform.CastTo32(),
-                ],
+                transforms=pretraining_transforms(),
             )
             dm.setup()
             loader = dm.train_dataloader()

@@ -30,7 +30,7 @@ from schnetpack_molspectra.atomistic import DenoisingHead, MoleculeRepresentatio
 from schnetpack_molspectra.model import MolSpectraModel
 from schnetpack_molspectra.specformer import SpecFormer
 from schnetpack_molspectra.task import InfoNCELoss, MaskedPatchReconstructionOutput, SelfSupervisedOutput
-from schnetpack_molspectra.transform import GaussianCoordinateNoise, MaskSpectraPatches, NormalizeSpectra
+from schnetpack_molspectra.transform import pretraining_transforms
 
 
 def synchronize(device):
@@ -61,14 +61,7 @@ def molecule_batch(batch_size, seed=0):
     """A collated SchNetPack batch of g2 molecules with random spectra, noise and masks."""
     rng = np.random.default_rng(seed)
     names = [n for n in g2.names if len(g2[n]) >= 6]
-    transforms = [
-        NormalizeSpectra(),
-        MaskSpectraPatches(0.1),
-        spk.transform.SubtractCenterOfMass(),
-        GaussianCoordinateNoise(0.04),
-        spk.transform.ASENeighborList(cutoff=5.0),
-        spk.transform.CastTo32(),
-    ]
+    transforms = pretraining_transforms(neighbor_list="ase")
     samples = []
     for i in range(batch_size):
         atoms = g2[names[rng.integers(len(names))]]

@@ -14,7 +14,13 @@ from schnetpack_molspectra.spectra.checks import SpectrumError, spectrum_problem
 from schnetpack_molspectra.spectra.grids import SPECTRUM_LENGTHS
 from schnetpack_molspectra.specformer import DEFAULT_MODALITIES, n_patches
 
-__all__ = ["ValidateSpectra", "NormalizeSpectra", "MaskSpectraPatches", "GaussianCoordinateNoise"]
+__all__ = [
+    "ValidateSpectra",
+    "NormalizeSpectra",
+    "MaskSpectraPatches",
+    "GaussianCoordinateNoise",
+    "pretraining_transforms",
+]
 
 
 class ValidateSpectra(Transform):
@@ -164,3 +170,25 @@ class GaussianCoordinateNoise(Transform):
         inputs[structure.R] = positions + noise
         inputs[msp.position_noise] = noise
         return inputs
+
+
+def pretraining_transforms(
+    cutoff: float = 5.0,
+    sigma: float = 0.04,
+    mask_ratio: float = 0.1,
+    neighbor_list: str = "matscipy",
+):
+    """The pre-training preprocessing of ``data=molspectra`` with default settings, as a list
+    (for scripts and notebooks; ``spktrain`` builds the same from the config)."""
+    from schnetpack.transform import ASENeighborList, CastTo32, MatScipyNeighborList, SubtractCenterOfMass
+
+    neighbors = MatScipyNeighborList if neighbor_list == "matscipy" else ASENeighborList
+    return [
+        ValidateSpectra(),
+        NormalizeSpectra(),
+        MaskSpectraPatches(mask_ratio),
+        SubtractCenterOfMass(),
+        GaussianCoordinateNoise(sigma),
+        neighbors(cutoff=cutoff),
+        CastTo32(),
+    ]

@@ -16,12 +16,7 @@ from schnetpack_molspectra.task import (
     MolSpectraTask,
     SelfSupervisedOutput,
 )
-from schnetpack_molspectra.transform import (
-    GaussianCoordinateNoise,
-    MaskSpectraPatches,
-    NormalizeSpectra,
-    ValidateSpectra,
-)
+from schnetpack_molspectra.transform import pretraining_transforms
 
 CUTOFF = 5.0
 
@@ -54,15 +49,7 @@ def datamodule(path, batch_size=6):
         num_val=6,
         num_workers=0,
         split_file=None,
-        transforms=[
-            ValidateSpectra(),
-            NormalizeSpectra(),
-            MaskSpectraPatches(0.1),
-            spk.transform.SubtractCenterOfMass(),
-            GaussianCoordinateNoise(0.04),
-            spk.transform.MatScipyNeighborList(cutoff=CUTOFF),
-            spk.transform.CastTo32(),
-        ],
+        transforms=pretraining_transforms(cutoff=CUTOFF),
     )
     dm.setup()
     return dm
