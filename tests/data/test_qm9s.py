@@ -25,7 +25,7 @@ def write_qm9s(folder, n=12, drop_ir=(), nan_raman=(), short_uv=(), rng=None):
     graphs = []
     for i in range(n):
         atoms = molecule(NAMES[i % len(NAMES)])
-        graphs.append(Data(number=torch.tensor([1000 + i]), z=torch.tensor(atoms.numbers), pos=torch.tensor(atoms.positions, dtype=torch.float32), smile=NAMES[i]))
+        graphs.append(Data(number=torch.tensor([1000 + i]), z=torch.tensor(atoms.numbers), pos=torch.tensor(atoms.positions, dtype=torch.float32), smile=NAMES[i % len(NAMES)]))
     torch.save(graphs, os.path.join(folder, "qm9s.pt"))
     paths = {}
     for m, grid in GRIDS.items():
