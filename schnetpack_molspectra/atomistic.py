@@ -48,7 +48,8 @@ class DenoisingHead(nn.Module):
     the (noisy) positions. Both are rotation-equivariant.
 
     Writes ``predicted_noise`` and, when ``position_noise`` is in the inputs, the
-    standardised target ``noise_target`` (the running scale is updated in training).
+    standardised target ``noise_target`` (the running scale is updated in training);
+    models leave a missing output out of their results.
     ``scale.scale`` converts predictions back to Angstrom.
     """
 
@@ -115,13 +116,11 @@ class DenoisingHead(nn.Module):
             )
             prediction = -gradient
         inputs[self.prediction_key] = prediction
-        if msp.position_noise in inputs:
+        if msp.position_noise in inputs:  # only batches that were perturbed carry a target
             target = inputs[msp.position_noise]
             if self.training:
                 self.scale.update(target)
             inputs[self.target_key] = target / self.scale.scale
-        else:
-            inputs[self.target_key] = torch.zeros_like(prediction)
         return inputs
 
 

@@ -22,6 +22,8 @@ __all__ = [
     "qm9_output_module",
     "qm9_model_output",
     "qm9_transforms",
+    "qm9_output_modules",
+    "qm9_task_outputs",
     "qm9_add_offsets",
     "ElectronicSpatialExtent",
     "ScaledMeanAbsoluteError",
@@ -122,19 +124,45 @@ def qm9_model_output(property: str, loss_weight: float = 1.0) -> spk.task.ModelO
     )
 
 
-def qm9_transforms(property: str, cutoff: float) -> List[nn.Module]:
+def qm9_transforms(property: str, cutoff: float, aux_denoising: bool = False, aux_sigma: float = 0.005) -> List[nn.Module]:
     """Preprocessing: centre, remove the mean (and atom references for extensive
-    properties), neighbour list, float32."""
+    properties), coordinate noise of ``aux_sigma`` (A) for auxiliary denoising, neighbour list, float32."""
+    from schnetpack_molspectra.transform import GaussianCoordinateNoise
+
     target = qm9_target(property)
     offsets = []
     if target.module == "atomwise":
         offsets = [spk.transform.RemoveOffsets(target.key, remove_mean=True, remove_atomrefs=target.atomrefs)]
+    noise = [GaussianCoordinateNoise(aux_sigma)] if aux_denoising else []
     return [
         spk.transform.SubtractCenterOfMass(),
         *offsets,
+        *noise,
         spk.transform.MatScipyNeighborList(cutoff=cutoff),
         spk.transform.CastTo32(),
     ]
+
+
+def qm9_output_modules(property: str, n_in: int, aux_denoising: bool = False) -> List[nn.Module]:
+    """The target's output module, plus a denoising head for auxiliary denoising."""
+    from schnetpack_molspectra.atomistic import DenoisingHead
+
+    modules = [qm9_output_module(property, n_in)]
+    if aux_denoising:
+        modules.append(DenoisingHead(n_in=n_in, mode="auto"))
+    return modules
+
+
+def qm9_task_outputs(property: str, aux_denoising: bool = False, aux_weight: float = 0.1) -> List[nn.Module]:
+    """The target's loss, plus the auxiliary denoising loss (training batches only)."""
+    from schnetpack_molspectra.task import SelfSupervisedOutput
+
+    outputs = [qm9_model_output(property)]
+    if aux_denoising:
+        outputs.append(
+            SelfSupervisedOutput("aux_denoising", "predicted_noise", "noise_target", nn.MSELoss(), aux_weight, optional=True)
+        )
+    return outputs
 
 
 def qm9_add_offsets(property: str) -> List[nn.Module]:

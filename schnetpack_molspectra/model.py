@@ -98,3 +98,7 @@ class MolSpectraModel(AtomisticModel):
             inputs = self.encode_spectra(inputs)
         inputs = self.postprocess(inputs)
         return self.extract_outputs(inputs)
+
+    def extract_outputs(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Model outputs present in this batch (the denoising target exists only for noisy inputs)."""
+        return {k: inputs[k] for k in self.model_outputs if k in inputs}

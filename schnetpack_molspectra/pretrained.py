@@ -93,8 +93,17 @@ class PretrainedNeuralNetworkPotential(NeuralNetworkPotential):
     The check happens at construction, i.e. before any training starts.
     """
 
-    def __init__(self, *args, pretrained_model: str = None, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, representation: nn.Module, *args, pretrained_model: str = None, output_modules=None, **kwargs):
+        from schnetpack_molspectra.atomistic import DenoisingHead
+
+        for module in output_modules or []:
+            if isinstance(module, DenoisingHead):  # auxiliary denoising while fine-tuning
+                module.resolve_mode(representation)
+        super().__init__(representation, *args, output_modules=output_modules, **kwargs)
         self.pretrained_model = pretrained_model
         if pretrained_model is not None:
             load_representation_weights(self.representation, pretrained_model)
+
+    def extract_outputs(self, inputs):
+        """Model outputs present in this batch (an auxiliary denoising target exists only for noisy inputs)."""
+        return {k: inputs[k] for k in self.model_outputs if k in inputs}

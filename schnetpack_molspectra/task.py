@@ -34,6 +34,8 @@ class SelfSupervisedOutput(UnsupervisedModelOutput):
         name: term name used in logs (``train_{name}_{metric}``).
         prediction_key, target_key: keys of the model's result dict.
         loss_fn: ``loss_fn(prediction, target)``.
+        optional: contribute nothing on batches without the target (e.g. auxiliary
+            denoising while fine-tuning: only the training split is perturbed).
     """
 
     def __init__(
@@ -44,10 +46,15 @@ class SelfSupervisedOutput(UnsupervisedModelOutput):
         loss_fn: Optional[nn.Module] = None,
         loss_weight: float = 1.0,
         metrics: Optional[Dict[str, Metric]] = None,
+        optional: bool = False,
     ):
         super().__init__(name=name, loss_fn=loss_fn, loss_weight=loss_weight, metrics=metrics or {})
         self.prediction_key = prediction_key
         self.target_key = target_key
+        self.optional = optional
+
+    def _present(self, pred) -> bool:
+        return not self.optional or (self.prediction_key in pred and self.target_key in pred)
 
     def _pair(self, pred):
         for key in (self.prediction_key, self.target_key):
@@ -56,11 +63,13 @@ class SelfSupervisedOutput(UnsupervisedModelOutput):
         return pred[self.prediction_key], pred[self.target_key]
 
     def calculate_loss(self, pred, target=None):
-        if self.loss_weight == 0 or self.loss_fn is None:
+        if self.loss_weight == 0 or self.loss_fn is None or not self._present(pred):
             return 0.0
         return self.loss_weight * self.loss_fn(*self._pair(pred))
 
     def update_metrics(self, pred, target, subset):
+        if not self._present(pred):
+            return
         prediction, reference = self._pair(pred)
         for metric in self.metrics[subset].values():
             metric(prediction, reference)

@@ -51,11 +51,29 @@ def test_encoder_weights_are_the_pretrained_ones(pretrained):
 
 
 def test_finetune_runs_from_scratch_and_from_pretrained(tmp_path, qm9_db, pretrained):
-    for name, extra in (("scratch", []), ("pretrained", [f"globals.pretrained_model='{pretrained[0]}'"])):
+    source = f"globals.pretrained_model='{pretrained[0]}'"
+    for name, extra in (("scratch", []), ("pretrained", [source]), ("aux", [source, "globals.aux_denoising=true"])):
         spktrain(tmp_path / name, "experiment=qm9_finetune", f"data.datapath={qm9_db}", "globals.property=gap", *FINETUNE, *extra)
         run = run_dir(tmp_path / name)
-        assert os.path.exists(os.path.join(run, "best_model"))
+        model = torch.load(os.path.join(run, "best_model"), weights_only=False)
+        has_head = any(type(m).__name__ == "DenoisingHead" for m in model.output_modules)
+        assert has_head == (name == "aux")
         assert "val_gap_mae_meV" in logged_scalars(run)
+
+
+def test_aux_denoising_perturbs_only_the_training_split():
+    from schnetpack_molspectra.transform import GaussianCoordinateNoise
+
+    with initialize_config_module(config_module="schnetpack.configs", version_base=None):
+        cfg = compose("train", overrides=["experiment=qm9_finetune", "globals.aux_denoising=true", "data.datapath=x.db"])
+        train = instantiate(cfg.data.train_transforms)
+        evaluation = instantiate(cfg.data.transforms)
+        outputs = instantiate(cfg.task.outputs)
+    (noise,) = [t for t in train if isinstance(t, GaussianCoordinateNoise)]
+    assert noise.sigma == 0.005
+    assert not any(isinstance(t, GaussianCoordinateNoise) for t in evaluation)
+    (aux,) = [o for o in outputs if o.name == "aux_denoising"]
+    assert aux.loss_weight == 0.1 and aux.calculate_loss({"gap": torch.zeros(1)}) == 0.0
 
 
 def test_bad_inputs_stop_before_training(tmp_path, qm9_db, pretrained):
