@@ -1,12 +1,11 @@
 """DataModules: ``MolSpectraDataModule`` (databases with spectra) and ``MD17DataModule`` (energies + forces)."""
 import os
-import subprocess
-import sys
 from typing import List, Optional, Sequence
 
 from schnetpack.data import ASEAtomsData, AtomsDataModule
 
 import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.data.fresh_process import run_spkspectra, tblite_blocked
 from schnetpack_molspectra.spectra.checks import SpectrumError
 from schnetpack_molspectra.specformer import DEFAULT_MODALITIES
 
@@ -122,11 +121,8 @@ class MD17DataModule(AtomsDataModule):
             raise FileNotFoundError(f"MD17 database {self.datapath} does not exist")
         if self.source != "xtb":
             npz_to_db(self.source, self.datapath)
-        elif "torch" in sys.modules and "tblite.interface" not in sys.modules:
-            cmd = [sys.executable, "-m", "schnetpack_molspectra.cli.spkspectra", "md", str(self.molecule), self.datapath,
-                   "--frames", str(self.n_frames), "--temperature", str(self.temperature)]
-            if subprocess.run(cmd).returncode != 0:
-                raise RuntimeError(f"generating xTB MD data failed: {' '.join(cmd)}")
+        elif tblite_blocked():
+            run_spkspectra("md", str(self.molecule), self.datapath, "--frames", str(self.n_frames), "--temperature", str(self.temperature))
         else:
             generate_xtb_md(self.molecule, self.datapath, self.n_frames, self.temperature)
 

@@ -6,9 +6,10 @@ runs in a fresh ``spkspectra default`` process when this one has already loaded 
 before tblite (their OpenMP runtimes clash in one process otherwise).
 """
 import os
-import subprocess
 import sys
 from typing import Optional
+
+from schnetpack_molspectra.data.fresh_process import run_spkspectra, tblite_blocked
 
 __all__ = ["DEFAULT_SIZE", "DEFAULT_SEED", "default_dataset_path", "ensure_default_dataset", "build_default_dataset"]
 
@@ -54,12 +55,7 @@ def ensure_default_dataset(path: Optional[str] = None, workers: Optional[int] = 
     path = path or default_dataset_path()
     if os.path.exists(path):
         return path
-    if "torch" in sys.modules and "tblite.interface" not in sys.modules:
-        cmd = [sys.executable, "-m", "schnetpack_molspectra.cli.spkspectra", "default", "--out", path]
-        if workers:
-            cmd += ["--workers", str(workers)]
-        result = subprocess.run(cmd)
-        if result.returncode != 0 or not os.path.exists(path):
-            raise RuntimeError(f"building the default dataset failed ({' '.join(cmd)}); run it by hand to see why")
+    if tblite_blocked():
+        run_spkspectra("default", "--out", path, *(["--workers", str(workers)] if workers else []))
         return path
     return build_default_dataset(path, workers)

@@ -94,3 +94,12 @@ def test_md17_bad_inputs_stop_before_training(tmp_path):
 def test_split_larger_than_the_data_is_named(tmp_path, xtb_db):
     proc = spktrain(tmp_path, "experiment=md17_finetune", f"data.datapath={xtb_db}", *MD17, "data.num_train=20", check=False)
     assert proc.returncode != 0 and "the val split is empty (20 molecules, num_train=20, num_val=6)" in proc.stdout + proc.stderr
+
+
+def test_offline_default_generates_xtb_md_once(tmp_path):
+    env = {"MOLSPECTRA_CACHE": str(tmp_path / "cache")}
+    spktrain(tmp_path / "run", "experiment=md17_finetune", "data.n_frames=20", *MD17, env=env)
+    (db,) = os.listdir(tmp_path / "cache")
+    assert db == "md17_xtb_ethanol_500K_20.db"
+    with connect(str(tmp_path / "cache" / db)) as conn:
+        assert conn.count() == 20
