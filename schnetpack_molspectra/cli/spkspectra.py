@@ -40,7 +40,7 @@ def _simulate(args):
 def _qm9(args):
     from schnetpack_molspectra.data.qm9 import build_qm9_db
 
-    n = build_qm9_db(args.out, limit=args.limit)
+    n = build_qm9_db(args.out, limit=args.limit, xyz_archive=args.from_xyz_archive)
     print(f"{args.out}: {n} QM9 molecules")
     return 0
 
@@ -118,6 +118,7 @@ def parser() -> argparse.ArgumentParser:
     qm9 = sub.add_parser("qm9", help="QM9 offline (qm9pack) as a SchNetPack database")
     qm9.add_argument("out")
     qm9.add_argument("--limit", type=int, default=None, help="only the first N molecules")
+    qm9.add_argument("--from-xyz-archive", default=None, help="the standard dsgdb9nsd.xyz.tar.bz2 (or a folder of its xyz files) instead of qm9pack")
     qm9.set_defaults(run=_qm9)
 
     conv = sub.add_parser("convert-qm9s", help="the real QM9S files (qm9s.pt + *_boraden.csv) as a SchNetPack db")

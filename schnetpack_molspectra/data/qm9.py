@@ -117,17 +117,77 @@ def qm9_molecules(table, positions: Optional[Sequence[int]] = None) -> Iterator:
         yield row_atoms(row), row_labels(row), row.SMILES, frequencies
 
 
-def build_qm9_db(path: str, limit: Optional[int] = None, gdb_indices: Optional[List[int]] = None, chunk: int = 5000) -> int:
-    """Write QM9 (or the first ``limit`` molecules, or the given GDB indices) as a SchNetPack db.
+#: properties on line 2 of a dsgdb9nsd xyz file, after "gdb <index>"
+_XYZ_PROPERTIES = list(QM9_COLUMNS.values())
+
+
+def _xyz_number(text: str) -> float:
+    return float(text.replace("*^", "e"))  # the QM9 files write 1.2*^-6 for 1.2e-6
+
+
+def read_qm9_xyz(text: str, name: str = "xyz"):
+    """One molecule of the standard QM9 archive (``dsgdb9nsd_NNNNNN.xyz``):
+    ``(atoms, labels, smiles, harmonic frequencies)`` with SchNetPack names and QM9 units."""
+    lines = text.strip("\n").split("\n")
+    try:
+        n = int(lines[0])
+        header = lines[1].split()
+        if header[0] != "gdb" or len(header) != 2 + len(_XYZ_PROPERTIES):
+            raise ValueError(f"line 2 has {len(header)} fields, expected 'gdb <index>' + {len(_XYZ_PROPERTIES)} properties")
+        labels = {k: _xyz_number(v) for k, v in zip(_XYZ_PROPERTIES, header[2:])}
+        labels[msp.gdb_index] = int(header[1])
+        rows = [line.split() for line in lines[2 : 2 + n]]
+        atoms = Atoms(symbols=[r[0] for r in rows], positions=[[_xyz_number(x) for x in r[1:4]] for r in rows])
+        frequencies = np.array([_xyz_number(x) for x in lines[2 + n].split()])
+        smiles = lines[3 + n].split()[0]
+    except (IndexError, ValueError) as err:
+        raise ValueError(f"{name}: not a QM9 xyz file ({err})") from err
+    return atoms, labels, smiles, frequencies
+
+
+def qm9_xyz_archive(path: str) -> Iterator:
+    """Molecules of the standard ``dsgdb9nsd.xyz.tar.bz2`` (or a folder of its xyz files), by GDB index."""
+    import tarfile
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"QM9 archive {path} does not exist")
+    if os.path.isdir(path):
+        for name in sorted(f for f in os.listdir(path) if f.endswith(".xyz")):
+            with open(os.path.join(path, name)) as f:
+                yield read_qm9_xyz(f.read(), name)
+        return
+    with tarfile.open(path, "r|*") as archive:  # streamed in archive order: no seeking in the bz2 stream
+        for member in archive:
+            if member.isfile() and member.name.endswith(".xyz"):
+                yield read_qm9_xyz(archive.extractfile(member).read().decode(), f"{path}:{member.name}")
+
+
+def build_qm9_db(
+    path: str,
+    limit: Optional[int] = None,
+    gdb_indices: Optional[List[int]] = None,
+    chunk: int = 5000,
+    xyz_archive: Optional[str] = None,
+) -> int:
+    """Write QM9 (or the first ``limit`` molecules, or the given GDB indices) as a SchNetPack db,
+    from ``qm9pack`` or, with ``xyz_archive``, from the standard ``dsgdb9nsd.xyz.tar.bz2``.
 
     Keeps the DFT harmonic frequencies (``harmonic_frequencies``, cm^-1), the GDB index and,
     per row, the SMILES (ASE key ``smiles``). Refuses to overwrite an existing file.
     """
-    from ase.db import connect
-    from schnetpack.data import ASEAtomsData
-
     if os.path.exists(path):
         raise FileExistsError(f"{path} exists; remove it or choose another path")
+    if xyz_archive is not None:
+        molecules = qm9_xyz_archive(xyz_archive)
+        if gdb_indices is not None:
+            wanted = set(int(i) for i in gdb_indices)
+            molecules = (m for m in molecules if m[1][msp.gdb_index] in wanted)
+        total = len(gdb_indices) if gdb_indices is not None else limit
+        if limit is not None:
+            import itertools
+
+            molecules = itertools.islice(molecules, limit)
+        return _write_qm9(path, molecules, total, chunk)
     table = load_qm9pack()
     if gdb_indices is not None:
         by_index = {int(i): pos for pos, i in enumerate(table["Index"])}
@@ -137,20 +197,32 @@ def build_qm9_db(path: str, limit: Optional[int] = None, gdb_indices: Optional[L
         positions = [by_index[int(i)] for i in gdb_indices]
     else:
         positions = range(len(table) if limit is None else min(limit, len(table)))
+    return _write_qm9(path, qm9_molecules(table, positions), len(positions), chunk)
+
+
+def _write_qm9(path: str, molecules, total: Optional[int], chunk: int) -> int:
+    """Write ``molecules`` to a new db at ``path``; a failure removes the incomplete file."""
+    from ase.db import connect
+    from schnetpack.data import ASEAtomsData
+
     units = dict(QM9_UNITS, **{msp.gdb_index: "1", msp.harmonic_frequencies: "1"})
     ASEAtomsData.create(path, distance_unit="Ang", property_unit_dict=units, atomrefs=qm9_atomrefs())
     n = 0
     conn = connect(path, use_lock_file=False)
     batch = []
-    for atoms, labels, smiles, frequencies in tqdm(qm9_molecules(table, positions), total=len(positions), desc="QM9", unit="mol"):
-        data = {k: np.array([v], dtype=np.float64) for k, v in labels.items() if k != msp.gdb_index}
-        data[msp.gdb_index] = np.array([labels[msp.gdb_index]], dtype=np.int64)
-        data[msp.harmonic_frequencies] = frequencies
-        batch.append((atoms, data, smiles))
-        if len(batch) == chunk:
-            n += _write(conn, batch)
-            batch = []
-    n += _write(conn, batch)
+    try:
+        for atoms, labels, smiles, frequencies in tqdm(molecules, total=total, desc="QM9", unit="mol"):
+            data = {k: np.array([v], dtype=np.float64) for k, v in labels.items() if k != msp.gdb_index}
+            data[msp.gdb_index] = np.array([labels[msp.gdb_index]], dtype=np.int64)
+            data[msp.harmonic_frequencies] = frequencies
+            batch.append((atoms, data, smiles))
+            if len(batch) == chunk:
+                n += _write(conn, batch)
+                batch = []
+        n += _write(conn, batch)
+    except BaseException:
+        os.remove(path)
+        raise
     return n
 
 

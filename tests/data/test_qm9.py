@@ -56,3 +56,49 @@ def test_stock_spktrain_qm9_atomwise_runs_on_it(tmp_path, qm9_db):
         "model.representation.n_interactions=1",
     )
     assert os.path.exists(os.path.join(run_dir(tmp_path), "best_model"))
+
+
+def write_qm9_xyz(row, atoms, frequencies, exponent_form=False):
+    """A dsgdb9nsd xyz file in the standard layout, from one qm9pack molecule."""
+    from schnetpack_molspectra.data.qm9 import QM9_COLUMNS
+
+    props = "\t".join(f"{getattr(row, c)}" for c in QM9_COLUMNS)
+    coords = []
+    for symbol, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions):
+        xs = f"{x:.10f}"
+        if exponent_form and symbol == "H":
+            xs = f"{x * 1e6:.6f}*^-6"  # the archive writes some numbers this way
+        coords.append(f"{symbol}\t{xs}\t{y:.10f}\t{z:.10f}\t0.0")
+    freqs = "\t".join(f"{f:.4f}" for f in frequencies)
+    return f"{len(atoms)}\ngdb {row.Index}\t{props}\n" + "\n".join(coords) + f"\n{freqs}\n{row.SMILES}\t{row.SMILES}\nInChI=1S/x\tInChI=1S/x\n"
+
+
+def test_standard_qm9_xyz_archive(tmp_path):
+    import io
+    import tarfile
+
+    from schnetpack_molspectra.data.qm9 import load_qm9pack, qm9_molecules
+
+    table = load_qm9pack().iloc[:3]
+    archive = tmp_path / "dsgdb9nsd.xyz.tar.bz2"
+    with tarfile.open(archive, "w:bz2") as tar:
+        for (atoms, labels, smiles, freqs), row in zip(qm9_molecules(table), table.itertuples(index=False)):
+            data = write_qm9_xyz(row, atoms, freqs, exponent_form=True).encode()
+            info = tarfile.TarInfo(f"dsgdb9nsd_{row.Index:06d}.xyz")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    from_archive = str(tmp_path / "a.db")
+    from_pack = str(tmp_path / "b.db")
+    assert build_qm9_db(from_archive, xyz_archive=str(archive)) == 3
+    build_qm9_db(from_pack, limit=3)
+    a, b = ASEAtomsData(from_archive), ASEAtomsData(from_pack)
+    for i in range(3):
+        for key in (QM9.U0, QM9.homo, QM9.mu, msp.gdb_index):
+            assert float(a[i][key][0]) == pytest.approx(float(b[i][key][0]), rel=1e-9)
+        assert np.allclose(a[i]["_positions"].numpy(), b[i]["_positions"].numpy(), atol=1e-6)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "dsgdb9nsd_000001.xyz").write_text("5\nnot a header\n")
+    with pytest.raises(ValueError, match="dsgdb9nsd_000001.xyz: not a QM9 xyz file"):
+        build_qm9_db(str(tmp_path / "c.db"), xyz_archive=str(broken))
+    assert not (tmp_path / "c.db").exists()  # no half-written database left behind
