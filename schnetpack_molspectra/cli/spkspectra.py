@@ -40,7 +40,7 @@ def _simulate(args):
 def _qm9(args):
     from schnetpack_molspectra.data.qm9 import build_qm9_db
 
-    n = build_qm9_db(args.out, limit=args.limit, xyz_archive=args.from_xyz_archive)
+    n = build_qm9_db(args.out, limit=args.limit, gdb_indices=args.indices, xyz_archive=args.from_xyz_archive)
     print(f"{args.out}: {n} QM9 molecules")
     return 0
 
@@ -86,8 +86,8 @@ def _md17_npz(args):
 def _default(args):
     from schnetpack_molspectra.data.default import build_default_dataset, default_dataset_path
 
-    path = args.out or default_dataset_path()
-    print(build_default_dataset(path, workers=args.workers))
+    path = args.out or default_dataset_path(args.n_molecules)
+    print(build_default_dataset(path, workers=args.workers, size=args.n_molecules))
     return 0
 
 
@@ -99,7 +99,7 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("out", help="output database (.db); an existing one is resumed")
     src = sim.add_mutually_exclusive_group(required=True)
     src.add_argument("--smiles", nargs="+", help="SMILES strings (3D structures from RDKit)")
-    src.add_argument("--file", help="xyz / extxyz / ASE db with the structures")
+    src.add_argument("--file", "--xyz", "--db", dest="file", help="xyz / extxyz / ASE db with the structures")
     src.add_argument("--qm9", type=int, metavar="N", help="N random QM9 molecules (with their QM9 labels)")
     sim.add_argument("--seed", type=int, default=0, help="seed of the QM9 subset")
     sim.add_argument("--workers", type=int, default=1)
@@ -117,7 +117,9 @@ def parser() -> argparse.ArgumentParser:
 
     qm9 = sub.add_parser("qm9", help="QM9 offline (qm9pack) as a SchNetPack database")
     qm9.add_argument("out")
-    qm9.add_argument("--limit", type=int, default=None, help="only the first N molecules")
+    limit = qm9.add_mutually_exclusive_group()
+    limit.add_argument("--limit", type=int, default=None, help="only the first N molecules")
+    limit.add_argument("--indices", type=int, nargs="+", default=None, metavar="GDB", help="only these GDB indices (the n of gdb_n)")
     qm9.add_argument("--from-xyz-archive", default=None, help="the standard dsgdb9nsd.xyz.tar.bz2 (or a folder of its xyz files) instead of qm9pack")
     qm9.set_defaults(run=_qm9)
 
@@ -148,6 +150,7 @@ def parser() -> argparse.ArgumentParser:
     default = sub.add_parser("default", help="build the embedded default spectra dataset")
     default.add_argument("--out", default=None)
     default.add_argument("--workers", type=int, default=None)
+    default.add_argument("--n-molecules", type=int, default=None, help="subset size (default: DEFAULT_SIZE)")
     default.set_defaults(run=_default)
     return p
 

@@ -1,0 +1,26 @@
+"""spkspectra options a user reaches for: QM9 by GDB index, structure files by --xyz/--db."""
+import subprocess
+import sys
+
+from ase.db import connect
+
+
+def spkspectra(*args):
+    return subprocess.run([sys.executable, "-m", "schnetpack_molspectra.cli.spkspectra", *args], capture_output=True, text=True)
+
+
+def test_qm9_by_gdb_indices_keeps_their_order_and_names_unknown_ones(tmp_path):
+    out = str(tmp_path / "q.db")
+    assert spkspectra("qm9", out, "--indices", "18", "1").returncode == 0
+    with connect(out) as conn:
+        rows = list(conn.select())
+    assert [int(r.data["gdb_index"][0]) for r in rows] == [18, 1]
+    assert [r.key_value_pairs["smiles"] for r in rows] == ["CC(C)=O", "C"]
+    bad = spkspectra("qm9", str(tmp_path / "bad.db"), "--indices", "1", "999999")
+    assert bad.returncode == 2 and "999999" in bad.stderr and not (tmp_path / "bad.db").exists()
+
+
+def test_xyz_and_db_are_names_of_the_structure_file_option(tmp_path):
+    for flag in ("--xyz", "--db"):
+        result = spkspectra("simulate", str(tmp_path / "s.db"), flag, str(tmp_path / "none.xyz"))
+        assert result.returncode == 2 and "none.xyz does not exist" in result.stderr
