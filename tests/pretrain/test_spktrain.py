@@ -99,3 +99,51 @@ def test_nan_spectrum_in_database_names_file_and_molecule(tmp_path):
     proc = spktrain(tmp_path / "run", "experiment=molspectra_pretrain", f"data.datapath={bad}", "data.num_train=10", "data.num_val=2", *TINY_PRETRAIN, *TINY_SPECFORMER, check=False)
     assert proc.returncode != 0
     assert f"{bad}: molecule 5: ir spectrum has 1 non-finite intensities" in proc.stderr + proc.stdout
+
+
+def test_killed_pretraining_resumes_from_its_last_checkpoint(tmp_path, db):
+    """SIGKILL mid-run, start the same command again: training continues where the checkpoint left it.
+
+    Nothing is repeated or lost: the step count, the LR schedule and the denoising head's running
+    noise statistics all continue from the killed run's last checkpoint.
+    """
+    import signal
+    import subprocess
+    import time
+
+    overrides = ["experiment=molspectra_pretrain", f"data.datapath={db}", "run.id=resumable", *TINY_PRETRAIN, *TINY_SPECFORMER]
+    overrides = [o for o in overrides if not o.startswith("trainer.max_epochs")]
+    last = tmp_path / "runs" / "resumable" / "checkpoints" / "last.ckpt"
+    env = dict(os.environ, PWD=str(tmp_path))
+    proc = subprocess.Popen(["spktrain", *overrides, "trainer.max_epochs=1000"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if last.exists():
+                try:
+                    if torch.load(last, weights_only=False, map_location="cpu")["epoch"] >= 1:
+                        break
+                except Exception:  # caught while being written: look again
+                    pass
+            time.sleep(0.5)
+        assert proc.poll() is None, "the first run ended before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed = torch.load(last, weights_only=False, map_location="cpu")
+    steps_per_epoch = killed["global_step"] // (killed["epoch"] + 1)
+    assert steps_per_epoch > 0
+
+    max_epochs = killed["epoch"] + 3
+    resumed = spktrain(tmp_path, *overrides, f"trainer.max_epochs={max_epochs}")
+    assert "Resuming from checkpoint" in resumed.stdout + resumed.stderr
+    final = torch.load(last, weights_only=False, map_location="cpu")
+    assert final["global_step"] == max_epochs * steps_per_epoch
+    assert final["lr_schedulers"][0]["last_epoch"] == final["global_step"]  # stepped per optimiser step, continued
+
+    def noise_count(ckpt):
+        return next(v for k, v in ckpt["state_dict"].items() if k.endswith("scale.count")).item()
+
+    # every epoch sees each training molecule once, so the running statistics grow by the same amount
+    assert noise_count(killed) > 0
+    assert noise_count(final) == pytest.approx(noise_count(killed) * max_epochs / (killed["epoch"] + 1))
