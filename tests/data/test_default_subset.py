@@ -1,4 +1,5 @@
 """The default dataset's subset and cache: seeded, small molecules, atomic build, no rebuild."""
+import ast
 import os
 
 from ase.db import connect
@@ -20,7 +21,7 @@ def test_subset_is_seeded_small_and_nested_in_qm9():
     indices = default_gdb_indices(DEFAULT_SIZE, table)
     assert indices == default_gdb_indices(DEFAULT_SIZE, table) and len(set(indices)) == DEFAULT_SIZE
     rows = table.set_index("Index").loc[indices]
-    heavy = rows["Elements"].map(lambda e: sum(s != "H" for s in eval(e)))
+    heavy = rows["Elements"].map(lambda e: sum(s != "H" for s in ast.literal_eval(e)))
     assert heavy.max() <= DEFAULT_MAX_HEAVY_ATOMS and heavy.min() >= 1
 
 
