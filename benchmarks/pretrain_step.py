@@ -16,7 +16,7 @@ Measures, side by side in one run, at batch 32 with the default (released) sizes
   * PyTorch's fused attention kernel alone (fwd+bwd) at head widths 8, 16 and 24 on SpecFormer's shapes,
     and with ``--compile`` SpecFormer under ``torch.compile`` (adds about a minute of compilation).
 
-    python benchmarks/pretrain_step.py [--batch 32] [--repeats 5] [--device cpu|cuda] [--compile]
+    python benchmarks/pretrain_step.py [--batch 32] [--repeats 5] [--device cpu|cuda] [--compile] [--heads 16]
 
 Writes benchmarks/results/pretrain_step.json.
 """
@@ -111,13 +111,13 @@ def molecule_batch(batch_size, seed=0):
     return spk.data.loader._atoms_collate_fn(samples)
 
 
-def build(specformer: bool, width=128):
+def build(specformer: bool, width=128, n_heads=16):
     radial = spk.nn.GaussianRBF(n_rbf=20, cutoff=5.0)
     return MolSpectraModel(
         representation=spk.representation.PaiNN(width, 3, radial, spk.nn.CosineCutoff(5.0)),
         input_modules=[spk.atomistic.PairwiseDistances()],
         output_modules=[DenoisingHead(width, mode="vector"), MoleculeRepresentation()],
-        specformer=SpecFormer(n_out=width) if specformer else None,
+        specformer=SpecFormer(n_out=width, n_heads=n_heads) if specformer else None,
     )
 
 
@@ -147,6 +147,7 @@ def main():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--heads", type=int, default=16, help="SpecFormer heads (released: 16, head width 8)")
     parser.add_argument("--compile", action="store_true", help="also time SpecFormer under torch.compile")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "pretrain_step.json"))
     args = parser.parse_args()
@@ -154,19 +155,19 @@ def main():
     torch.manual_seed(0)
 
     batch = {k: v.to(device) for k, v in molecule_batch(args.batch).items()}
-    results = {"device": str(device), "threads": torch.get_num_threads(), "batch": args.batch}
+    results = {"device": str(device), "threads": torch.get_num_threads(), "batch": args.batch, "heads": args.heads}
     if device.type == "cuda":
         results["gpu"] = torch.cuda.get_device_name()
 
     steps = {}
     for name, with_spec in (("full_step_s", True), ("denoising_step_s", False)):
-        model = build(with_spec).to(device).train()
+        model = build(with_spec, n_heads=args.heads).to(device).train()
         terms = torch.nn.ModuleList(outputs(with_spec)).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         steps[name] = training_step(model, terms, batch, opt)
     results.update(timed_side_by_side(steps, device, args.repeats))
 
-    spec = SpecFormer(n_out=128).to(device).train()
+    spec = SpecFormer(n_out=128, n_heads=args.heads).to(device).train()
     spectra = {m: batch[msp.spectra[m]] for m in spec.modalities}
     masks = {m: batch[msp.patch_mask(m)] for m in spec.modalities}
 
