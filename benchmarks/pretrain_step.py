@@ -171,15 +171,15 @@ def main():
     spectra = {m: batch[msp.spectra[m]] for m in spec.modalities}
     masks = {m: batch[msp.patch_mask(m)] for m in spec.modalities}
 
-    def fwd_bwd(explicit):
+    def fwd_bwd(module, **options):
         def run():
             spec.zero_grad(set_to_none=True)
-            rep, recon, _ = spec(spectra, masks, explicit=explicit)
+            rep, recon, _ = module(spectra, masks, **options)
             (rep.sum() + sum(r.sum() for r in recon.values())).backward()
 
         return run
 
-    fused, explicit = fwd_bwd(False), fwd_bwd(True)
+    fused, explicit = fwd_bwd(spec), fwd_bwd(spec, explicit=True)
 
     with FlopCounterMode(display=False) as counter:
         explicit()
@@ -197,14 +197,7 @@ def main():
 
     variants = {"fused": fused, "explicit": explicit, "without_attention": without_attention, "matmul": lambda: a @ b}
     if args.compile:
-        compiled = torch.compile(spec)
-
-        def run_compiled():
-            spec.zero_grad(set_to_none=True)
-            rep, recon, _ = compiled(spectra, masks)
-            (rep.sum() + sum(r.sum() for r in recon.values())).backward()
-
-        variants["compiled"] = run_compiled
+        variants["compiled"] = fwd_bwd(torch.compile(spec))
     seconds = timed_side_by_side(variants, device, args.repeats)
     for name in variants:
         if name != "matmul":
@@ -223,7 +216,7 @@ def main():
         results[f"sdpa_width{width}_fwd_bwd_s"] = timed(kernel, device, args.repeats)
     results["attention_fraction_of_peak"] = attention_flops / results["specformer_attention_s"] / peak
     results["rest_fraction_of_peak"] = (flops - attention_flops) / results["specformer_without_attention_s"] / peak
-    n_scores = args.batch * spec.layers[0].n_heads * spec.n_tokens**2 * len(spec.layers)
+    n_scores = args.batch * n_heads * spec.n_tokens**2 * len(spec.layers)
     results["exp_ns_per_element"] = exp_seconds_per_element(device) * 1e9
     results["specformer_exp_floor_s"] = 2 * n_scores * results["exp_ns_per_element"] * 1e-9
     floor = flops / peak + results["specformer_exp_floor_s"]

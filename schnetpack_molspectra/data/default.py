@@ -73,14 +73,15 @@ def build_default_dataset(path: Optional[str] = None, workers: Optional[int] = N
     Resumes a killed build (``<path minus .db>.partial.db``); failures go to ``<path>.failures.jsonl``.
     """
     from schnetpack_molspectra.data.inputs import from_qm9
-    from schnetpack_molspectra.data.qm9 import QM9_UNITS
+    from schnetpack_molspectra.data.qm9 import QM9_UNITS, load_qm9pack
     from schnetpack_molspectra.data.simulate.runner import failures_path, simulate_to_db
 
     size = size or DEFAULT_SIZE
     path = path or default_dataset_path(size)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     partial = _partial(path)
-    molecules = from_qm9(gdb_indices=default_gdb_indices(size))
+    table = load_qm9pack()
+    molecules = from_qm9(gdb_indices=default_gdb_indices(size, table), table=table)
     workers = workers or min(4, os.cpu_count() or 1)
     print(f"Building the default MolSpectra dataset ({size} small QM9 molecules, {workers} workers) at {path}", file=sys.stderr)
     simulate_to_db(molecules, partial, workers=workers, label_units=QM9_UNITS)

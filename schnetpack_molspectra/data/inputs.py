@@ -41,19 +41,19 @@ def from_file(path: str) -> List[MoleculeInput]:
     return [MoleculeInput(i, a, name=f"{os.path.basename(path)}:{i}") for i, a in enumerate(frames)]
 
 
-def from_qm9(n: Optional[int] = None, gdb_indices: Optional[Sequence[int]] = None, seed: int = 0) -> List[MoleculeInput]:
-    """QM9 molecules (from qm9pack) with their labels: the given GDB indices, or ``n`` drawn at random."""
-    from schnetpack_molspectra.data.qm9 import load_qm9pack, qm9_molecules
+def from_qm9(
+    n: Optional[int] = None, gdb_indices: Optional[Sequence[int]] = None, seed: int = 0, table=None
+) -> List[MoleculeInput]:
+    """QM9 molecules (from qm9pack) with their labels: the given GDB indices, or ``n`` drawn at random.
 
-    table = load_qm9pack()
+    ``table``: the qm9pack table if the caller has already loaded it (:func:`load_qm9pack`)."""
+    from schnetpack_molspectra.data.qm9 import gdb_positions, load_qm9pack, qm9_molecules
+
+    table = load_qm9pack() if table is None else table
     if gdb_indices is None:
         positions = np.sort(np.random.default_rng(seed).choice(len(table), size=n, replace=False))
     else:
-        by_index = {int(i): p for p, i in enumerate(table["Index"])}
-        missing = [i for i in gdb_indices if int(i) not in by_index]
-        if missing:
-            raise KeyError(f"GDB indices not in QM9: {missing[:10]}")
-        positions = [by_index[int(i)] for i in gdb_indices]
+        positions = gdb_positions(table, gdb_indices)
     return [
         MoleculeInput(labels["gdb_index"], atoms, name=f"gdb_{labels['gdb_index']}", smiles=smiles, labels=labels)
         for atoms, labels, smiles, _ in qm9_molecules(table, positions)

@@ -109,6 +109,15 @@ def row_labels(row) -> dict:
     return labels
 
 
+def gdb_positions(table, gdb_indices: Sequence[int]) -> List[int]:
+    """Row positions in ``table`` (from :func:`load_qm9pack`) of the given GDB indices, in their order."""
+    by_index = {int(i): pos for pos, i in enumerate(table["Index"])}
+    unknown = [i for i in gdb_indices if int(i) not in by_index]
+    if unknown:
+        raise KeyError(f"GDB indices not in QM9: {unknown[:10]}")
+    return [by_index[int(i)] for i in gdb_indices]
+
+
 def qm9_molecules(table, positions: Optional[Sequence[int]] = None) -> Iterator:
     """``(atoms, labels, smiles, harmonic_frequencies)`` for rows at ``positions`` (all if None)."""
     rows = table if positions is None else table.iloc[list(positions)]
@@ -190,11 +199,7 @@ def build_qm9_db(
         return _write_qm9(path, molecules, total, chunk)
     table = load_qm9pack()
     if gdb_indices is not None:
-        by_index = {int(i): pos for pos, i in enumerate(table["Index"])}
-        unknown = [i for i in gdb_indices if int(i) not in by_index]
-        if unknown:
-            raise KeyError(f"GDB indices not in QM9: {unknown[:10]}")
-        positions = [by_index[int(i)] for i in gdb_indices]
+        positions = gdb_positions(table, gdb_indices)
     else:
         positions = range(len(table) if limit is None else min(limit, len(table)))
     return _write_qm9(path, qm9_molecules(table, positions), len(positions), chunk)
