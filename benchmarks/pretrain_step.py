@@ -51,16 +51,8 @@ def synchronize(device):
 
 
 def timed(fn, device, repeats, warmup=2):
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    """Median seconds of one callable."""
+    return timed_side_by_side({"fn": fn}, device, repeats, warmup)["fn"]
 
 
 def timed_side_by_side(fns, device, repeats, warmup=2):
@@ -89,11 +81,17 @@ def exp_seconds_per_element(device, n=1 << 17, repeats=200):
     return timed(lambda: torch.exp(x, out=out), device, repeats) / n
 
 
-def fused_width(spec: SpecFormer, layer: int) -> int:
-    """Head width of q, k and v that layer ``layer`` (0-based) hands to the fused kernel."""
-    attention = spec.layers[layer]
-    concatenated = attention.head_dim * (layer + 1 if attention.residual_attention else 1)
-    return max(concatenated, attention.fused_head_width)
+def fused_kernel_widths(run) -> list:
+    """Head width of q, k and v that each fused attention call in one call of ``run`` receives."""
+    widths, kernel = [], torch.nn.functional.scaled_dot_product_attention
+
+    def recording(q, k, v, **options):
+        widths.append(q.shape[-1])
+        return kernel(q, k, v, **options)
+
+    with mock.patch.object(torch.nn.functional, "scaled_dot_product_attention", recording):
+        run()
+    return widths
 
 
 def molecule_batch(batch_size, seed=0):
@@ -228,7 +226,8 @@ def main():
         results[f"sdpa_width{width}_fwd_bwd_s"] = seconds_
     results["attention_fraction_of_peak"] = attention_flops / results["specformer_attention_s"] / peak
     results["rest_fraction_of_peak"] = (flops - attention_flops) / results["specformer_without_attention_s"] / peak
-    n_scores = args.batch * n_heads * spec.n_tokens**2 * len(spec.layers)
+    scores_per_layer = args.batch * n_heads * spec.n_tokens**2
+    n_scores = scores_per_layer * len(spec.layers)
     results["exp_ns_per_element"] = exp_seconds_per_element(device) * 1e9
     results["specformer_exp_floor_s"] = 2 * n_scores * results["exp_ns_per_element"] * 1e-9
     floor = flops / peak + results["specformer_exp_floor_s"]
@@ -238,8 +237,7 @@ def main():
     # concatenated q/k of layers 1..l, zero-padded to at least ``fused_head_width``, and v padded
     # to the same width (the kernel needs equal widths). Per score and unit of width the kernel
     # executes 4 FLOPs forward and 10 backward (q.k recomputed, dP, dV, dQ, dK).
-    scores_per_layer = n_scores // len(spec.layers)
-    widths = [fused_width(spec, layer) for layer in range(len(spec.layers))]
+    widths = fused_kernel_widths(fused)
     executed = 14 * scores_per_layer * sum(widths)
     results["fused_attention_widths"] = widths
     results["fused_attention_executed_gflop"] = executed / 1e9

@@ -84,10 +84,9 @@ def _md17_npz(args):
 
 
 def _default(args):
-    from schnetpack_molspectra.data.default import build_default_dataset, default_dataset_path
+    from schnetpack_molspectra.data.default import build_default_dataset
 
-    path = args.out or default_dataset_path(args.n_molecules)
-    print(build_default_dataset(path, workers=args.workers, size=args.n_molecules))
+    print(build_default_dataset(args.out, workers=args.workers, size=args.n_molecules))
     return 0
 
 
