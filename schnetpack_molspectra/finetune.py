@@ -6,7 +6,7 @@ experiment config (``qm9_finetune``) covers all twelve. MAE is logged in the pap
 (meV for energies) as ``{subset}_{property}_mae_<unit>``.
 """
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -25,6 +25,7 @@ __all__ = [
     "qm9_output_modules",
     "qm9_task_outputs",
     "qm9_add_offsets",
+    "StandardizeProperty",
     "ElectronicSpatialExtent",
     "ScaledMeanAbsoluteError",
 ]
@@ -39,6 +40,11 @@ class QM9Target:
     module: str  # atomwise | dipole | spatial_extent
     aggregation: str = "sum"
     atomrefs: bool = False
+
+    @property
+    def is_extensive(self) -> bool:
+        """Summed over atoms (grows with the molecule) rather than averaged."""
+        return self.aggregation == "sum"
 
 
 QM9_TARGETS: Dict[str, QM9Target] = {
@@ -101,6 +107,29 @@ def qm9_output_module(property: str, n_in: int) -> nn.Module:
     return spk.atomistic.Atomwise(n_in=n_in, output_key=target.key, aggregation_mode=target.aggregation)
 
 
+class StandardizeProperty(spk.transform.ScaleProperty):
+    """Multiply a model output by the standard deviation of its training labels, so the
+    network predicts standardised values (TorchMD-Net's ``standardize``, released recipe).
+
+    Placed after the output module (and before ``Forces``), on every forward pass; the mean is
+    handled by ``RemoveOffsets``/``AddOffsets`` as usual in SchNetPack. The standard deviation
+    is taken per molecule (as released), of the label minus its atom references with
+    ``remove_atomrefs``; it is computed once from the training split and saved with the model
+    (buffer ``scale``, in the label's unit). ``standardize=False`` keeps the scale at 1
+    (SchNetPack's default: no scaling), so configs can switch it.
+    """
+
+    def __init__(self, input_key: str, remove_atomrefs: bool = False, standardize: bool = True):
+        super().__init__(input_key=input_key, scale=None if standardize else torch.ones(1))
+        self.remove_atomrefs = remove_atomrefs
+
+    def datamodule(self, _datamodule):
+        if not self._initialized:
+            _, std = _datamodule.get_stats(self._target_key, False, self.remove_atomrefs)
+            self.scale = torch.abs(std).detach().reshape(1).to(self.scale.dtype)
+            self._initialized = True
+
+
 class ScaledMeanAbsoluteError(MeanAbsoluteError):
     """MAE multiplied by ``scale`` (e.g. 1000: eV -> meV)."""
 
@@ -125,14 +154,18 @@ def qm9_model_output(property: str, loss_weight: float = 1.0) -> spk.task.ModelO
 
 
 def qm9_transforms(property: str, cutoff: float, aux_denoising: bool = False, aux_sigma: float = 0.005) -> List[nn.Module]:
-    """Preprocessing: centre, remove the mean (and atom references for extensive
-    properties), coordinate noise of ``aux_sigma`` (A) for auxiliary denoising, neighbour list, float32."""
+    """Preprocessing: centre, remove the mean (per atom for extensive targets, per molecule for
+    intensive ones such as homo/lumo/gap) and atom references where the target has them, coordinate noise of ``aux_sigma`` (A) for auxiliary denoising, neighbour list, float32."""
     from schnetpack_molspectra.transform import GaussianCoordinateNoise
 
     target = qm9_target(property)
     offsets = []
     if target.module == "atomwise":
-        offsets = [spk.transform.RemoveOffsets(target.key, remove_mean=True, remove_atomrefs=target.atomrefs)]
+        offsets = [
+            spk.transform.RemoveOffsets(
+                target.key, remove_mean=True, remove_atomrefs=target.atomrefs, is_extensive=target.is_extensive
+            )
+        ]
     noise = [GaussianCoordinateNoise(aux_sigma)] if aux_denoising else []
     return [
         spk.transform.SubtractCenterOfMass(),
@@ -143,11 +176,17 @@ def qm9_transforms(property: str, cutoff: float, aux_denoising: bool = False, au
     ]
 
 
-def qm9_output_modules(property: str, n_in: int, aux_denoising: bool = False) -> List[nn.Module]:
-    """The target's output module, plus a denoising head for auxiliary denoising."""
+def qm9_output_modules(
+    property: str, n_in: int, aux_denoising: bool = False, standardize: bool = False
+) -> List[nn.Module]:
+    """The target's output module, scaled by the labels' standard deviation with
+    ``standardize``, plus a denoising head for auxiliary denoising."""
     from schnetpack_molspectra.atomistic import DenoisingHead
 
+    target = qm9_target(property)
     modules = [qm9_output_module(property, n_in)]
+    if standardize:
+        modules.append(StandardizeProperty(target.key, remove_atomrefs=target.atomrefs))
     if aux_denoising:
         modules.append(DenoisingHead(n_in=n_in, mode="auto"))
     return modules
@@ -166,9 +205,13 @@ def qm9_task_outputs(property: str, aux_denoising: bool = False, aux_weight: flo
 
 
 def qm9_add_offsets(property: str) -> List[nn.Module]:
-    """Postprocessing matching :func:`qm9_offsets`."""
+    """Postprocessing matching the offsets removed by :func:`qm9_transforms`."""
     target = qm9_target(property)
     modules = [spk.transform.CastTo64()]
     if target.module == "atomwise":
-        modules.append(spk.transform.AddOffsets(target.key, add_mean=True, add_atomrefs=target.atomrefs))
+        modules.append(
+            spk.transform.AddOffsets(
+                target.key, add_mean=True, add_atomrefs=target.atomrefs, is_extensive=target.is_extensive
+            )
+        )
     return modules

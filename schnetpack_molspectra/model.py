@@ -26,6 +26,8 @@ class MolSpectraModel(AtomisticModel):
 
     The encoder is ``self.representation``, as in ``NeuralNetworkPotential``, so a
     fine-tuning model can take its weights (``schnetpack_molspectra.pretrained``).
+    ``init_from`` (a stage-1 ``best_model`` or checkpoint) initialises the encoder and, with
+    ``pretrained_denoising_head`` (released behaviour), the denoising head and its noise statistics.
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class MolSpectraModel(AtomisticModel):
         input_dtype_str: str = "float32",
         do_postprocessing: bool = False,
         init_from: Optional[str] = None,
+        pretrained_denoising_head: bool = True,
     ):
         super().__init__(
             postprocessors=postprocessors,
@@ -52,9 +55,9 @@ class MolSpectraModel(AtomisticModel):
             if isinstance(module, DenoisingHead):
                 module.resolve_mode(representation)
         if init_from is not None:
-            from schnetpack_molspectra.pretrained import load_representation_weights
+            from schnetpack_molspectra.pretrained import load_pretrained_weights
 
-            load_representation_weights(self.representation, init_from)
+            load_pretrained_weights(self, init_from, denoising_head=pretrained_denoising_head)
         self.collect_derivatives()
         self.collect_outputs()
         if specformer is not None:

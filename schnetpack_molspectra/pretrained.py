@@ -1,12 +1,19 @@
-"""Carry a pre-trained encoder into a new model.
+"""Carry pre-trained weights into a new model.
 
-Reads the representation (encoder) weights of a ``best_model`` (a whole model saved by
-SchNetPack) or of a Lightning checkpoint (keys ``model.representation.*``) written by
-``molspectra_pretrain`` / ``denoise_pretrain``. Only the encoder is taken: SpecFormer and
-the pre-training heads stay behind.
+Reads a ``best_model`` (a whole model saved by SchNetPack) or a Lightning checkpoint
+(keys ``model.*``) written by ``molspectra_pretrain`` / ``denoise_pretrain``. What is taken,
+as in the released MolSpectra code (which loads every matching key):
+
+- the encoder (``representation``), always; it must match the new encoder exactly;
+- the denoising head **and its running noise statistics** (``DenoisingHead.scale``), when the
+  new model has a denoising head (stage 1 -> stage 2, auxiliary denoising while fine-tuning)
+  and ``denoising_head=True``. A fresh head instead starts from a noise scale of 1, which makes
+  the auxiliary loss ~50x larger at the start of fine-tuning.
+
+SpecFormer and the other pre-training heads stay behind.
 """
 import os
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch import nn
@@ -14,21 +21,24 @@ from schnetpack.model import NeuralNetworkPotential
 
 __all__ = [
     "PretrainedModelError",
+    "stored_state",
     "representation_state",
-    "load_representation_weights",
-    "pretrained_representation",
+    "denoising_head_state",
+    "load_state_checked",
+    "load_pretrained_weights",
     "PretrainedNeuralNetworkPotential",
 ]
 
-_PREFIX = "model.representation."
+_REPRESENTATION = "representation."
 
 
 class PretrainedModelError(ValueError):
-    """A pre-trained model that cannot be loaded into the requested encoder."""
+    """A pre-trained model that cannot be loaded into the requested model."""
 
 
-def representation_state(path: str) -> Dict[str, torch.Tensor]:
-    """Encoder weights stored in ``path`` (a ``best_model`` or a Lightning ``.ckpt``)."""
+def stored_state(path: str) -> Dict[str, torch.Tensor]:
+    """All weights and buffers stored in ``path`` (a ``best_model`` or a Lightning ``.ckpt``),
+    keyed as in the model (``representation.*``, ``output_modules.0.*``, ...)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pre-trained model {path} does not exist")
     try:
@@ -38,24 +48,45 @@ def representation_state(path: str) -> Dict[str, torch.Tensor]:
     if isinstance(stored, nn.Module):
         if not hasattr(stored, "representation"):
             raise PretrainedModelError(f"{path}: model {type(stored).__name__} has no 'representation' (encoder)")
-        return stored.representation.state_dict()
+        return stored.state_dict()
     if isinstance(stored, dict) and "state_dict" in stored:
-        state = {k[len(_PREFIX):]: v for k, v in stored["state_dict"].items() if k.startswith(_PREFIX)}
-        if not state:
-            raise PretrainedModelError(f"{path}: checkpoint has no encoder weights ('{_PREFIX}*')")
-        return state
+        return {k[len("model."):]: v for k, v in stored["state_dict"].items() if k.startswith("model.")}
     raise PretrainedModelError(f"{path}: neither a SchNetPack model nor a Lightning checkpoint ({type(stored).__name__})")
 
 
-def load_representation_weights(representation: nn.Module, path: str) -> nn.Module:
-    """Copy the encoder weights of ``path`` into ``representation`` (in place) and return it.
+def _sub_state(state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def representation_state(path: str, state: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+    """Encoder weights stored in ``path`` (``state``: its :func:`stored_state`, if already read)."""
+    encoder = _sub_state(stored_state(path) if state is None else state, _REPRESENTATION)
+    if not encoder:
+        raise PretrainedModelError(f"{path}: checkpoint has no encoder weights ('model.{_REPRESENTATION}*')")
+    return encoder
+
+
+def denoising_head_state(path: str, state: Optional[Dict[str, torch.Tensor]] = None) -> Optional[Dict[str, torch.Tensor]]:
+    """Weights and noise statistics of the stored model's denoising head, or None if it has none.
+
+    The head is the output module whose state holds ``scale.sum_squares`` (``DenoisingHead``).
+    """
+    state = stored_state(path) if state is None else state
+    prefixes = sorted({k[: -len("scale.sum_squares")] for k in state if k.endswith(".scale.sum_squares")})
+    prefixes = [p for p in prefixes if p.startswith("output_modules.")]
+    if len(prefixes) > 1:
+        raise PretrainedModelError(f"{path}: more than one denoising head ({prefixes})")
+    return _sub_state(state, prefixes[0]) if prefixes else None
+
+
+def load_state_checked(module: nn.Module, state: Dict[str, torch.Tensor], path: str, what: str) -> nn.Module:
+    """``module.load_state_dict(state)`` after checking the keys and shapes match.
 
     Raises:
-        PretrainedModelError: naming the missing, unexpected and mis-shaped parameters when the
-            stored encoder has another architecture (type, width, depth, cutoff basis ...).
+        PretrainedModelError: naming ``path`` and the missing, unexpected and mis-shaped
+            parameters when the stored ``what`` has another architecture.
     """
-    state = representation_state(path)
-    target = representation.state_dict()
+    target = module.state_dict()
     missing = sorted(set(target) - set(state))
     unexpected = sorted(set(state) - set(target))
     mis_shaped = sorted(
@@ -65,35 +96,67 @@ def load_representation_weights(representation: nn.Module, path: str) -> nn.Modu
     )
     if missing or unexpected or mis_shaped:
         problems = []
-        if missing:
-            problems.append(f"missing in checkpoint: {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-        if unexpected:
-            problems.append(f"not in this encoder: {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
-        if mis_shaped:
-            problems.append(f"shape (checkpoint vs encoder): {mis_shaped[:8]}{' ...' if len(mis_shaped) > 8 else ''}")
-        raise PretrainedModelError(
-            f"{path}: its encoder does not match {type(representation).__name__}: " + "; ".join(problems)
-        )
-    representation.load_state_dict(state)
-    return representation
+        for label, names in (("missing in checkpoint", missing), (f"not in this {what}", unexpected),
+                             (f"shape (checkpoint vs {what})", mis_shaped)):
+            if names:
+                problems.append(f"{label}: {names[:8]}{' ...' if len(names) > 8 else ''}")
+        raise PretrainedModelError(f"{path}: its {what} does not match {type(module).__name__}: " + "; ".join(problems))
+    module.load_state_dict(state)
+    return module
 
 
-def pretrained_representation(representation: nn.Module, checkpoint: str = None) -> nn.Module:
-    """Hydra-friendly: ``representation`` with the encoder weights of ``checkpoint``, or unchanged if None."""
-    if checkpoint is None:
-        return representation
-    return load_representation_weights(representation, checkpoint)
+def load_pretrained_weights(model: nn.Module, path: str, denoising_head: bool = True) -> nn.Module:
+    """Copy the pre-trained encoder (and denoising head) of ``path`` into ``model`` in place.
+
+    Args:
+        model: a model with ``representation`` and ``output_modules``.
+        denoising_head: also carry the denoising head and its noise statistics into the
+            model's ``DenoisingHead``, if it has one (released behaviour); False keeps the
+            model's fresh head.
+
+    Raises:
+        PretrainedModelError: the stored encoder or head does not match, or the model has a
+            denoising head to carry into but the file has none.
+    """
+    from schnetpack_molspectra.atomistic import DenoisingHead
+
+    state = stored_state(path)
+    load_state_checked(model.representation, representation_state(path, state), path, "encoder")
+    heads = [m for m in getattr(model, "output_modules", []) if isinstance(m, DenoisingHead)]
+    if denoising_head and heads:
+        head_state = denoising_head_state(path, state)
+        if head_state is None:
+            raise PretrainedModelError(
+                f"{path}: has no denoising head to carry into this model's; "
+                "set globals.pretrained_denoising_head=false to start a fresh head"
+            )
+        load_state_checked(heads[0], head_state, path, "denoising head")
+    return model
 
 
 class PretrainedNeuralNetworkPotential(NeuralNetworkPotential):
-    """SchNetPack's ``NeuralNetworkPotential`` whose encoder starts from ``pretrained_model``.
+    """SchNetPack's ``NeuralNetworkPotential`` whose encoder (and denoising head) start from
+    ``pretrained_model``.
 
     With ``pretrained_model=None`` it is exactly a ``NeuralNetworkPotential`` trained from
     scratch, so a fine-tuning experiment and its from-scratch baseline differ by one switch.
     The check happens at construction, i.e. before any training starts.
+
+    Args:
+        pretrained_model: ``best_model`` or Lightning checkpoint of a pre-training run.
+        pretrained_denoising_head: carry the pre-trained denoising head and its noise
+            statistics into this model's auxiliary denoising head (released); False: fresh head.
     """
 
-    def __init__(self, representation: nn.Module, *args, pretrained_model: str = None, output_modules=None, **kwargs):
+    def __init__(
+        self,
+        representation: nn.Module,
+        *args,
+        pretrained_model: Optional[str] = None,
+        pretrained_denoising_head: bool = True,
+        output_modules=None,
+        **kwargs,
+    ):
         from schnetpack_molspectra.atomistic import DenoisingHead
 
         for module in output_modules or []:
@@ -102,7 +165,7 @@ class PretrainedNeuralNetworkPotential(NeuralNetworkPotential):
         super().__init__(representation, *args, output_modules=output_modules, **kwargs)
         self.pretrained_model = pretrained_model
         if pretrained_model is not None:
-            load_representation_weights(self.representation, pretrained_model)
+            load_pretrained_weights(self, pretrained_model, denoising_head=pretrained_denoising_head)
 
     def extract_outputs(self, inputs):
         """Model outputs present in this batch (an auxiliary denoising target exists only for noisy inputs)."""

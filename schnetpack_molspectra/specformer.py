@@ -194,7 +194,18 @@ class SpecFormer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        for linear in list(self.patch_embedding.values()) + list(self.reconstruction.values()):
+        """Xavier-uniform weights and zero biases, as released, for the patch embeddings, the
+        reconstruction heads, the flatten head, and in every layer the query/key/value
+        projections (each its own d_model x d_model block of the fused ``qkv``) and the
+        feed-forward layers. The attention output projection and the norms keep PyTorch's
+        defaults (so does the released code)."""
+        linears = [*self.patch_embedding.values(), *self.reconstruction.values(), self.pool[0]]
+        for layer in self.layers:
+            linears += [m for m in layer.feed_forward if isinstance(m, nn.Linear)]
+            for block in layer.qkv.weight.data.chunk(3, dim=0):
+                nn.init.xavier_uniform_(block)
+            nn.init.zeros_(layer.qkv.bias)
+        for linear in linears:
             nn.init.xavier_uniform_(linear.weight)
             nn.init.zeros_(linear.bias)
 

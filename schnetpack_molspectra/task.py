@@ -4,6 +4,7 @@ Total loss = beta_D * denoising + beta_MPR * MPR + beta_C * contrastive, each te
 output in ``AtomisticTask.outputs`` with its ``loss_weight``. Every term logs its own
 metrics as ``{train,val,test}_{name}_{metric}`` (e.g. ``val_mpr_mse``).
 """
+import inspect
 import math
 from typing import Dict, Optional, Sequence
 
@@ -20,6 +21,7 @@ __all__ = [
     "SelfSupervisedOutput",
     "MaskedPatchReconstructionOutput",
     "InfoNCELoss",
+    "SmoothedLoss",
     "InfoNCE",
     "RetrievalAccuracy",
     "WarmupCosineLR",
@@ -142,6 +144,34 @@ class InfoNCELoss(nn.Module):
         return info_nce(anchor, candidates, self.temperature, self.symmetric)
 
 
+class SmoothedLoss(nn.Module):
+    """A loss smoothed by an exponential moving average over batches (TorchMD-Net's
+    ``ema_alpha_y`` / ``ema_alpha_dy``, released MD17 recipe: 0.05 on the energy).
+
+    Returns ``alpha * loss + (1 - alpha) * previous``, where ``previous`` is the last
+    returned value, detached (on the first batch: the loss itself); training and evaluation keep separate averages. Its value
+    is smoothed, and its gradient is ``alpha`` times the loss's gradient: with
+    ``loss_weight`` w the term is trained with weight ``alpha * w``. ``alpha = 1`` is the plain loss.
+    """
+
+    def __init__(self, loss_fn: nn.Module, alpha: float = 0.05):
+        super().__init__()
+        if not 0 < alpha <= 1:
+            raise ValueError(f"smoothing alpha must be in (0, 1], got {alpha}")
+        self.loss_fn = loss_fn
+        self.alpha = alpha
+        self.previous: Dict[bool, torch.Tensor] = {}
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = self.loss_fn(prediction, target)
+        if self.alpha == 1:
+            return loss
+        previous = self.previous.get(self.training, loss.detach())  # first batch: the loss itself
+        loss = self.alpha * loss + (1 - self.alpha) * previous.to(loss.device)
+        self.previous[self.training] = loss.detach()
+        return loss
+
+
 class InfoNCE(MeanMetric):
     """Batch-averaged InfoNCE value, for logging."""
 
@@ -163,18 +193,76 @@ class RetrievalAccuracy(MeanMetric):
         super().update(hits.mean(), weight=hits.numel())
 
 
-class WarmupCosineLR(torch.optim.lr_scheduler.LambdaLR):
-    """Linear warm-up over ``warmup_steps``, then cosine decay to ``min_lr`` at ``total_steps`` (per step)."""
+def resolve_steps(steps: float, run_steps: Optional[int], name: str) -> int:
+    """A step count given absolutely (an int >= 1) or as a fraction of the run (a float in (0, 1])."""
+    if isinstance(steps, float) and 0 < steps <= 1:
+        if run_steps is None or not math.isfinite(run_steps):
+            raise ValueError(
+                f"{name}={steps} is a fraction of the run, but the run's length is unknown: "
+                "set trainer.max_epochs or trainer.max_steps, or give {name} in steps"
+            )
+        return max(1, round(steps * run_steps))
+    if steps < 0 or steps != int(steps):
+        raise ValueError(f"{name} must be a whole number of steps or a fraction in (0, 1], got {steps}")
+    return int(steps)
 
-    def __init__(self, optimizer, warmup_steps: int = 10_000, total_steps: int = 400_000, min_lr: float = 1e-7):
+
+class WarmupCosineLR(torch.optim.lr_scheduler.LambdaLR):
+    """Linear warm-up, then cosine annealing to ``min_lr`` (optionally with warm restarts), per step.
+
+    As in the released MolSpectra / TorchMD-Net code, the cosine is counted from step 0 and
+    the warm-up overrides it for the first ``warmup_steps`` steps: the learning rate is
+    ``lr * (step + 1) / warmup_steps`` during warm-up, then ``min_lr + (lr - min_lr) *
+    (1 + cos(pi * t / T)) / 2``, with t the step within the current cosine period of length T.
+
+    Args:
+        warmup_steps: length of the linear warm-up.
+        total_steps: length of the (first) cosine period. Without restarts the learning rate
+            stays at ``min_lr`` after it.
+        restart_mult: None: one cosine (pre-training: ``CosineAnnealingLR``). A number:
+            warm restarts, each period ``restart_mult`` times longer than the one before
+            (QM9 fine-tuning: ``CosineAnnealingWarmRestarts(T_0=total_steps, T_mult=2)``).
+        run_steps: the run's number of optimiser steps (``MolSpectraTask`` passes Lightning's
+            ``trainer.estimated_stepping_batches``). ``warmup_steps`` and ``total_steps`` given
+            as a float in (0, 1] are fractions of it, so a schedule scales with the run.
+    """
+
+    def __init__(
+        self,
+        optimizer,
+        warmup_steps: float = 10_000,
+        total_steps: float = 400_000,
+        min_lr: float = 1e-7,
+        restart_mult: Optional[float] = None,
+        run_steps: Optional[int] = None,
+    ):
+        warmup = resolve_steps(warmup_steps, run_steps, "warmup_steps")
+        period = max(1, resolve_steps(total_steps, run_steps, "total_steps"))
+        if restart_mult is not None and restart_mult < 1:
+            raise ValueError(f"restart_mult must be >= 1, got {restart_mult}")
+        self.warmup_steps, self.period = warmup, period
         base = optimizer.param_groups[0]["lr"]
         floor = min(min_lr / base, 1.0) if base > 0 else 0.0
 
+        def position(step: int) -> float:
+            """Fraction of the current cosine period that has passed."""
+            if restart_mult is None:
+                return min(1.0, step / period)
+            if restart_mult == 1:
+                return (step % period) / period
+            cycle = int(math.log(step / period * (restart_mult - 1) + 1, restart_mult))
+            start = period * (restart_mult**cycle - 1) / (restart_mult - 1)
+            length = period * restart_mult**cycle
+            if step < start:  # floating-point edge at a cycle boundary
+                cycle, start, length = cycle - 1, start - length / restart_mult, length / restart_mult
+            elif step >= start + length:
+                start, length = start + length, length * restart_mult
+            return (step - start) / length
+
         def factor(step: int) -> float:
-            if step < warmup_steps:
-                return (step + 1) / warmup_steps
-            progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+            if step < warmup:
+                return (step + 1) / warmup
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * position(step)))
 
         super().__init__(optimizer, factor)
 
@@ -185,6 +273,10 @@ class MolSpectraTask(AtomisticTask):
     Args:
         scheduler_interval: "epoch" (SchNetPack's default) or "step" (the released
             MolSpectra schedules are in steps).
+
+    A scheduler that takes ``run_steps`` (``WarmupCosineLR``) gets the run's number of
+    optimiser steps, ``trainer.estimated_stepping_batches``, so its lengths can be fractions
+    of the run.
     """
 
     def __init__(self, *args, scheduler_interval: str = "epoch", **kwargs):
@@ -194,6 +286,8 @@ class MolSpectraTask(AtomisticTask):
         self.scheduler_interval = scheduler_interval
 
     def configure_optimizers(self):
+        if self.scheduler_cls is not None and "run_steps" in inspect.signature(self.scheduler_cls).parameters:
+            self.scheduler_kwargs = {**(self.scheduler_kwargs or {}), "run_steps": self.trainer.estimated_stepping_batches}
         configured = super().configure_optimizers()
         if isinstance(configured, tuple) and self.scheduler_interval == "step":
             optimizers, schedulers = configured

@@ -3,13 +3,30 @@ import os
 from typing import List, Optional, Sequence
 
 from schnetpack.data import ASEAtomsData, AtomsDataModule
+from schnetpack.data.splitting import RandomSplit, absolute_split_sizes
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.fresh_process import run_spkspectra, tblite_blocked
 from schnetpack_molspectra.spectra.checks import SpectrumError
 from schnetpack_molspectra.specformer import DEFAULT_MODALITIES
 
-__all__ = ["MolSpectraDataModule", "MD17DataModule"]
+__all__ = ["MolSpectraDataModule", "MD17DataModule", "BoundedTestSplit"]
+
+
+class BoundedTestSplit(RandomSplit):
+    """SchNetPack's random split whose test partition takes at most what train and
+    validation leave, so a bounded ``num_test`` (e.g. qm9_finetune's 10,831, the paper's test
+    set on full QM9) also works on a smaller database. Where train + validation ask for more
+    than the database holds, the later splits come out short or empty (``check_split`` names them)."""
+
+    def split(self, dataset, *split_sizes):
+        n = len(dataset)
+        sizes = absolute_split_sizes(n, split_sizes)
+        if len(sizes) == 3:
+            sizes[0] = min(sizes[0], n)
+            sizes[1] = min(sizes[1], n - sizes[0])
+            sizes[2] = min(sizes[2], n - sizes[0] - sizes[1])
+        return super().split(dataset, *sizes)
 
 
 def check_split(dm: AtomsDataModule) -> None:

@@ -13,7 +13,7 @@ from spktrain import TINY_ENCODER, TINY_PRETRAIN, logged_scalars, run_dir, spktr
 pytestmark = pytest.mark.slow
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "ase_md.py")
 MD17 = ["data.molecule=ethanol", "data.num_train=14", "data.num_val=6", "data.batch_size=8", "data.num_workers=0",
-        "trainer.max_epochs=2", "task.warmup_steps=2", "~callbacks.ema", *TINY_ENCODER]
+        "trainer.max_epochs=2", "task.warmup_steps=2", *TINY_ENCODER]
 
 
 @pytest.fixture(scope="module")

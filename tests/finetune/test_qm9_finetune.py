@@ -7,13 +7,14 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
+from schnetpack_molspectra.atomistic import DenoisingHead
 from schnetpack_molspectra.data.qm9 import build_qm9_db
 from schnetpack_molspectra.finetune import QM9_TARGETS, qm9_model_output, qm9_output_module, qm9_target
-from schnetpack_molspectra.pretrained import PretrainedModelError, load_representation_weights, representation_state
+from schnetpack_molspectra.pretrained import PretrainedModelError, representation_state
 from spktrain import TINY_ENCODER, TINY_PRETRAIN, logged_scalars, run_dir, spktrain
 
 pytestmark = pytest.mark.slow
-FINETUNE = ["data.num_train=60", "data.num_val=20", "data.batch_size=20", "data.num_workers=0", "trainer.max_epochs=1", "~callbacks.ema", *TINY_ENCODER]
+FINETUNE = ["data.num_train=60", "data.num_val=20", "data.batch_size=20", "data.num_workers=0", "trainer.max_epochs=1", *TINY_ENCODER]
 
 
 @pytest.fixture(scope="module")
@@ -37,22 +38,41 @@ def compose_model(*overrides):
         return instantiate(compose("train", overrides=["experiment=qm9_finetune", *TINY_ENCODER, *overrides]).model)
 
 
-def test_encoder_weights_are_the_pretrained_ones(pretrained):
+def denoising_head(model):
+    (head,) = [m for m in model.output_modules if isinstance(m, DenoisingHead)]
+    return head
+
+
+def test_encoder_and_denoising_head_are_the_pretrained_ones(pretrained):
     best_model, checkpoint = pretrained
-    stored = torch.load(best_model, weights_only=False).representation.state_dict()
-    fresh = compose_model().representation.state_dict()
+    stored_model = torch.load(best_model, weights_only=False)
+    stored = stored_model.representation.state_dict()
+    stored_head = denoising_head(stored_model).state_dict()
+    assert stored_head["scale.count"] > 0
+    fresh = compose_model()
+    assert any(not torch.equal(fresh.representation.state_dict()[k], v) for k, v in stored.items())
+    assert denoising_head(fresh).scale.count == 0
     for path in (best_model, checkpoint):
         loaded = compose_model(f"globals.pretrained_model='{path}'")
         state = loaded.representation.state_dict()
         assert all(torch.equal(state[k], v) for k, v in stored.items())
-        assert any(not torch.equal(fresh[k], v) for k, v in stored.items())
-        # SpecFormer / pre-training heads are not carried over
-        assert not any("specformer" in n or "DenoisingHead" in type(m).__name__ for n, m in loaded.named_modules())
+        # released: the denoising head and its noise statistics come along for auxiliary denoising
+        head = denoising_head(loaded).state_dict()
+        assert set(head) == set(stored_head) and all(torch.equal(head[k], v) for k, v in stored_head.items())
+        assert not any("specformer" in n for n, _ in loaded.named_modules())
+    # the switch: a fresh head with no noise statistics, the encoder still pre-trained
+    fresh_head = compose_model(f"globals.pretrained_model='{best_model}'", "globals.pretrained_denoising_head=false")
+    assert denoising_head(fresh_head).scale.count == 0
+    assert all(torch.equal(fresh_head.representation.state_dict()[k], v) for k, v in stored.items())
+    # without auxiliary denoising there is no head to carry into
+    plain = compose_model(f"globals.pretrained_model='{best_model}'", "globals.aux_denoising=false")
+    assert not any(isinstance(m, DenoisingHead) for m in plain.output_modules)
 
 
 def test_finetune_runs_from_scratch_and_from_pretrained(tmp_path, qm9_db, pretrained):
     source = f"globals.pretrained_model='{pretrained[0]}'"
-    for name, extra in (("scratch", []), ("pretrained", [source]), ("aux", [source, "globals.aux_denoising=true"])):
+    plain = "globals.aux_denoising=false"
+    for name, extra in (("scratch", [plain]), ("pretrained", [source, plain]), ("aux", [source])):
         spktrain(tmp_path / name, "experiment=qm9_finetune", f"data.datapath={qm9_db}", "globals.property=gap", *FINETUNE, *extra)
         run = run_dir(tmp_path / name)
         model = torch.load(os.path.join(run, "best_model"), weights_only=False)

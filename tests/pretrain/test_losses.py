@@ -59,15 +59,78 @@ def test_mpr_sums_per_modality_mse_over_masked_patches():
         MaskedPatchReconstructionOutput(modalities=["raman"]).calculate_loss(pred)
 
 
-def test_warmup_cosine_schedule():
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=4e-4)
-    sched = WarmupCosineLR(opt, warmup_steps=10, total_steps=110, min_lr=1e-7)
+def lr_trace(optimizer, scheduler, steps):
     lrs = []
-    for _ in range(120):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert lrs[0] == pytest.approx(4e-5)
-    assert lrs[9] == pytest.approx(4e-4)
-    assert lrs[60] == pytest.approx(1e-7 + (4e-4 - 1e-7) * 0.5, rel=1e-6)
-    assert lrs[115] == pytest.approx(1e-7)
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return np.array(lrs)
+
+
+def sgd(lr=4e-4):
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+
+
+def test_warmup_cosine_schedule_is_the_released_one():
+    """Released: torch's cosine schedule counted from step 0, overridden by a linear warm-up."""
+    for restart_mult, reference in (
+        (None, lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=110, eta_min=1e-7)),
+        (2, lambda opt: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=110, T_mult=2, eta_min=1e-7)),
+    ):
+        opt = sgd()
+        lrs = lr_trace(opt, WarmupCosineLR(opt, warmup_steps=10, total_steps=110, min_lr=1e-7, restart_mult=restart_mult), 800)
+        ref_opt = sgd()
+        ref = lr_trace(ref_opt, reference(ref_opt), 800)
+        assert lrs[:10] == pytest.approx(4e-4 * np.arange(1, 11) / 10)
+        if restart_mult is None:  # CosineAnnealingLR goes back up after T_max; the released runs end there
+            assert lrs[10:111] == pytest.approx(ref[10:111], rel=1e-6, abs=1e-12)
+            assert lrs[111:] == pytest.approx(1e-7)
+        else:
+            assert lrs[10:] == pytest.approx(ref[10:], rel=1e-6, abs=1e-12)
+            assert lrs[110] == pytest.approx(4e-4) and lrs[330] == pytest.approx(4e-4)  # restarts at 110, 110 + 220
+
+
+def test_schedule_lengths_as_fractions_of_the_run():
+    released = dict(warmup_steps=0.0142857, total_steps=0.142857, restart_mult=2)
+    sched = WarmupCosineLR(sgd(), run_steps=700_000, **released)
+    assert (sched.warmup_steps, sched.period) == (10_000, 100_000)  # the released absolute steps
+    opt = sgd()  # 5,000 molecules for 50 epochs at batch 128: three cosine periods that end with the run
+    lrs = lr_trace(opt, WarmupCosineLR(opt, run_steps=2000, **released), 2000)
+    assert lrs[28] == pytest.approx(4e-4) and lrs[27] < 4e-4
+    assert np.all(np.diff(lrs[900:]) < 0) and lrs[-1] < 4e-4 * 1e-3  # the third period is the last: no restart at the end
+    with pytest.raises(ValueError, match="fraction of the run"):
+        WarmupCosineLR(sgd(), warmup_steps=0.1, total_steps=100)
+
+
+def test_task_sizes_the_schedule_from_the_trainer():
+    from types import SimpleNamespace
+
+    from schnetpack_molspectra.task import MolSpectraTask
+
+    model = torch.nn.Linear(1, 1)
+    model.required_derivatives = []
+    task = MolSpectraTask(model, [], optimizer_args={"lr": 4e-4}, scheduler_cls=WarmupCosineLR, scheduler_interval="step",
+                          scheduler_args=dict(warmup_steps=0.0142857, total_steps=0.142857, restart_mult=2))
+    task._trainer = SimpleNamespace(estimated_stepping_batches=7000, val_check_interval=1.0)
+    _, (conf,) = task.configure_optimizers()
+    assert (conf["scheduler"].warmup_steps, conf["scheduler"].period, conf["interval"]) == (100, 1000, "step")
+
+
+def test_smoothed_loss_trains_with_alpha_times_the_gradient():
+    """TorchMD-Net's ema_alpha_y: the value is smoothed, the gradient scaled by alpha (MD17 energy: 0.05)."""
+    from schnetpack_molspectra.task import SmoothedLoss
+
+    smoothed = SmoothedLoss(torch.nn.MSELoss(), alpha=0.05)
+    values = []
+    for target in (1.0, 3.0):
+        x = torch.zeros(4, requires_grad=True)
+        loss = smoothed(x, torch.full((4,), target))
+        (grad,) = torch.autograd.grad(loss, x)
+        (plain,) = torch.autograd.grad(torch.nn.functional.mse_loss(x, torch.full((4,), target)), x)
+        assert torch.allclose(grad, 0.05 * plain)
+        values.append(float(loss))
+    assert values == pytest.approx([1.0, 0.05 * 9.0 + 0.95 * 1.0])
+    smoothed.eval()  # validation keeps its own average
+    assert float(smoothed(torch.zeros(4), torch.full((4,), 2.0))) == pytest.approx(4.0)
+    assert float(SmoothedLoss(torch.nn.MSELoss(), alpha=1.0)(torch.zeros(1), torch.ones(1))) == 1.0

@@ -1,4 +1,6 @@
 """SpecFormer: patching, token counts, fused residual attention vs an explicit reference."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -131,3 +133,28 @@ def test_gradients_reach_every_parameter():
     (rep.sum() + sum(r.sum() for r in recon.values())).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []
+
+
+def test_initialisation_is_the_released_one():
+    """Xavier-uniform weights (q, k and v each as its own d_model x d_model matrix) and zero biases
+    for q/k/v, feed-forward, flatten head, patch embeddings and reconstruction heads."""
+    torch.manual_seed(0)
+    spec = SpecFormer(d_model=32, n_heads=4, d_ff=64)
+
+    def check(weight, bias):
+        weight, bias = weight.detach(), None if bias is None else bias.detach()
+        fan_out, fan_in = weight.shape
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        assert weight.abs().max() <= bound and weight.abs().max() > 0.9 * bound
+        assert float(weight.std()) == pytest.approx(bound / math.sqrt(3), rel=0.15)
+        assert bias is None or torch.count_nonzero(bias) == 0
+
+    for layer in spec.layers:
+        for block, bias in zip(layer.qkv.weight.chunk(3), layer.qkv.bias.chunk(3)):
+            check(block, bias)
+        for linear in (layer.feed_forward[0], layer.feed_forward[3]):
+            check(linear.weight, linear.bias)
+    check(spec.pool[0].weight, spec.pool[0].bias)  # flatten head: 347 * 32 -> 128
+    for m in spec.modalities:
+        check(spec.patch_embedding[m].weight, spec.patch_embedding[m].bias)
+        check(spec.reconstruction[m].weight, spec.reconstruction[m].bias)

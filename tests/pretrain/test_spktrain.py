@@ -51,7 +51,10 @@ def test_stage_one_then_stage_two_from_its_encoder(tmp_path):
     plain = write_spectra_db(tmp_path / "structures.db", n_molecules=30, with_spectra=False)
     spktrain(tmp_path / "stage1", "experiment=denoise_pretrain", f"data.datapath={plain}", *TINY_PRETRAIN)
     stage1 = os.path.join(run_dir(tmp_path / "stage1"), "best_model")
-    encoder = torch.load(stage1, weights_only=False).representation.state_dict()
+    stage1_model = torch.load(stage1, weights_only=False)
+    encoder = stage1_model.representation.state_dict()
+    head = stage1_model.output_modules[0].state_dict()
+    assert head["scale.count"] > 0
 
     spectra = write_spectra_db(tmp_path / "spectra.db", n_molecules=30)
     spktrain(tmp_path / "stage2", "experiment=molspectra_pretrain", f"data.datapath={spectra}", f"globals.init_from={stage1}", *TINY_PRETRAIN, *TINY_SPECFORMER)
@@ -67,6 +70,9 @@ def test_stage_one_then_stage_two_from_its_encoder(tmp_path):
     for key, value in encoder.items():
         assert torch.equal(model.representation.state_dict()[key], value), key
     assert any(not torch.equal(fresh.representation.state_dict()[k], v) for k, v in encoder.items())
+    # released: the denoising head and its running noise statistics come along too
+    assert all(torch.equal(model.output_modules[0].state_dict()[k], v) for k, v in head.items())
+    assert fresh.output_modules[0].scale.count == 0
     # ... and a missing stage-1 file stops the run before training, naming it
     proc = spktrain(tmp_path / "stage2b", "experiment=molspectra_pretrain", f"data.datapath={spectra}", "globals.init_from=/no/such/best_model", *TINY_PRETRAIN, check=False)
     assert proc.returncode != 0 and "/no/such/best_model" in proc.stderr + proc.stdout
