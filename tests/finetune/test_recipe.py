@@ -139,7 +139,7 @@ def test_md17_released_recipe_and_switches():
     assert (energy.loss_weight, forces.loss_weight) == (0.2, 0.8)
     (noise,) = [t for t in train if isinstance(t, GaussianCoordinateNoise)]
     assert noise.sigma == 0.005 and not any(isinstance(t, GaussianCoordinateNoise) for t in evaluation)
-    assert (cfg.data.batch_size, task.lr, task.warmup_steps) == (8, 5e-4, 1000)
+    assert (cfg.data.batch_size, task.lr, task.warmup_steps, cfg.trainer.max_steps) == (8, 5e-4, 1000, 140_000)
     assert task.scheduler_cls is spk.train.ReduceLROnPlateau
     assert (task.scheduler_kwargs["factor"], task.scheduler_kwargs["patience"], task.scheduler_kwargs["cooldown"]) == (0.8, 30, 0)
     assert "ema" not in cfg.callbacks
