@@ -166,3 +166,15 @@ def test_bounded_test_split():
     parts = BoundedTestSplit().split(list(range(100)), 60, 20, 10_831)
     assert [len(p) for p in parts] == [60, 20, 20] and len(set().union(*parts)) == 100
     assert [len(p) for p in BoundedTestSplit().split(list(range(100)), 50, 20, 10)] == [50, 20, 10]
+
+
+def test_a_file_without_denoising_head_is_named(tmp_path):
+    """Carrying the head (released) from a file that has none stops with the file and the switch named."""
+    from schnetpack_molspectra.pretrained import PretrainedModelError, load_pretrained_weights
+
+    _, model, *_ = compose_finetune("qm9_finetune")
+    state = {f"model.representation.{k}": v for k, v in model.representation.state_dict().items()}
+    torch.save({"state_dict": state}, tmp_path / "encoder_only.ckpt")
+    with pytest.raises(PretrainedModelError, match="encoder_only.ckpt: has no denoising head .*globals.pretrained_denoising_head=false"):
+        load_pretrained_weights(model, str(tmp_path / "encoder_only.ckpt"))
+    load_pretrained_weights(model, str(tmp_path / "encoder_only.ckpt"), denoising_head=False)  # encoder only: fine
