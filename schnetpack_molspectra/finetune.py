@@ -6,7 +6,7 @@ experiment config (``qm9_finetune``) covers all twelve. MAE is logged in the pap
 (meV for energies) as ``{subset}_{property}_mae_<unit>``.
 """
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 from torch import nn

@@ -199,7 +199,7 @@ def resolve_steps(steps: float, run_steps: Optional[int], name: str) -> int:
         if run_steps is None or not math.isfinite(run_steps):
             raise ValueError(
                 f"{name}={steps} is a fraction of the run, but the run's length is unknown: "
-                "set trainer.max_epochs or trainer.max_steps, or give {name} in steps"
+                f"set trainer.max_epochs or trainer.max_steps, or give {name} in steps"
             )
         return max(1, round(steps * run_steps))
     if steps < 0 or steps != int(steps):
@@ -254,7 +254,7 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LambdaLR):
             start = period * (restart_mult**cycle - 1) / (restart_mult - 1)
             length = period * restart_mult**cycle
             if step < start:  # floating-point edge at a cycle boundary
-                cycle, start, length = cycle - 1, start - length / restart_mult, length / restart_mult
+                start, length = start - length / restart_mult, length / restart_mult
             elif step >= start + length:
                 start, length = start + length, length * restart_mult
             return (step - start) / length

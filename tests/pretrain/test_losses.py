@@ -99,7 +99,7 @@ def test_schedule_lengths_as_fractions_of_the_run():
     lrs = lr_trace(opt, WarmupCosineLR(opt, run_steps=2000, **released), 2000)
     assert lrs[28] == pytest.approx(4e-4) and lrs[27] < 4e-4
     assert np.all(np.diff(lrs[900:]) < 0) and lrs[-1] < 4e-4 * 1e-3  # the third period is the last: no restart at the end
-    with pytest.raises(ValueError, match="fraction of the run"):
+    with pytest.raises(ValueError, match="fraction of the run.*give warmup_steps in steps"):
         WarmupCosineLR(sgd(), warmup_steps=0.1, total_steps=100)
 
 
