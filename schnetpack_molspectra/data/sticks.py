@@ -1,0 +1,254 @@
+"""Stick spectra shipped inside the package, and spectra databases built from them in seconds.
+
+The simulator (GFN2-xTB relaxation, IR and Raman; PySCF UV) costs seconds per QM9 molecule,
+so the spectra of a fixed, seeded selection of QM9 molecules are computed once by the
+maintainers (``scripts/ship_sticks.py``) and shipped as sticks: ~1 KB per molecule in
+``schnetpack_molspectra/data/qm9_sticks/``. Broadening them onto the QM9S grids builds a
+database of thousands of molecules anywhere, offline, without tblite or PySCF.
+
+Layout of the shipped folder, in chunks of ``CHUNK_SIZE`` consecutive molecules of
+:func:`shipped_selection` (chunk ``k`` holds selection positions ``k*CHUNK_SIZE ...``):
+
+``vib_<k>.npz``
+    ``gdb_index`` (n,), ``n_atoms`` (n,), ``numbers`` (sum n_atoms,), ``positions``
+    (sum n_atoms, 3; Angstrom, xTB-relaxed), ``n_modes`` (n,), ``frequencies`` (cm^-1),
+    ``ir_intensities`` (km/mol), ``raman_activities`` (A^4/amu), each (sum n_modes,);
+    ``settings``: the simulator settings, JSON.
+``uv-<method>_<k>.npz``
+    ``gdb_index`` (n,), ``n_states`` (n,), ``energies`` (eV), ``strengths``, each
+    (sum n_states,); ``settings``: JSON. Computed on the relaxed structures of ``vib_<k>``.
+``failures.jsonl``
+    One record per molecule a pass could not simulate (``pass``, ``gdb_index``, ``reason``).
+
+Ragged arrays are concatenated; the ``n_*`` arrays give each molecule's share.
+"""
+import json
+import os
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+from ase import Atoms
+
+import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.spectra.broadening import broaden
+from schnetpack_molspectra.spectra.grids import GRIDS
+
+__all__ = [
+    "SHIPPED_DIR",
+    "CHUNK_SIZE",
+    "SELECTION_SEED",
+    "SHIPPED_UV_METHOD",
+    "MoleculeSticks",
+    "shipped_selection",
+    "chunk_path",
+    "write_chunk",
+    "read_chunk",
+    "shipped_chunks",
+    "load_sticks",
+    "sticks_to_spectra",
+    "build_db_from_sticks",
+]
+
+#: the folder of shipped sticks inside the installed package
+SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "qm9_sticks")
+#: molecules per chunk file
+CHUNK_SIZE = 250
+#: seed of the permutation of all QM9 molecules that fixes the shipped selection and its order
+SELECTION_SEED = 0
+#: the UV level whose sticks the default dataset uses
+SHIPPED_UV_METHOD = "fast"
+
+_VIB_RAGGED = {"frequencies": "n_modes", "ir_intensities": "n_modes", "raman_activities": "n_modes"}
+_UV_RAGGED = {"energies": "n_states", "strengths": "n_states"}
+
+
+@dataclass
+class MoleculeSticks:
+    """One molecule's relaxed structure and sticks (units as in the module docstring)."""
+
+    gdb_index: int
+    atoms: Atoms
+    frequencies: np.ndarray
+    ir_intensities: np.ndarray
+    raman_activities: np.ndarray
+    uv_energies: np.ndarray
+    uv_strengths: np.ndarray
+
+
+def shipped_selection(table=None) -> np.ndarray:
+    """GDB indices of all QM9 molecules in a seeded random order; the shipped molecules are
+    its first ``CHUNK_SIZE * n_chunks``. Fine-tuning splits that must not overlap the
+    pre-training molecules take theirs from the end of this order."""
+    from schnetpack_molspectra.data.qm9 import load_qm9pack
+
+    table = load_qm9pack() if table is None else table
+    gdb = np.sort(table["Index"].to_numpy().astype(np.int64))
+    return np.random.default_rng(SELECTION_SEED).permutation(gdb)
+
+
+def chunk_path(kind: str, chunk: int, folder: Optional[str] = None) -> str:
+    """``<folder>/<kind>_<chunk:03d>.npz``; kind is ``vib`` or ``uv-<method>``."""
+    return os.path.join(folder or SHIPPED_DIR, f"{kind}_{chunk:03d}.npz")
+
+
+def write_chunk(path: str, records: Sequence[Dict[str, np.ndarray]], settings: dict) -> None:
+    """Write per-molecule ``records`` as one chunk, ragged arrays concatenated.
+
+    Each record has ``gdb_index`` and either the vib keys (``numbers``, ``positions``,
+    ``frequencies``, ``ir_intensities``, ``raman_activities``) or the UV keys (``energies``,
+    ``strengths``). Written to a temporary name and renamed, so a chunk file is always whole."""
+    if not records:
+        raise ValueError(f"{path}: no molecules to write")
+    ragged = _VIB_RAGGED if "frequencies" in records[0] else _UV_RAGGED
+    arrays = {"gdb_index": np.array([r["gdb_index"] for r in records], dtype=np.int64)}
+    for key, count in ragged.items():
+        arrays[key] = np.concatenate([np.asarray(r[key], dtype=np.float32).ravel() for r in records])
+        arrays[count] = np.array([np.asarray(r[key]).size for r in records], dtype=np.int32)
+    if "numbers" in records[0]:
+        arrays["numbers"] = np.concatenate([np.asarray(r["numbers"], dtype=np.uint8) for r in records])
+        arrays["n_atoms"] = np.array([len(r["numbers"]) for r in records], dtype=np.int32)
+        arrays["positions"] = np.concatenate([np.asarray(r["positions"], dtype=np.float32).reshape(-1, 3) for r in records])
+    arrays["settings"] = np.array(json.dumps(settings, sort_keys=True))
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def read_chunk(path: str) -> Dict[int, Dict[str, np.ndarray]]:
+    """gdb index -> that molecule's arrays (ragged arrays split back), plus key ``settings``.
+
+    Raises:
+        ValueError: naming the file, when it is not a whole chunk.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except Exception as err:
+        raise ValueError(f"{path}: not a readable sticks chunk ({type(err).__name__}: {err})") from err
+    ragged = _VIB_RAGGED if "frequencies" in data else _UV_RAGGED
+    counts = {c for c in ragged.values()} | ({"n_atoms"} if "numbers" in data else set())
+    missing = [k for k in ["gdb_index", *ragged, *counts] if k not in data]
+    if missing:
+        raise ValueError(f"{path}: sticks chunk lacks {missing}")
+    out: Dict[int, Dict[str, np.ndarray]] = {}
+    splits = {}
+    for key, count in list(ragged.items()) + ([("numbers", "n_atoms"), ("positions", "n_atoms")] if "numbers" in data else []):
+        n = data[count]
+        if n.sum() != len(data[key]) or len(n) != len(data["gdb_index"]):
+            raise ValueError(f"{path}: {key} holds {len(data[key])} entries, {count} says {int(n.sum())}")
+        splits[key] = np.split(data[key], np.cumsum(n)[:-1])
+    for i, gdb in enumerate(data["gdb_index"]):
+        out[int(gdb)] = {key: parts[i] for key, parts in splits.items()}
+    out["settings"] = json.loads(str(data["settings"])) if "settings" in data else {}
+    return out
+
+
+def shipped_chunks(kind: str, folder: Optional[str] = None) -> List[str]:
+    """Paths of the chunks of one kind (``vib`` or ``uv-<method>``), in chunk order."""
+    folder = folder or SHIPPED_DIR
+    if not os.path.isdir(folder):
+        return []
+    names = sorted(f for f in os.listdir(folder) if f.startswith(kind + "_") and f.endswith(".npz") and ".tmp" not in f)
+    return [os.path.join(folder, f) for f in names]
+
+
+def load_sticks(
+    uv_method: str = SHIPPED_UV_METHOD, folder: Optional[str] = None, n_molecules: Optional[int] = None
+) -> Iterator[MoleculeSticks]:
+    """The shipped molecules that have every spectrum, in selection order (at most ``n_molecules``).
+
+    A molecule whose UV pass failed, or whose UV chunk is not computed yet, is left out."""
+    yielded = 0
+    for vib_path in shipped_chunks("vib", folder):
+        chunk = os.path.basename(vib_path)[len("vib_") : -len(".npz")]
+        uv_path = os.path.join(os.path.dirname(vib_path), f"uv-{uv_method}_{chunk}.npz")
+        if not os.path.exists(uv_path):
+            continue
+        vib, uv = read_chunk(vib_path), read_chunk(uv_path)
+        for gdb, v in vib.items():
+            if gdb == "settings" or gdb not in uv:
+                continue
+            if n_molecules is not None and yielded >= n_molecules:
+                return
+            u = uv[gdb]
+            yield MoleculeSticks(
+                gdb_index=gdb,
+                atoms=Atoms(numbers=v["numbers"], positions=v["positions"].astype(np.float64)),
+                frequencies=v["frequencies"],
+                ir_intensities=v["ir_intensities"],
+                raman_activities=v["raman_activities"],
+                uv_energies=u["energies"],
+                uv_strengths=u["strengths"],
+            )
+            yielded += 1
+
+
+def sticks_to_spectra(sticks: MoleculeSticks, settings=None) -> Dict[str, np.ndarray]:
+    """The broadened spectra (1, n_points) and sticks of one molecule, as database properties.
+
+    ``settings``: a :class:`~schnetpack_molspectra.data.simulate.runner.SimulationSettings`
+    (widths and scales; default widths if None)."""
+    from schnetpack_molspectra.data.simulate.runner import SimulationSettings
+
+    s = settings or SimulationSettings()
+    frequencies = sticks.frequencies.astype(np.float64) * s.frequency_scale
+    energies = sticks.uv_energies.astype(np.float64) * s.uv_energy_scale
+    return {
+        msp.uv_spectrum: broaden(energies, sticks.uv_strengths, GRIDS["uv"], s.uv_width),
+        msp.ir_spectrum: broaden(frequencies, sticks.ir_intensities, GRIDS["ir"], s.ir_width),
+        msp.raman_spectrum: broaden(frequencies, sticks.raman_activities, GRIDS["raman"], s.raman_width),
+        msp.vib_frequencies: frequencies.astype(np.float32),
+        msp.ir_intensities: sticks.ir_intensities.astype(np.float32),
+        msp.raman_activities: sticks.raman_activities.astype(np.float32),
+        msp.uv_energies: energies.astype(np.float32),
+        msp.uv_strengths: sticks.uv_strengths.astype(np.float32),
+    }
+
+
+def build_db_from_sticks(
+    path: str,
+    n_molecules: Optional[int] = None,
+    uv_method: str = SHIPPED_UV_METHOD,
+    folder: Optional[str] = None,
+    settings=None,
+) -> int:
+    """Broaden the shipped sticks into a SchNetPack database at ``path`` with QM9 labels.
+
+    Writes ``<path>.partial.db`` in one transaction and renames it, so ``path`` is whole
+    or absent. Returns the number of molecules written.
+
+    Raises:
+        FileNotFoundError: when no molecule has every spectrum in ``folder``.
+    """
+    from ase.db import connect
+    from schnetpack.data import ASEAtomsData
+
+    from schnetpack_molspectra.data.qm9 import QM9_UNITS, gdb_positions, load_qm9pack, row_labels
+    from schnetpack_molspectra.data.simulate.runner import SIMULATED_UNITS
+
+    molecules = list(load_sticks(uv_method, folder, n_molecules))
+    if not molecules:
+        raise FileNotFoundError(
+            f"{folder or SHIPPED_DIR}: no shipped molecule has IR, Raman and UV ({uv_method}) sticks"
+        )
+    table = load_qm9pack()
+    rows = table.iloc[gdb_positions(table, [m.gdb_index for m in molecules])]
+    labels = [row_labels(row) for row in rows.itertuples(index=False)]
+    smiles = rows["SMILES"].tolist()
+
+    partial = path[: -len(".db")] + ".partial.db" if path.endswith(".db") else path + ".partial.db"
+    if os.path.exists(partial):
+        os.remove(partial)  # one transaction: a leftover is from a killed build, and incomplete
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    units = dict(SIMULATED_UNITS, **QM9_UNITS, **{msp.gdb_index: "1"})
+    ASEAtomsData.create(partial, distance_unit="Ang", property_unit_dict=units)
+    with connect(partial, use_lock_file=False) as conn:
+        for i, (m, lab, smi) in enumerate(zip(molecules, labels, smiles)):
+            data = sticks_to_spectra(m, settings)
+            for key in QM9_UNITS:
+                data[key] = np.array([lab[key]], dtype=np.float64)
+            data[msp.gdb_index] = np.array([m.gdb_index], dtype=np.int64)
+            conn.write(m.atoms, data=data, input_index=i, label=f"gdb_{m.gdb_index}", smiles=smi)
+    os.replace(partial, path)
+    return len(molecules)
