@@ -20,7 +20,6 @@ and skipped when the script is started again, so a killed benchmark resumes. Res
   python benchmarks/finetune_recipes.py --targets gap --seeds 0 --epochs 2   # a quick look
 """
 import argparse
-import glob
 import json
 import os
 import platform
@@ -29,6 +28,8 @@ import sys
 import time
 
 import numpy as np
+
+from _runs import spktrain, summary
 
 QM9_RECIPES = {
     "old": [],  # the old code's own defaults
@@ -42,46 +43,6 @@ QM9_RECIPES = {
 }
 MD17_RECIPES = {"released": [], "plain": ["globals.energy_loss_smoothing=1.0"]}
 QM9_KEYS = {"homo": "homo", "lumo": "lumo", "gap": "gap"}
-
-
-def test_scalars(run):
-    """Last value of every ``test_*`` scalar in a run's TensorBoard events."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    values = {}
-    for events in glob.glob(os.path.join(run, "**", "events.out.tfevents.*"), recursive=True):
-        acc = EventAccumulator(events)
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            if tag.startswith(("test_", "val_")):
-                values[tag] = acc.Scalars(tag)[-1].value
-                if tag.startswith("val_"):
-                    values[tag + "_curve"] = [s.value for s in acc.Scalars(tag)]
-    return values
-
-
-def spktrain(workdir, name, overrides, env=None):
-    """One spktrain run in ``workdir/name`` (skipped when it finished before); its test scalars."""
-    cwd = os.path.join(workdir, name)
-    done = os.path.join(cwd, "result.json")
-    if os.path.exists(done):
-        with open(done) as f:
-            return json.load(f)
-    if os.path.isdir(cwd):  # an unfinished earlier attempt
-        import shutil
-
-        shutil.rmtree(cwd)
-    os.makedirs(cwd)
-    start = time.time()
-    proc = subprocess.run(["spktrain", *overrides], cwd=cwd, env=dict(os.environ, PWD=cwd, **(env or {})),
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    (run,) = glob.glob(os.path.join(cwd, "runs", "*"))
-    result = {"wall_s": time.time() - start, **test_scalars(run)}
-    with open(done, "w") as f:
-        json.dump(result, f)
-    return result
 
 
 def old_worktree(ref, workdir):
@@ -112,11 +73,6 @@ def qm9_split(workdir, n_molecules, n_train, n_val, n_test, seed):
         np.savez(split, train_idx=order[:n_train], val_idx=order[n_train:n_train + n_val],
                  test_idx=order[n_train + n_val:n_train + n_val + n_test])
     return db, split
-
-
-def summary(values):
-    values = np.asarray(values, dtype=float)
-    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "n": len(values)}
 
 
 def main():

@@ -108,7 +108,7 @@ def report(path, reference, methods):
                 cos_cal.append(cosine(broadened(mine[g]["energies"], mine[g]["strengths"], a, b), broadened(ref[g]["energies"], ref[g]["strengths"])))
         rows.append((method, len(gdbs), np.mean(secs), np.mean(de1), np.mean(debright), np.mean(cos), np.mean(cos_cal) if cos_cal else float("nan")))
     print(f"reference: {reference}; {platform.processor() or platform.machine()}, one core")
-    print(f"| method | molecules | s / molecule | dE1 (eV) | dE bright (eV) | cosine | cosine, calibrated |")
+    print("| method | molecules | s / molecule | dE1 (eV) | dE bright (eV) | cosine | cosine, calibrated |")
     print("|---|---|---|---|---|---|---|")
     for m, n, s, d1, db, c, cc in rows:
         print(f"| {m} | {n} | {s:.1f} | {d1:.2f} | {db:.2f} | {c:.2f} | {cc:.2f} |")

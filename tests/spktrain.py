@@ -11,6 +11,7 @@ TINY_ENCODER = [
 ]
 TINY_PRETRAIN = [
     "trainer.max_epochs=1",
+    "trainer.max_steps=-1",
     "trainer.accelerator=cpu",
     "data.batch_size=8",
     "data.num_workers=0",

@@ -86,7 +86,7 @@ def _md17_npz(args):
 def _default(args):
     from schnetpack_molspectra.data.default import build_default_dataset
 
-    print(build_default_dataset(args.out, workers=args.workers, size=args.n_molecules))
+    print(build_default_dataset(args.out, n_molecules=args.n_molecules))
     return 0
 
 
@@ -103,6 +103,8 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0, help="seed of the QM9 subset")
     sim.add_argument("--workers", type=int, default=1)
     sim.add_argument("--retry-failed", action="store_true", help="retry molecules recorded as failed")
+    from schnetpack_molspectra.data.simulate.uv import UV_METHODS
+
     defaults = SimulationSettings()
     for f in fields(SimulationSettings):
         flag = "--" + f.name.replace("_", "-")
@@ -110,7 +112,7 @@ def parser() -> argparse.ArgumentParser:
             sim.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=getattr(defaults, f.name))
         else:
             kind = type(getattr(defaults, f.name))
-            choices = ["fast", "tddft"] if f.name == "uv_method" else None
+            choices = sorted(UV_METHODS) if f.name == "uv_method" else None
             sim.add_argument(flag, dest=f.name, type=kind, default=getattr(defaults, f.name), choices=choices)
     sim.set_defaults(run=_simulate)
 
@@ -146,10 +148,9 @@ def parser() -> argparse.ArgumentParser:
     npz.add_argument("out")
     npz.set_defaults(run=_md17_npz)
 
-    default = sub.add_parser("default", help="build the embedded default spectra dataset")
-    default.add_argument("--out", default=None)
-    default.add_argument("--workers", type=int, default=None)
-    default.add_argument("--n-molecules", type=int, default=None, help="subset size (default: DEFAULT_SIZE)")
+    default = sub.add_parser("default", help="build the default spectra dataset from the shipped QM9 sticks (seconds)")
+    default.add_argument("--out", default=None, help="database to write (default: the cache, where spktrain looks)")
+    default.add_argument("--n-molecules", type=int, default=None, help="the first N shipped molecules (default: all)")
     default.set_defaults(run=_default)
     return p
 

@@ -1,0 +1,53 @@
+"""Helpers of the benchmark scripts: real ``spktrain`` runs that resume, and their logged scalars."""
+import glob
+import json
+import os
+import subprocess
+import time
+
+import numpy as np
+
+
+def test_scalars(run):
+    """Last value of every ``test_*`` scalar in a run's TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = {}
+    for events in glob.glob(os.path.join(run, "**", "events.out.tfevents.*"), recursive=True):
+        acc = EventAccumulator(events)
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            if tag.startswith(("test_", "val_")):
+                values[tag] = acc.Scalars(tag)[-1].value
+                if tag.startswith("val_"):
+                    values[tag + "_curve"] = [s.value for s in acc.Scalars(tag)]
+    return values
+
+
+def spktrain(workdir, name, overrides, env=None):
+    """One spktrain run in ``workdir/name`` (skipped when it finished before); its test scalars."""
+    cwd = os.path.join(workdir, name)
+    done = os.path.join(cwd, "result.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            return json.load(f)
+    if os.path.isdir(cwd):  # an unfinished earlier attempt
+        import shutil
+
+        shutil.rmtree(cwd)
+    os.makedirs(cwd)
+    start = time.time()
+    proc = subprocess.run(["spktrain", *overrides], cwd=cwd, env=dict(os.environ, PWD=cwd, **(env or {})),
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    (run,) = glob.glob(os.path.join(cwd, "runs", "*"))
+    result = {"wall_s": time.time() - start, **test_scalars(run)}
+    with open(done, "w") as f:
+        json.dump(result, f)
+    return result
+
+
+def summary(values):
+    values = np.asarray(values, dtype=float)
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "n": len(values)}

@@ -1,0 +1,236 @@
+"""Does pre-training pay off? Scratch vs denoising (Coord) vs a denoising control vs MolSpectra,
+fine-tuned on QM9 homo / lumo / gap with few labels, every run a real ``spktrain``.
+
+Molecules come from one seeded order of all of QM9 (``shipped_selection``), split so that no
+pre-training molecule is a fine-tuning validation or test molecule:
+
+  selection[: n_stage1]           stage 1 structures (denoising, no labels); they include
+                                  the shipped spectra set (the first shipped molecules)
+  shipped molecules with spectra  stage 2 (MolSpectra) and the control (denoising), the
+                                  default dataset broadened from the shipped sticks
+  selection[-n_val-n_test:]       fine-tuning validation and test (never pre-trained on)
+  selection[-n_val-n_test-n_train: -n_val-n_test]   fine-tuning labels
+
+Arms (each fine-tuned with ``qm9_finetune``'s released recipe, same encoder, same split):
+  scratch     no pre-training
+  coord       stage 1: ``denoise_pretrain`` on the stage 1 structures
+  control     stage 1, then denoising continued on the spectra set for as many epochs as stage 2
+              (the same number of steps: same molecules, same batch): extra training without spectra
+  molspectra  stage 1, then ``molspectra_pretrain`` (denoising + MPR + contrastive) on the spectra set
+  Ablations (``--arms``): molspectra_no_mpr (beta_mpr 0, mask ratio 0), molspectra_no_mpr_no_cl
+  (only denoising through the MolSpectra model), molspectra_no_<uv|ir|raman> (one modality dropped).
+
+Every run lives in ``--workdir/<name>`` and is skipped when it finished before, so a killed study
+resumes; results (test MAE, validation curves, wall time per run) go to ``--out`` and a table
+and a PNG of the validation curves are written. Scale it up by the options (more structures,
+labels, epochs, a GPU with ``--accelerator gpu``).
+
+  python benchmarks/pretraining_study.py                       # the README's study
+  python benchmarks/pretraining_study.py --targets gap --seeds 0 --ft-epochs 2 --stage1-epochs 1 --stage2-epochs 1   # a quick look
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from _runs import spktrain, summary
+
+#: arm -> the pre-training run its encoder comes from (ablation arms: "stage2_<arm>")
+ARMS = {
+    "scratch": None,
+    "coord": "stage1",
+    "control": "control",
+    "molspectra": "stage2",
+}
+ABLATIONS = {
+    "molspectra_no_mpr": ["globals.beta_mpr=0", "globals.mask_ratio=0"],
+    "molspectra_no_mpr_no_cl": ["globals.beta_mpr=0", "globals.mask_ratio=0", "globals.beta_contrastive=0"],
+    "molspectra_no_uv": ["globals.modalities=[ir,raman]"],
+    "molspectra_no_ir": ["globals.modalities=[uv,raman]"],
+    "molspectra_no_raman": ["globals.modalities=[uv,ir]"],
+}
+PAPER = {"molspectra_over_coord_gap": 26.8 / 31.8, "coord_over_scratch_gap": 31.8 / 36.1}
+
+
+def best_model(workdir, name):
+    import glob
+
+    (path,) = glob.glob(os.path.join(workdir, name, "runs", "*", "best_model"))
+    return path
+
+
+def build_data(workdir, args):
+    """The stage 1 structures, the spectra set and the fine-tuning database with its split file."""
+    from schnetpack_molspectra.data.default import ensure_default_dataset
+    from schnetpack_molspectra.data.qm9 import build_qm9_db, load_qm9pack
+    from schnetpack_molspectra.data.sticks import shipped_selection
+
+    table = load_qm9pack()
+    selection = shipped_selection(table)
+    spectra_db = ensure_default_dataset()
+
+    def qm9_db(name, gdbs):
+        path = os.path.join(workdir, name)
+        if not os.path.exists(path):
+            partial = path[:-3] + ".part.db"
+            if os.path.exists(partial):
+                os.remove(partial)
+            build_qm9_db(partial, gdb_indices=[int(g) for g in gdbs])
+            os.replace(partial, path)
+        return path
+
+    stage1_db = qm9_db(f"stage1_{args.n_stage1}.db", sorted(selection[: args.n_stage1]))
+    n_hold = args.n_val + args.n_test
+    ft_gdbs = selection[-(n_hold + args.n_train):]
+    ft_db = qm9_db(f"finetune_{args.n_train}_{args.n_val}_{args.n_test}.db", ft_gdbs)  # written in this order
+    split = os.path.join(workdir, f"finetune_split_{args.n_train}_{args.n_val}_{args.n_test}.npz")
+    if not os.path.exists(split):
+        np.savez(split, train_idx=np.arange(args.n_train), val_idx=np.arange(args.n_train, args.n_train + args.n_val),
+                 test_idx=np.arange(args.n_train + args.n_val, args.n_train + n_hold))
+    overlap = set(selection[: args.n_stage1].tolist()) & set(selection[-n_hold:].tolist())
+    if overlap:
+        raise ValueError(f"{len(overlap)} stage 1 molecules are fine-tuning validation/test molecules: lower --n-stage1")
+    return stage1_db, spectra_db, ft_db, split
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", default="pretraining_study_runs")
+    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "pretraining_study.json"))
+    p.add_argument("--arms", nargs="+", default=list(ARMS), help=f"of {list(ARMS) + list(ABLATIONS)}")
+    p.add_argument("--targets", nargs="+", default=["homo", "lumo", "gap"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--n-stage1", type=int, default=20000, help="stage 1 structures")
+    p.add_argument("--stage1-epochs", type=int, default=5)
+    p.add_argument("--stage2-epochs", type=int, default=20, help="stage 2 and control epochs on the spectra set")
+    p.add_argument("--pretrain-batch", type=int, default=32)
+    p.add_argument("--n-train", type=int, default=1000, help="fine-tuning labels")
+    p.add_argument("--n-val", type=int, default=1000)
+    p.add_argument("--n-test", type=int, default=2000)
+    p.add_argument("--ft-epochs", type=int, default=30)
+    p.add_argument("--ft-batch", type=int, default=32)
+    p.add_argument("--width", type=int, default=128, help="PaiNN n_atom_basis")
+    p.add_argument("--interactions", type=int, default=3, help="PaiNN n_interactions")
+    p.add_argument("--accelerator", default="cpu")
+    p.add_argument("--finetune-overrides", nargs="*", default=[], help="extra qm9_finetune overrides (all arms)")
+    args = p.parse_args(argv)
+
+    workdir = os.path.abspath(args.workdir)
+    os.makedirs(workdir, exist_ok=True)
+    start = time.time()
+    walls = {}
+    t = time.time()
+    stage1_db, spectra_db, ft_db, split = build_data(workdir, args)
+    walls["data"] = time.time() - t
+    common = [f"model.representation.n_atom_basis={args.width}", f"model.representation.n_interactions={args.interactions}",
+              f"trainer.accelerator={args.accelerator}", "data.num_workers=2"]
+    pretrain = [*common, f"data.batch_size={args.pretrain_batch}", "trainer.max_steps=-1", "+seed=0"]
+
+    def run(name, overrides):
+        result = spktrain(workdir, name, overrides)
+        walls[name] = result["wall_s"]
+        print(f"{name}: {result['wall_s']:.0f} s", flush=True)
+        return result
+
+    unknown = [a for a in args.arms if a not in ARMS and a not in ABLATIONS]
+    if unknown:
+        raise SystemExit(f"unknown arms {unknown}; choose from {list(ARMS) + list(ABLATIONS)}")
+    sources = {arm: ARMS.get(arm, f"stage2_{arm}") for arm in args.arms}
+    if any(sources.values()):
+        run("stage1", ["experiment=denoise_pretrain", f"data.datapath={stage1_db}", f"trainer.max_epochs={args.stage1_epochs}", *pretrain])
+        init = f"globals.init_from={best_model(workdir, 'stage1')}"
+    if "control" in args.arms:
+        run("control", ["experiment=denoise_pretrain", f"data.datapath={spectra_db}", f"trainer.max_epochs={args.stage2_epochs}", init, *pretrain])
+    for arm in args.arms:
+        if sources[arm] and sources[arm].startswith("stage2"):
+            run(sources[arm], ["experiment=molspectra_pretrain", f"data.datapath={spectra_db}", f"trainer.max_epochs={args.stage2_epochs}",
+                               init, *pretrain, *ABLATIONS.get(arm, [])])
+
+    results = {"finetune": {}}
+    for target in args.targets:
+        for arm in args.arms:
+            source = sources[arm]
+            runs = []
+            for seed in args.seeds:
+                overrides = [
+                    "experiment=qm9_finetune", f"data.datapath={ft_db}", f"+data.split_file={split}", f"globals.property={target}",
+                    f"data.num_train={args.n_train}", f"data.num_val={args.n_val}", f"data.num_test={args.n_test}",
+                    f"data.batch_size={args.ft_batch}", f"trainer.max_epochs={args.ft_epochs}", f"+seed={seed}", *common,
+                    *args.finetune_overrides,
+                ]
+                if source:
+                    overrides.append(f"globals.pretrained_model={best_model(workdir, source)}")
+                r = run(f"ft_{target}_{arm}_seed{seed}", overrides)
+                runs.append(r)
+                print(f"  {target} {arm} seed {seed}: test MAE {r[f'test_{target}_mae_meV']:.1f} meV", flush=True)
+            results["finetune"].setdefault(target, {})[arm] = {
+                "test_mae_meV": summary([r[f"test_{target}_mae_meV"] for r in runs]),
+                "val_mae_meV_curves": [r[f"val_{target}_mae_meV_curve"] for r in runs],
+            }
+    pretraining = {}
+    for name in sorted({n for n in sources.values() if n}):
+        summary_file = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(workdir, name)) for f in fs if f == "pretraining_summary.json"]
+        if summary_file:
+            pretraining[name] = json.load(open(summary_file[0]))
+    results["pretraining"] = pretraining
+    results["wall_s"] = walls
+    results["settings"] = {**vars(args), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                           "total_wall_s": time.time() - start}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    report(results, args)
+    plot(results, args, os.path.splitext(args.out)[0] + ".png")
+    return 0
+
+
+def report(results, args):
+    print(f"\nTest MAE (meV), mean ± std over seeds {args.seeds}; {args.n_train} labels, PaiNN {args.width}x{args.interactions}, "
+          f"{args.ft_epochs} fine-tuning epochs")
+    print("| target | " + " | ".join(args.arms) + " | coord / scratch | molspectra / control | molspectra / coord |")
+    print("|---" * (len(args.arms) + 4) + "|")
+    for target, arms in results["finetune"].items():
+        mean = {a: arms[a]["test_mae_meV"]["mean"] for a in arms}
+        cells = [f"{mean[a]:.1f} ± {arms[a]['test_mae_meV']['std']:.1f}" for a in args.arms]
+
+        def ratio(a, b):
+            return f"{mean[a] / mean[b]:.3f}" if a in mean and b in mean else "–"
+
+        print(f"| {target} | " + " | ".join(cells) + f" | {ratio('coord', 'scratch')} | {ratio('molspectra', 'control')} | {ratio('molspectra', 'coord')} |")
+    print(f"paper (gap, full QM9): MolSpectra / Coord = {PAPER['molspectra_over_coord_gap']:.2f}, Coord / scratch = {PAPER['coord_over_scratch_gap']:.2f}")
+    for name, wall in results["wall_s"].items():
+        print(f"  wall {name}: {wall:.0f} s")
+
+
+def plot(results, args, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = list(results["finetune"])
+    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 4), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        for arm, r in results["finetune"][target].items():
+            curves = [c for c in r["val_mae_meV_curves"] if c]
+            n = min(len(c) for c in curves)
+            data = np.array([c[:n] for c in curves])
+            epochs = np.arange(1, n + 1)
+            ax.plot(epochs, data.mean(0), label=f"{arm} (test {r['test_mae_meV']['mean']:.0f} meV)")
+            ax.fill_between(epochs, data.min(0), data.max(0), alpha=0.2)
+        ax.set_xlabel("fine-tuning epoch")
+        ax.set_ylabel(f"validation MAE {target} (meV)")
+        ax.set_yscale("log")
+        ax.set_title(f"{target}: {args.n_train} labels, {len(args.seeds)} seeds")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"learning curves: {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

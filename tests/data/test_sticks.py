@@ -1,0 +1,127 @@
+"""Shipped stick spectra: the chunk format, the seeded selection, and the default dataset
+built from them by broadening alone (no simulator), cached and never rebuilt."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ase.db import connect
+
+import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.data.default import default_dataset_path, ensure_default_dataset
+from schnetpack_molspectra.data.qm9 import load_qm9pack
+from schnetpack_molspectra.data.sticks import (
+    CHUNK_SIZE,
+    SHIPPED_UV_METHOD,
+    load_sticks,
+    read_chunk,
+    shipped_chunks,
+    shipped_selection,
+    write_chunk,
+)
+from schnetpack_molspectra.spectra.broadening import broaden
+from schnetpack_molspectra.spectra.grids import GRIDS
+
+
+def vib_record(gdb, n_atoms, rng):
+    n_modes = 3 * n_atoms - 6
+    return {
+        "gdb_index": gdb,
+        "numbers": rng.integers(1, 10, n_atoms),
+        "positions": rng.normal(size=(n_atoms, 3)),
+        "frequencies": rng.uniform(500, 4000, n_modes),
+        "ir_intensities": rng.uniform(0, 100, n_modes),
+        "raman_activities": rng.uniform(0, 100, n_modes),
+    }
+
+
+def test_chunks_round_trip_ragged_molecules(tmp_path):
+    rng = np.random.default_rng(0)
+    records = [vib_record(g, n, rng) for g, n in [(7, 3), (2, 9), (11, 4)]]
+    path = str(tmp_path / "vib_000.npz")
+    write_chunk(path, records, {"relax": "GFN2-xTB"})
+    chunk = read_chunk(path)
+    assert chunk.pop("settings") == {"relax": "GFN2-xTB"}
+    assert list(chunk) == [7, 2, 11]  # order kept
+    for rec in records:
+        got = chunk[rec["gdb_index"]]
+        assert got["positions"].shape == (len(rec["numbers"]), 3)
+        np.testing.assert_array_equal(got["numbers"], rec["numbers"])
+        np.testing.assert_allclose(got["frequencies"], rec["frequencies"], rtol=1e-6)
+        np.testing.assert_allclose(got["raman_activities"], rec["raman_activities"], rtol=1e-6)
+    uv = str(tmp_path / "uv-fast_000.npz")
+    write_chunk(uv, [{"gdb_index": 7, "energies": [5.0, 6.0], "strengths": [0.1, 0.0]}, {"gdb_index": 11, "energies": [7.0], "strengths": [0.3]}], {})
+    molecules = list(load_sticks("fast", folder=str(tmp_path)))
+    assert [m.gdb_index for m in molecules] == [7, 11]  # gdb 2 has no UV: left out
+    assert len(molecules[0].atoms) == 3 and list(molecules[1].uv_energies) == [7.0]
+
+
+def test_a_damaged_chunk_is_named(tmp_path):
+    path = tmp_path / "vib_003.npz"
+    path.write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ValueError, match="vib_003.npz"):
+        read_chunk(str(path))
+    np.savez(tmp_path / "vib_004.npz", gdb_index=np.array([1, 2]), frequencies=np.ones(5), n_modes=np.array([2, 2]),
+             ir_intensities=np.ones(5), raman_activities=np.ones(5))
+    with pytest.raises(ValueError, match=r"vib_004.npz.*(frequencies|n_modes)"):
+        read_chunk(str(tmp_path / "vib_004.npz"))
+
+
+def test_selection_is_a_seeded_permutation_of_qm9():
+    table = load_qm9pack()
+    selection = shipped_selection(table)
+    assert len(selection) == len(table) == len(set(selection.tolist()))
+    np.testing.assert_array_equal(selection, shipped_selection(table))
+    assert not np.all(np.diff(selection[:CHUNK_SIZE]) > 0)  # shuffled, not sorted
+
+
+def test_shipped_chunks_follow_the_selection():
+    vib = shipped_chunks("vib")
+    assert vib, "no shipped vib chunk in the package"
+    selection = shipped_selection()
+    for path in vib[:2]:
+        k = int(os.path.basename(path)[4:7])
+        gdbs = [g for g in read_chunk(path) if g != "settings"]
+        assert set(gdbs) <= set(selection[k * CHUNK_SIZE : (k + 1) * CHUNK_SIZE].tolist())
+        assert len(gdbs) >= 0.95 * CHUNK_SIZE
+
+
+def test_default_dataset_builds_from_shipped_sticks_without_the_simulator(tmp_path):
+    """A fresh process with tblite and PySCF unimportable builds the database: broadening only."""
+    code = (
+        "import sys; sys.modules['tblite'] = None; sys.modules['pyscf'] = None\n"
+        "import time; t = time.perf_counter()\n"
+        "from schnetpack_molspectra.data.default import ensure_default_dataset\n"
+        "print(ensure_default_dataset()); print(f'{time.perf_counter() - t:.1f} s', file=sys.stderr)\n"
+    )
+    env = dict(os.environ, MOLSPECTRA_CACHE=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    path = proc.stdout.strip().splitlines()[-1]
+    assert os.path.dirname(path) == str(tmp_path) and os.listdir(tmp_path) == [os.path.basename(path)]  # no partial left
+
+    molecules = list(load_sticks(SHIPPED_UV_METHOD))
+    with connect(path) as conn:
+        rows = list(conn.select())
+    assert len(rows) == len(molecules) > 0
+    table = load_qm9pack().set_index("Index")
+    for row, sticks in zip(rows[:: max(1, len(rows) // 5)], molecules[:: max(1, len(rows) // 5)]):
+        assert row.data[msp.gdb_index][0] == sticks.gdb_index
+        assert row.data[msp.uv_spectrum].shape == (1, 701) and row.data[msp.ir_spectrum].shape == (1, 3501)
+        np.testing.assert_allclose(
+            row.data[msp.raman_spectrum], broaden(sticks.frequencies, sticks.raman_activities, GRIDS["raman"], 12.0), rtol=1e-5
+        )
+        assert row.data["gap"][0] == pytest.approx(table.loc[sticks.gdb_index, "HOMO_LUMO_gap_au"])
+        assert row.key_value_pairs["smiles"] == table.loc[sticks.gdb_index, "SMILES"]
+        np.testing.assert_allclose(row.positions, sticks.atoms.positions, atol=1e-5)
+
+
+def test_default_dataset_is_cached_and_a_subset_has_its_own_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOLSPECTRA_CACHE", str(tmp_path))
+    path = ensure_default_dataset(n_molecules=5)
+    assert path == default_dataset_path(5) != default_dataset_path()
+    with connect(path) as conn:
+        assert conn.count() == 5
+    stamp = os.path.getmtime(path)
+    assert ensure_default_dataset(n_molecules=5) == path and os.path.getmtime(path) == stamp  # not rebuilt
