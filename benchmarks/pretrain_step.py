@@ -130,7 +130,7 @@ def build(specformer: bool, width=128, n_heads=16):
 
 
 def outputs(specformer: bool):
-    terms = [SelfSupervisedOutput("denoising", msp.denoised_noise, "noise_target", torch.nn.MSELoss())]
+    terms = [SelfSupervisedOutput("denoising", msp.predicted_noise, msp.noise_target, torch.nn.MSELoss())]
     if specformer:
         terms += [
             MaskedPatchReconstructionOutput(),

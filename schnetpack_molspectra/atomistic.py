@@ -59,8 +59,8 @@ class DenoisingHead(nn.Module):
         n_hidden: Optional[int] = None,
         n_layers: int = 2,
         mode: str = "vector",
-        prediction_key: str = msp.denoised_noise,
-        target_key: str = "noise_target",
+        prediction_key: str = msp.predicted_noise,
+        target_key: str = msp.noise_target,
     ):
         super().__init__()
         if mode not in ("vector", "gradient", "auto"):
@@ -101,16 +101,16 @@ class DenoisingHead(nn.Module):
         if self.net is None:
             raise RuntimeError("DenoisingHead(mode='auto') must be resolved with resolve_mode(representation)")
         if self.mode == "vector":
-            if "vector_representation" not in inputs:
+            if msp.vector_representation not in inputs:
                 raise KeyError(
-                    "DenoisingHead(mode='vector') needs 'vector_representation' (PaiNN, or SO3net with "
+                    f"DenoisingHead(mode='vector') needs '{msp.vector_representation}' (PaiNN, or SO3net with "
                     "return_vector_representation=True); use mode='gradient' for scalar-only encoders"
                 )
-            _, vector = self.net((inputs["scalar_representation"], inputs["vector_representation"]))
+            _, vector = self.net((inputs[msp.scalar_representation], inputs[msp.vector_representation]))
             prediction = vector.squeeze(-1)
         else:
             positions = inputs[structure.R]
-            atom_energy = self.net(inputs["scalar_representation"]).squeeze(-1)
+            atom_energy = self.net(inputs[msp.scalar_representation]).squeeze(-1)
             (gradient,) = torch.autograd.grad(
                 atom_energy.sum(), positions, create_graph=self.training, retain_graph=True
             )
@@ -137,7 +137,7 @@ class MoleculeRepresentation(nn.Module):
         self.model_outputs = [output_key]
 
     def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        features = inputs["scalar_representation"]
+        features = inputs[msp.scalar_representation]
         idx_m = inputs[structure.idx_m]
         n_molecules = int(idx_m[-1]) + 1
         pooled = scatter_add(features, idx_m, dim_size=n_molecules)

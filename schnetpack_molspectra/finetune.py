@@ -15,6 +15,8 @@ from schnetpack import properties as structure
 from schnetpack.nn.scatter import scatter_add
 from torchmetrics.regression import MeanAbsoluteError
 
+import schnetpack_molspectra.properties as msp
+
 __all__ = [
     "QM9Target",
     "QM9_TARGETS",
@@ -92,7 +94,7 @@ class ElectronicSpatialExtent(nn.Module):
         masses = self.masses.to(positions.dtype)[inputs[structure.Z]]
         com = scatter_add(masses[:, None] * positions, idx_m, n_molecules) / scatter_add(masses, idx_m, n_molecules)[:, None]
         r2 = ((positions - com[idx_m]) ** 2).sum(-1)
-        q = self.net(inputs["scalar_representation"]).squeeze(-1)
+        q = self.net(inputs[msp.scalar_representation]).squeeze(-1)
         inputs[self.output_key] = scatter_add(q * r2, idx_m, n_molecules)
         return inputs
 
@@ -194,12 +196,12 @@ def qm9_output_modules(
 
 def qm9_task_outputs(property: str, aux_denoising: bool = False, aux_weight: float = 0.1) -> List[nn.Module]:
     """The target's loss, plus the auxiliary denoising loss (training batches only)."""
-    from schnetpack_molspectra.task import SelfSupervisedOutput
+    from schnetpack_molspectra.task import DenoisingOutput
 
     outputs = [qm9_model_output(property)]
     if aux_denoising:
         outputs.append(
-            SelfSupervisedOutput("aux_denoising", "predicted_noise", "noise_target", nn.MSELoss(), aux_weight, optional=True)
+            DenoisingOutput("aux_denoising", nn.MSELoss(), aux_weight, optional=True)
         )
     return outputs
 

@@ -19,6 +19,8 @@ from schnetpack_molspectra.specformer import DEFAULT_MODALITIES
 
 __all__ = [
     "SelfSupervisedOutput",
+    "DenoisingOutput",
+    "ContrastiveOutput",
     "MaskedPatchReconstructionOutput",
     "InfoNCELoss",
     "SmoothedLoss",
@@ -142,6 +144,37 @@ class InfoNCELoss(nn.Module):
 
     def forward(self, anchor: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         return info_nce(anchor, candidates, self.temperature, self.symmetric)
+
+
+class DenoisingOutput(SelfSupervisedOutput):
+    """The denoising term: ``predicted_noise`` against ``noise_target``, the outputs of
+    ``DenoisingHead`` (MSE unless ``loss_fn`` is given)."""
+
+    def __init__(
+        self,
+        name: str = "denoising",
+        loss_fn: Optional[nn.Module] = None,
+        loss_weight: float = 1.0,
+        metrics: Optional[Dict[str, Metric]] = None,
+        optional: bool = False,
+    ):
+        loss_fn = nn.MSELoss() if loss_fn is None else loss_fn
+        super().__init__(name, msp.predicted_noise, msp.noise_target, loss_fn, loss_weight, metrics, optional)
+
+
+class ContrastiveOutput(SelfSupervisedOutput):
+    """The contrastive term: ``representation_3d`` against ``representation_spectra``
+    (:class:`InfoNCELoss` with its defaults unless ``loss_fn`` is given)."""
+
+    def __init__(
+        self,
+        name: str = "contrastive",
+        loss_fn: Optional[nn.Module] = None,
+        loss_weight: float = 1.0,
+        metrics: Optional[Dict[str, Metric]] = None,
+    ):
+        loss_fn = InfoNCELoss() if loss_fn is None else loss_fn
+        super().__init__(name, msp.representation_3d, msp.representation_spectra, loss_fn, loss_weight, metrics)
 
 
 class SmoothedLoss(nn.Module):

@@ -150,8 +150,9 @@ class MaskSpectraPatches(Transform):
 class GaussianCoordinateNoise(Transform):
     """Perturb positions with isotropic Gaussian noise of width ``sigma`` (Angstrom).
 
-    Writes the clean positions to ``clean_positions`` and the noise, the denoising
-    target, to ``position_noise`` (n_atoms, 3). Place it before the neighbour list.
+    Writes the noisy positions to ``_positions`` and the noise, the denoising target, to
+    ``position_noise`` (n_atoms, 3); the clean positions are their difference. Place it
+    before the neighbour list.
     """
 
     is_preprocessor = True
@@ -166,7 +167,6 @@ class GaussianCoordinateNoise(Transform):
     def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         positions = inputs[structure.R]
         noise = torch.randn_like(positions) * self.sigma
-        inputs[msp.clean_positions] = positions
         inputs[structure.R] = positions + noise
         inputs[msp.position_noise] = noise
         return inputs

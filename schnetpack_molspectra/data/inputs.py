@@ -4,6 +4,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 from ase import Atoms
 
+import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.simulate.runner import MoleculeInput
 
 __all__ = ["from_smiles", "from_file", "from_qm9"]
@@ -55,6 +56,6 @@ def from_qm9(
     else:
         positions = gdb_positions(table, gdb_indices)
     return [
-        MoleculeInput(labels["gdb_index"], atoms, name=f"gdb_{labels['gdb_index']}", smiles=smiles, labels=labels)
+        MoleculeInput(labels[msp.gdb_index], atoms, name=f"gdb_{labels[msp.gdb_index]}", smiles=smiles, labels=labels)
         for atoms, labels, smiles, _ in qm9_molecules(table, positions)
     ]

@@ -5,6 +5,7 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
+import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.task import SelfSupervisedOutput
 from schnetpack_molspectra.train.summary import summarise_validation
 
@@ -35,8 +36,8 @@ class _Task(torch.nn.Module):
         super().__init__()
         self.noise_scale = noise_scale
         self.outputs = torch.nn.ModuleList([
-            SelfSupervisedOutput("denoising", "predicted_noise", "noise_target", torch.nn.MSELoss()),
-            SelfSupervisedOutput("contrastive", "representation_3d", "representation_spectra", torch.nn.MSELoss(), loss_weight=0.5),
+            SelfSupervisedOutput("denoising", msp.predicted_noise, msp.noise_target, torch.nn.MSELoss()),
+            SelfSupervisedOutput("contrastive", msp.representation_3d, msp.representation_spectra, torch.nn.MSELoss(), loss_weight=0.5),
         ])
 
     @property
@@ -46,10 +47,10 @@ class _Task(torch.nn.Module):
     def predict_without_postprocessing(self, batch):
         target = batch["noise"] / self.noise_scale
         return {
-            "noise_target": target,
-            "predicted_noise": 0.5 * target,  # explains 75 % of the variance, whatever the scale
-            "representation_3d": batch["rep"],
-            "representation_spectra": batch["rep"] + 0.01 * torch.randn_like(batch["rep"]),
+            msp.noise_target: target,
+            msp.predicted_noise: 0.5 * target,  # explains 75 % of the variance, whatever the scale
+            msp.representation_3d: batch["rep"],
+            msp.representation_spectra: batch["rep"] + 0.01 * torch.randn_like(batch["rep"]),
         }
 
 

@@ -57,7 +57,7 @@ def datamodule(path, batch_size=6):
 
 def pretraining_outputs():
     return [
-        SelfSupervisedOutput("denoising", msp.denoised_noise, "noise_target", torch.nn.MSELoss()),
+        SelfSupervisedOutput("denoising", msp.predicted_noise, msp.noise_target, torch.nn.MSELoss()),
         MaskedPatchReconstructionOutput(),
         SelfSupervisedOutput("contrastive", msp.representation_3d, msp.representation_spectra, InfoNCELoss()),
     ]
@@ -76,8 +76,8 @@ def test_denoising_head_is_rotation_equivariant(spectra_db, name, mode):
     assert model.output_modules[0].mode == mode
     batch = next(iter(datamodule(spectra_db).val_dataloader()))
     rotation = torch.tensor(Rotation.random(random_state=1).as_matrix(), dtype=torch.float32)
-    pred = model({k: v.clone() for k, v in batch.items()})[msp.denoised_noise].detach()
-    pred_rot = model(rotated(batch, rotation))[msp.denoised_noise].detach()
+    pred = model({k: v.clone() for k, v in batch.items()})[msp.predicted_noise].detach()
+    pred_rot = model(rotated(batch, rotation))[msp.predicted_noise].detach()
     assert pred.shape == batch[structure.R].shape
     assert pred.abs().max() > 1e-4
     assert torch.allclose(pred_rot, pred @ rotation.T, atol=1e-4)
@@ -125,7 +125,7 @@ def test_running_noise_scale_is_saved_and_standardises_target(spectra_db):
     assert "output_modules.0.scale.sum_squares" in model.state_dict()
     model.eval()
     out = model(next(iter(loader)))
-    assert out["noise_target"].std().item() == pytest.approx(1.0, rel=0.3)
+    assert out[msp.noise_target].std().item() == pytest.approx(1.0, rel=0.3)
 
 
 def test_batch_without_an_enabled_modality_is_named(spectra_db):
