@@ -4,7 +4,7 @@ Every key MolSpectra reads or writes lives here, as ``schnetpack.properties`` do
 SchNetPack's own; import it as ``import schnetpack_molspectra.properties as msp``. The
 *values* are stored in databases and in saved models' output lists: never change them.
 """
-from typing import Final
+from typing import Final, Tuple
 
 ## broadened spectra, one row per molecule (float32), on the QM9S grids (spectra/grids.py)
 #: UV-Vis absorption, (1, 701) per molecule, 1-15 eV in steps of 0.02 eV, arbitrary units
@@ -14,8 +14,11 @@ ir_spectrum: Final[str] = "ir_spectrum"
 #: Raman activity, (1, 3501) per molecule, 500-4000 cm^-1 in steps of 1 cm^-1, arbitrary units
 raman_spectrum: Final[str] = "raman_spectrum"
 
-#: modality name -> property key, in SpecFormer's token order (UV, IR, Raman)
-spectra = {"uv": uv_spectrum, "ir": ir_spectrum, "raman": raman_spectrum}
+#: the spectra modalities, in SpecFormer's token order (UV, IR, Raman); every other
+#: per-modality table (grids, patch geometry, configs) is keyed by these names
+modalities: Final[Tuple[str, ...]] = ("uv", "ir", "raman")
+#: modality name -> property key of its broadened spectrum, in ``modalities`` order
+spectra = dict(zip(modalities, (uv_spectrum, ir_spectrum, raman_spectrum)))
 
 ## stick spectra from the simulator (variable length per molecule, float32)
 #: harmonic frequencies (cm^-1), (n_modes,)

@@ -23,11 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.spectra.grids import SPECTRUM_LENGTHS
 
 __all__ = ["SpecFormer", "ResidualAttentionLayer", "n_patches"]
-
-DEFAULT_MODALITIES = ("uv", "ir", "raman")
 
 
 def n_patches(length: int, patch_length: int, stride: int) -> int:
@@ -132,7 +131,7 @@ class SpecFormer(nn.Module):
 
     def __init__(
         self,
-        modalities: Sequence[str] = DEFAULT_MODALITIES,
+        modalities: Sequence[str] = msp.modalities,
         patch_length: Mapping[str, int] = None,
         patch_stride: Mapping[str, int] = None,
         spectrum_length: Optional[Mapping[str, int]] = None,
@@ -150,9 +149,9 @@ class SpecFormer(nn.Module):
         super().__init__()
         if not modalities:
             raise ValueError("SpecFormer needs at least one modality")
-        unknown = set(modalities) - set(DEFAULT_MODALITIES)
+        unknown = set(modalities) - set(msp.modalities)
         if unknown:
-            raise ValueError(f"unknown modalities {sorted(unknown)}; choose from {DEFAULT_MODALITIES}")
+            raise ValueError(f"unknown modalities {sorted(unknown)}; choose from {msp.modalities}")
         patch_length = dict(patch_length or {"uv": 20, "ir": 50, "raman": 50})
         patch_stride = dict(patch_stride or {"uv": 10, "ir": 25, "raman": 25})
         spectrum_length = dict(spectrum_length or SPECTRUM_LENGTHS)

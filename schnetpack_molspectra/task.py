@@ -15,7 +15,6 @@ from torchmetrics import MeanMetric, MeanSquaredError, Metric
 from schnetpack.task import AtomisticTask, UnsupervisedModelOutput
 
 import schnetpack_molspectra.properties as msp
-from schnetpack_molspectra.specformer import DEFAULT_MODALITIES
 
 __all__ = [
     "SelfSupervisedOutput",
@@ -87,7 +86,7 @@ class MaskedPatchReconstructionOutput(UnsupervisedModelOutput):
     per modality and their sum as ``{subset}_{name}_mse``.
     """
 
-    def __init__(self, name: str = "mpr", modalities: Sequence[str] = DEFAULT_MODALITIES, loss_weight: float = 1.0):
+    def __init__(self, name: str = "mpr", modalities: Sequence[str] = msp.modalities, loss_weight: float = 1.0):
         self.modalities = list(modalities)
         metrics = {f"{m}_mse": MeanMetric() for m in self.modalities}
         metrics["mse"] = MeanMetric()

@@ -12,7 +12,7 @@ from schnetpack.transform import Transform
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.spectra.checks import SpectrumError, spectrum_problem
 from schnetpack_molspectra.spectra.grids import SPECTRUM_LENGTHS
-from schnetpack_molspectra.specformer import DEFAULT_MODALITIES, n_patches
+from schnetpack_molspectra.specformer import n_patches
 
 __all__ = [
     "ValidateSpectra",
@@ -34,7 +34,7 @@ class ValidateSpectra(Transform):
 
     def __init__(
         self,
-        modalities: Sequence[str] = DEFAULT_MODALITIES,
+        modalities: Sequence[str] = msp.modalities,
         spectrum_length: Optional[Mapping[str, int]] = None,
         allow_negative: bool = False,
         source: str = "dataset",
@@ -78,7 +78,7 @@ class NormalizeSpectra(Transform):
 
     def __init__(
         self,
-        modalities: Sequence[str] = DEFAULT_MODALITIES,
+        modalities: Sequence[str] = msp.modalities,
         method: str = "log10",
         scale: Optional[Mapping[str, float]] = None,
     ):
@@ -117,7 +117,7 @@ class MaskSpectraPatches(Transform):
     def __init__(
         self,
         ratio: float = 0.1,
-        modalities: Sequence[str] = DEFAULT_MODALITIES,
+        modalities: Sequence[str] = msp.modalities,
         patch_length: Optional[Mapping[str, int]] = None,
         patch_stride: Optional[Mapping[str, int]] = None,
         spectrum_length: Optional[Mapping[str, int]] = None,

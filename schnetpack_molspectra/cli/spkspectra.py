@@ -13,6 +13,7 @@ import argparse
 import sys
 from dataclasses import fields
 
+import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.simulate.runner import SimulationSettings, read_failures, simulate_to_db
 
 
@@ -48,7 +49,7 @@ def _qm9(args):
 def _convert_qm9s(args):
     from schnetpack_molspectra.data.qm9s import convert_qm9s
 
-    summary = convert_qm9s(args.pt, {"uv": args.uv, "ir": args.ir, "raman": args.raman}, args.out, qm9_db=args.qm9)
+    summary = convert_qm9s(args.pt, {m: getattr(args, m) for m in msp.modalities}, args.out, qm9_db=args.qm9)
     print(f"{args.out}: {summary['written']} of {summary['molecules_in_pt']} molecules written "
           f"(CSV rows: {summary['rows']}); summary in {args.out}.summary.json")
     for modality, missing in summary["missing_rows"].items():
@@ -127,9 +128,8 @@ def parser() -> argparse.ArgumentParser:
     conv = sub.add_parser("convert-qm9s", help="the real QM9S files (qm9s.pt + *_boraden.csv) as a SchNetPack db")
     conv.add_argument("out")
     conv.add_argument("--pt", required=True, help="qm9s.pt")
-    conv.add_argument("--uv", required=True, help="uv_boraden.csv")
-    conv.add_argument("--ir", required=True, help="ir_boraden.csv")
-    conv.add_argument("--raman", required=True, help="raman_boraden.csv")
+    for modality in msp.modalities:
+        conv.add_argument(f"--{modality}", required=True, help=f"{modality}_boraden.csv")
     conv.add_argument("--qm9", default=None, help="QM9 db (spkspectra qm9) to attach labels by GDB index")
     conv.set_defaults(run=_convert_qm9s)
 

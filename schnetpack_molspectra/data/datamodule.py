@@ -8,7 +8,6 @@ from schnetpack.data.splitting import RandomSplit, absolute_split_sizes
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.fresh_process import run_spkspectra, tblite_blocked
 from schnetpack_molspectra.spectra.checks import SpectrumError
-from schnetpack_molspectra.specformer import DEFAULT_MODALITIES
 
 __all__ = ["MolSpectraDataModule", "MD17DataModule", "BoundedTestSplit"]
 
@@ -56,7 +55,7 @@ class MolSpectraDataModule(AtomsDataModule):
     def __init__(
         self,
         datapath: Optional[str] = None,
-        modalities: Sequence[str] = DEFAULT_MODALITIES,
+        modalities: Sequence[str] = msp.modalities,
         load_properties: Optional[List[str]] = None,
         **kwargs,
     ):

@@ -3,6 +3,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from schnetpack_molspectra.properties import modalities
+
 
 @dataclass(frozen=True)
 class SpectralGrid:
@@ -27,5 +29,5 @@ IR_GRID = SpectralGrid(500.0, 4000.0, 1.0, "cm^-1")  # 3501 points
 RAMAN_GRID = SpectralGrid(500.0, 4000.0, 1.0, "cm^-1")  # 3501 points
 
 #: modality -> grid, in SpecFormer's token order
-GRIDS = {"uv": UV_GRID, "ir": IR_GRID, "raman": RAMAN_GRID}
+GRIDS = dict(zip(modalities, (UV_GRID, IR_GRID, RAMAN_GRID)))
 SPECTRUM_LENGTHS = {m: g.n_points for m, g in GRIDS.items()}
