@@ -1,7 +1,7 @@
 """SpecFormer: a transformer over patches of UV-Vis, IR and Raman spectra.
 
 Each modality's normalised spectrum (n_molecules, L) is cut into overlapping patches
-(``unfold(P, D)``, N = floor((L - P) / D) + 1 patches), each patch is embedded by a
+(``unfold(P, D)``, N = floor((L - P) / D) + 1 patches; ``spectra.patches``), each patch is embedded by a
 per-modality ``Linear(P, d_model)`` plus a learnable per-modality position table, and the
 tokens of all modalities are concatenated (UV, IR, Raman) and encoded by a post-norm
 transformer with BatchNorm and *residual attention*: every layer adds the previous
@@ -24,16 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import schnetpack_molspectra.properties as msp
-from schnetpack_molspectra.spectra.grids import SPECTRUM_LENGTHS
+from schnetpack_molspectra.spectra.patches import patch_geometry
 
-__all__ = ["SpecFormer", "ResidualAttentionLayer", "n_patches"]
-
-
-def n_patches(length: int, patch_length: int, stride: int) -> int:
-    """Number of patches ``unfold(patch_length, stride)`` cuts from ``length`` points."""
-    if patch_length > length:
-        raise ValueError(f"patch length {patch_length} exceeds spectrum length {length}")
-    return (length - patch_length) // stride + 1
+__all__ = ["SpecFormer", "ResidualAttentionLayer"]
 
 
 class ResidualAttentionLayer(nn.Module):
@@ -119,8 +112,9 @@ class SpecFormer(nn.Module):
 
     Args:
         modalities: which spectra to use, in token order (subset of uv, ir, raman).
-        patch_length: patch length P per modality (grid points).
-        patch_stride: patch stride D per modality (grid points).
+        patch_length: patch length P per modality (grid points; default
+            ``spectra.patches.PATCH_LENGTH``).
+        patch_stride: patch stride D per modality (grid points; default ``spectra.patches.PATCH_STRIDE``).
         spectrum_length: grid points L per modality (defaults to the QM9S grids).
         n_out: width of the spectrum representation (the 3D encoder's n_atom_basis).
         d_model, n_heads, n_layers, d_ff, dropout, activation: transformer sizes.
@@ -132,8 +126,8 @@ class SpecFormer(nn.Module):
     def __init__(
         self,
         modalities: Sequence[str] = msp.modalities,
-        patch_length: Mapping[str, int] = None,
-        patch_stride: Mapping[str, int] = None,
+        patch_length: Optional[Mapping[str, int]] = None,
+        patch_stride: Optional[Mapping[str, int]] = None,
         spectrum_length: Optional[Mapping[str, int]] = None,
         n_out: int = 128,
         d_model: int = 128,
@@ -152,20 +146,15 @@ class SpecFormer(nn.Module):
         unknown = set(modalities) - set(msp.modalities)
         if unknown:
             raise ValueError(f"unknown modalities {sorted(unknown)}; choose from {msp.modalities}")
-        patch_length = dict(patch_length or {"uv": 20, "ir": 50, "raman": 50})
-        patch_stride = dict(patch_stride or {"uv": 10, "ir": 25, "raman": 25})
-        spectrum_length = dict(spectrum_length or SPECTRUM_LENGTHS)
         if pooling not in ("flatten", "mean"):
             raise ValueError(f"pooling must be 'flatten' or 'mean', got {pooling!r}")
 
         self.modalities: List[str] = list(modalities)
-        self.patch_length = {m: int(patch_length[m]) for m in self.modalities}
-        self.patch_stride = {m: int(patch_stride[m]) for m in self.modalities}
-        self.spectrum_length = {m: int(spectrum_length[m]) for m in self.modalities}
-        self.n_patches = {
-            m: n_patches(self.spectrum_length[m], self.patch_length[m], self.patch_stride[m])
-            for m in self.modalities
-        }
+        geometry = patch_geometry(self.modalities, patch_length, patch_stride, spectrum_length)
+        self.patch_length = {m: g.patch_length for m, g in geometry.items()}
+        self.patch_stride = {m: g.patch_stride for m, g in geometry.items()}
+        self.spectrum_length = {m: g.spectrum_length for m, g in geometry.items()}
+        self.n_patches = {m: g.n_patches for m, g in geometry.items()}
         self.n_tokens = sum(self.n_patches.values())
         self.d_model = d_model
         self.pooling = pooling

@@ -12,7 +12,7 @@ from schnetpack.transform import Transform
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.spectra.checks import SpectrumError, spectrum_problem
 from schnetpack_molspectra.spectra.grids import SPECTRUM_LENGTHS
-from schnetpack_molspectra.specformer import n_patches
+from schnetpack_molspectra.spectra.patches import patch_geometry
 
 __all__ = [
     "ValidateSpectra",
@@ -125,14 +125,10 @@ class MaskSpectraPatches(Transform):
         super().__init__()
         if not 0.0 <= ratio < 1.0:
             raise ValueError(f"mask ratio must be in [0, 1), got {ratio}")
-        patch_length = dict(patch_length or {"uv": 20, "ir": 50, "raman": 50})
-        patch_stride = dict(patch_stride or {"uv": 10, "ir": 25, "raman": 25})
-        spectrum_length = dict(spectrum_length or SPECTRUM_LENGTHS)
         self.ratio = ratio
         self.modalities = list(modalities)
-        self.n_patches = {
-            m: n_patches(spectrum_length[m], patch_length[m], patch_stride[m]) for m in self.modalities
-        }
+        geometry = patch_geometry(self.modalities, patch_length, patch_stride, spectrum_length)
+        self.n_patches = {m: g.n_patches for m, g in geometry.items()}
 
     def n_masked(self, modality: str) -> int:
         n = self.n_patches[modality]

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from schnetpack_molspectra.specformer import SpecFormer, n_patches
+from schnetpack_molspectra.specformer import SpecFormer
+from schnetpack_molspectra.spectra.patches import n_patches
 
 
 def spectra_batch(n=4, seed=0):
