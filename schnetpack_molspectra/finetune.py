@@ -5,17 +5,18 @@ Each function is a hydra ``_target_`` taking the short target name of the paper
 experiment config (``qm9_finetune``) covers all twelve. MAE is logged in the paper's units
 (meV for energies) as ``{subset}_{property}_mae_<unit>``.
 """
-from dataclasses import dataclass
 from typing import Dict, List
 
 import torch
 from torch import nn
 import schnetpack as spk
 from schnetpack import properties as structure
+from schnetpack.datasets import QM9
 from schnetpack.nn.scatter import scatter_add
 from torchmetrics.regression import MeanAbsoluteError
 
 import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.data.qm9 import QM9_TARGETS, QM9Target, qm9_target  # re-exported
 
 __all__ = [
     "QM9Target",
@@ -33,52 +34,10 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class QM9Target:
-    key: str  # SchNetPack's QM9 property name
-    unit: str  # unit the model is trained in (data=qm9 loads energies in eV)
-    report_unit: str  # unit of the logged MAE (the paper's)
-    report_scale: float  # report = scale * train unit
-    module: str  # atomwise | dipole | spatial_extent
-    aggregation: str = "sum"
-    atomrefs: bool = False
-
-    @property
-    def is_extensive(self) -> bool:
-        """Summed over atoms (grows with the molecule) rather than averaged."""
-        return self.aggregation == "sum"
-
-
-QM9_TARGETS: Dict[str, QM9Target] = {
-    "mu": QM9Target("dipole_moment", "Debye", "D", 1.0, "dipole"),
-    "alpha": QM9Target("isotropic_polarizability", "a0 a0 a0", "a0^3", 1.0, "atomwise"),
-    "homo": QM9Target("homo", "eV", "meV", 1000.0, "atomwise", "avg"),
-    "lumo": QM9Target("lumo", "eV", "meV", 1000.0, "atomwise", "avg"),
-    "gap": QM9Target("gap", "eV", "meV", 1000.0, "atomwise", "avg"),
-    "r2": QM9Target("electronic_spatial_extent", "a0 a0", "a0^2", 1.0, "spatial_extent"),
-    "zpve": QM9Target("zpve", "eV", "meV", 1000.0, "atomwise", "sum", True),
-    "U0": QM9Target("energy_U0", "eV", "meV", 1000.0, "atomwise", "sum", True),
-    "U": QM9Target("energy_U", "eV", "meV", 1000.0, "atomwise", "sum", True),
-    "H": QM9Target("enthalpy_H", "eV", "meV", 1000.0, "atomwise", "sum", True),
-    "G": QM9Target("free_energy", "eV", "meV", 1000.0, "atomwise", "sum", True),
-    "Cv": QM9Target("heat_capacity", "cal/mol/K", "cal/mol/K", 1.0, "atomwise", "sum", True),
-}
-
-
-def qm9_target(property: str) -> QM9Target:
-    """The target for a short name (``homo``) or a SchNetPack key (``energy_U0``)."""
-    if property in QM9_TARGETS:
-        return QM9_TARGETS[property]
-    for target in QM9_TARGETS.values():
-        if target.key == property:
-            return target
-    raise ValueError(f"unknown QM9 property {property!r}; choose one of {list(QM9_TARGETS)}")
-
-
 class ElectronicSpatialExtent(nn.Module):
     """R^2 = sum_i q_i |r_i - r_com|^2 with atomwise scalars q_i (n_molecules,), a0^2 if positions are."""
 
-    def __init__(self, n_in: int, output_key: str = "electronic_spatial_extent", n_layers: int = 2):
+    def __init__(self, n_in: int, output_key: str = QM9.r2, n_layers: int = 2):
         super().__init__()
         from ase.data import atomic_masses
 

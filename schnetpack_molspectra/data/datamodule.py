@@ -2,6 +2,7 @@
 import os
 from typing import List, Optional, Sequence
 
+from schnetpack import properties as structure
 from schnetpack.data import ASEAtomsData, AtomsDataModule
 from schnetpack.data.splitting import RandomSplit, absolute_split_sizes
 
@@ -146,7 +147,7 @@ class MD17DataModule(AtomsDataModule):
         self.prepare_data()
         if self.dataset is None:
             available = set(ASEAtomsData(self.datapath).available_properties)
-            missing = [p for p in ("energy", "forces") if p not in available]
+            missing = [p for p in (structure.energy, structure.forces) if p not in available]
             if missing:
                 raise ValueError(f"{self.datapath}: database has no {missing} (it has {sorted(available)}); md17 needs energies and forces")
         super().setup(stage)

@@ -8,12 +8,13 @@ from typing import Optional
 
 import numpy as np
 from ase import Atoms, units
+from schnetpack import properties as structure
 from tqdm import tqdm
 
-__all__ = ["MD17_SMILES", "md17_atoms", "npz_to_db", "generate_xtb_md", "ENERGY", "FORCES"]
+__all__ = ["MD17_SMILES", "MD17_UNITS", "md17_atoms", "npz_to_db", "generate_xtb_md"]
 
-ENERGY, FORCES = "energy", "forces"
-MD17_UNITS = {ENERGY: "kcal/mol", FORCES: "kcal/mol/Ang"}
+#: property -> unit, as ``schnetpack.datasets.MD17`` stores them
+MD17_UNITS = {structure.energy: "kcal/mol", structure.forces: "kcal/mol/Ang"}
 
 #: the eight MD17 molecules
 MD17_SMILES = {
@@ -58,7 +59,7 @@ def npz_to_db(npz: str, db: str) -> int:
         raise ValueError(f"{npz}: inconsistent shapes R {R.shape}, z {z.shape}, E {data['E'].shape}, F {F.shape}")
     dataset = ASEAtomsData.create(db, distance_unit="Ang", property_unit_dict=MD17_UNITS)
     frames = [Atoms(numbers=z, positions=r) for r in R]
-    props = [{ENERGY: e.astype(np.float64), FORCES: f.astype(np.float64)} for e, f in zip(E, F)]
+    props = [{structure.energy: e.astype(np.float64), structure.forces: f.astype(np.float64)} for e, f in zip(E, F)]
     for start in tqdm(range(0, len(frames), 1000), desc="writing", unit="kframe"):
         dataset.add_systems(props[start : start + 1000], frames[start : start + 1000])
     return len(frames)
@@ -105,7 +106,10 @@ def generate_xtb_md(
     while done < n_frames:
         dynamics.run(interval)
         frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, momenta=atoms.get_momenta())
-        data = {ENERGY: np.array([atoms.get_potential_energy() * to_kcal]), FORCES: atoms.get_forces() * to_kcal}
+        data = {
+            structure.energy: np.array([atoms.get_potential_energy() * to_kcal]),
+            structure.forces: atoms.get_forces() * to_kcal,
+        }
         conn.write(frame, data=data)
         done += 1
         bar.update(1)

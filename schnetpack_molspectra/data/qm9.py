@@ -6,52 +6,108 @@ cal/mol/K, GHz), so ``spktrain experiment=qm9_atomwise data.datapath=<db>`` work
 import ast
 import os
 import re
-from typing import Iterator, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 from ase import Atoms
+from schnetpack.datasets import QM9
 from tqdm import tqdm
 
 import schnetpack_molspectra.properties as msp
 
-__all__ = ["QM9_COLUMNS", "QM9_UNITS", "load_qm9pack", "qm9_molecules", "build_qm9_db"]
+__all__ = [
+    "QM9_COLUMNS",
+    "QM9_UNITS",
+    "QM9Target",
+    "QM9_TARGETS",
+    "qm9_target",
+    "load_qm9pack",
+    "qm9_molecules",
+    "build_qm9_db",
+]
 
-#: qm9pack column -> SchNetPack QM9 property name
+#: qm9pack column -> SchNetPack QM9 property name (in the order of a QM9 xyz file's line 2)
 QM9_COLUMNS = {
-    "RotA_GHz": "rotational_constant_A",
-    "RotB_GHz": "rotational_constant_B",
-    "RotC_GHz": "rotational_constant_C",
-    "Dipole_debye": "dipole_moment",
-    "Polarizability_bohr3": "isotropic_polarizability",
-    "HOMO_au": "homo",
-    "LUMO_au": "lumo",
-    "HOMO_LUMO_gap_au": "gap",
-    "R2_bohr2": "electronic_spatial_extent",
-    "ZPVE_au": "zpve",
-    "InternalEnergy_0K_au": "energy_U0",
-    "InternalEnergy_298K_au": "energy_U",
-    "Enthalphy_298K_au": "enthalpy_H",
-    "GibbsFreeEnergy_298K_au": "free_energy",
-    "Heatcapacity_Cv_cal_mol_K": "heat_capacity",
+    "RotA_GHz": QM9.A,
+    "RotB_GHz": QM9.B,
+    "RotC_GHz": QM9.C,
+    "Dipole_debye": QM9.mu,
+    "Polarizability_bohr3": QM9.alpha,
+    "HOMO_au": QM9.homo,
+    "LUMO_au": QM9.lumo,
+    "HOMO_LUMO_gap_au": QM9.gap,
+    "R2_bohr2": QM9.r2,
+    "ZPVE_au": QM9.zpve,
+    "InternalEnergy_0K_au": QM9.U0,
+    "InternalEnergy_298K_au": QM9.U,
+    "Enthalphy_298K_au": QM9.H,
+    "GibbsFreeEnergy_298K_au": QM9.G,
+    "Heatcapacity_Cv_cal_mol_K": QM9.Cv,
 }
 #: SchNetPack QM9 property -> unit, as ``schnetpack.datasets.QM9`` stores them
 QM9_UNITS = {
-    "rotational_constant_A": "GHz",
-    "rotational_constant_B": "GHz",
-    "rotational_constant_C": "GHz",
-    "dipole_moment": "Debye",
-    "isotropic_polarizability": "a0 a0 a0",
-    "homo": "Ha",
-    "lumo": "Ha",
-    "gap": "Ha",
-    "electronic_spatial_extent": "a0 a0",
-    "zpve": "Ha",
-    "energy_U0": "Ha",
-    "energy_U": "Ha",
-    "enthalpy_H": "Ha",
-    "free_energy": "Ha",
-    "heat_capacity": "cal/mol/K",
+    QM9.A: "GHz",
+    QM9.B: "GHz",
+    QM9.C: "GHz",
+    QM9.mu: "Debye",
+    QM9.alpha: "a0 a0 a0",
+    QM9.homo: "Ha",
+    QM9.lumo: "Ha",
+    QM9.gap: "Ha",
+    QM9.r2: "a0 a0",
+    QM9.zpve: "Ha",
+    QM9.U0: "Ha",
+    QM9.U: "Ha",
+    QM9.H: "Ha",
+    QM9.G: "Ha",
+    QM9.Cv: "cal/mol/K",
 }
+
+
+@dataclass(frozen=True)
+class QM9Target:
+    """How one QM9 target is fine-tuned and reported (``finetune.py`` builds on it)."""
+
+    key: str  # SchNetPack's QM9 property name
+    unit: str  # unit the model is trained in (data=qm9 loads energies in eV)
+    report_unit: str  # unit of the logged MAE (the paper's)
+    report_scale: float  # report = scale * train unit
+    module: str  # atomwise | dipole | spatial_extent
+    aggregation: str = "sum"
+    atomrefs: bool = False
+
+    @property
+    def is_extensive(self) -> bool:
+        """Summed over atoms (grows with the molecule) rather than averaged."""
+        return self.aggregation == "sum"
+
+
+#: the paper's short target name (``schnetpack.datasets.QM9``'s attribute) -> its target
+QM9_TARGETS: Dict[str, QM9Target] = {
+    "mu": QM9Target(QM9.mu, "Debye", "D", 1.0, "dipole"),
+    "alpha": QM9Target(QM9.alpha, "a0 a0 a0", "a0^3", 1.0, "atomwise"),
+    "homo": QM9Target(QM9.homo, "eV", "meV", 1000.0, "atomwise", "avg"),
+    "lumo": QM9Target(QM9.lumo, "eV", "meV", 1000.0, "atomwise", "avg"),
+    "gap": QM9Target(QM9.gap, "eV", "meV", 1000.0, "atomwise", "avg"),
+    "r2": QM9Target(QM9.r2, "a0 a0", "a0^2", 1.0, "spatial_extent"),
+    "zpve": QM9Target(QM9.zpve, "eV", "meV", 1000.0, "atomwise", "sum", True),
+    "U0": QM9Target(QM9.U0, "eV", "meV", 1000.0, "atomwise", "sum", True),
+    "U": QM9Target(QM9.U, "eV", "meV", 1000.0, "atomwise", "sum", True),
+    "H": QM9Target(QM9.H, "eV", "meV", 1000.0, "atomwise", "sum", True),
+    "G": QM9Target(QM9.G, "eV", "meV", 1000.0, "atomwise", "sum", True),
+    "Cv": QM9Target(QM9.Cv, "cal/mol/K", "cal/mol/K", 1.0, "atomwise", "sum", True),
+}
+
+
+def qm9_target(property: str) -> QM9Target:
+    """The target for a short name (``homo``) or a SchNetPack key (``energy_U0``)."""
+    if property in QM9_TARGETS:
+        return QM9_TARGETS[property]
+    for target in QM9_TARGETS.values():
+        if target.key == property:
+            return target
+    raise ValueError(f"unknown QM9 property {property!r}; choose one of {list(QM9_TARGETS)}")
 
 
 #: QM9's single-atom reference energies (Hartree; Cv in cal/mol/K) for H, C, N, O, F, as
@@ -68,7 +124,7 @@ _ATOMREF_TABLE = {
 
 def qm9_atomrefs(max_z: int = 100) -> dict:
     """Atom references in SchNetPack's layout: property -> list indexed by atomic number."""
-    names = ["zpve", "energy_U0", "energy_U", "enthalpy_H", "free_energy", "heat_capacity"]
+    names = [QM9.zpve, QM9.U0, QM9.U, QM9.H, QM9.G, QM9.Cv]
     refs = {name: [0.0] * max_z for name in names}
     for z, values in _ATOMREF_TABLE.items():
         for name, value in zip(names, values):

@@ -9,7 +9,8 @@ from hydra.utils import instantiate
 
 from schnetpack_molspectra.atomistic import DenoisingHead
 from schnetpack_molspectra.data.qm9 import build_qm9_db
-from schnetpack_molspectra.finetune import QM9_TARGETS, qm9_model_output, qm9_output_module, qm9_target
+from schnetpack_molspectra.data.qm9 import QM9_TARGETS, qm9_target
+from schnetpack_molspectra.finetune import qm9_model_output, qm9_output_module
 from schnetpack_molspectra.pretrained import PretrainedModelError, representation_state
 from spktrain import TINY_ENCODER, TINY_PRETRAIN, logged_scalars, run_dir, spktrain
 
