@@ -15,6 +15,7 @@ from dataclasses import fields
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.simulate.runner import SimulationSettings, read_failures, simulate_to_db
+from schnetpack_molspectra.data.simulate.uv import UV_METHODS
 
 
 def _simulate(args):
@@ -104,8 +105,6 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0, help="seed of the QM9 subset")
     sim.add_argument("--workers", type=int, default=1)
     sim.add_argument("--retry-failed", action="store_true", help="retry molecules recorded as failed")
-    from schnetpack_molspectra.data.simulate.uv import UV_METHODS
-
     defaults = SimulationSettings()
     for f in fields(SimulationSettings):
         flag = "--" + f.name.replace("_", "-")

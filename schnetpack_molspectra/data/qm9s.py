@@ -1,6 +1,6 @@
 """Convert the real QM9S files into a MolSpectra SchNetPack database.
 
-Inputs (format facts in ``shared/reference/molspectra.md``):
+Inputs, the files of the QM9S release:
   qm9s.pt            pickled list of torch_geometric ``Data`` (``number`` = GDB index, ``z``, ``pos``, ``smile``)
   uv_boraden.csv     header: empty first column, then the 701 grid values; rows: 0-based index, intensities
   ir_boraden.csv     same with 3501 columns (~8 GB: streamed in chunks, never read whole)

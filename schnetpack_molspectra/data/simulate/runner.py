@@ -47,7 +47,7 @@ class SimulationSettings:
     ir_width: float = 15.0  # Lorentzian FWHM (cm^-1)
     raman_width: float = 12.0  # Lorentzian FWHM (cm^-1)
     uv_width: float = 0.2  # Lorentzian FWHM (eV)
-    uv_method: str = "stda"  # a key of uv.UV_METHODS: fast (TDA/HF/STO-3G) | stda (sTDA/B3LYP/6-31G) | tddft (TDA/B3LYP/def2-SVP)
+    uv_method: str = "stda"  # a key of uv.UV_METHODS (the levels are described in uv.py)
     uv_states: int = 10
     uv_energy_scale: float = 1.0  # multiply excitation energies (empirical correction)
     imaginary_threshold: float = 50.0  # fail on modes more imaginary than this (cm^-1)
