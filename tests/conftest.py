@@ -1,9 +1,4 @@
 """Shared fixtures: small SchNetPack databases with spectra, written by the tests themselves."""
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))  # tests/spktrain.py helpers
-
 import schnetpack_molspectra  # noqa: F401  (first: loads tblite before torch)
 
 import numpy as np
@@ -12,16 +7,10 @@ from ase.build import molecule
 from schnetpack.data import ASEAtomsData
 
 import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.spectra.broadening import broaden
 from schnetpack_molspectra.spectra.grids import GRIDS
 
 MOLECULES = ["H2O", "CH4", "NH3", "C2H6", "CH3OH", "C2H4", "HCN", "CH3CHO", "C2H2", "CO2", "HCOOH", "CH3CN"]
-
-
-def lorentzian_spectrum(grid, centres, heights, width):
-    """Synthetic broadened spectrum on ``grid`` (float32, (1, n_points))."""
-    x = grid.values()[None, :]
-    lines = heights[:, None] * (width / 2 / np.pi) / ((x - centres[:, None]) ** 2 + width**2 / 4)
-    return lines.sum(0, keepdims=True).astype(np.float32)
 
 
 def random_spectra(rng):
@@ -31,7 +20,7 @@ def random_spectra(rng):
         centres = rng.uniform(grid.start, grid.stop, n_lines)
         heights = rng.uniform(0.1, 50.0, n_lines)
         width = 0.3 if m == "uv" else 15.0
-        spectra[msp.spectra[m]] = lorentzian_spectrum(grid, centres, heights, width)
+        spectra[msp.spectra[m]] = broaden(centres, heights, grid, width)
     return spectra
 
 
