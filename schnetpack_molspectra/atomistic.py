@@ -1,5 +1,5 @@
 """Output heads of the pre-training model (SchNetPack ``output_modules``)."""
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
 import torch
 from torch import nn

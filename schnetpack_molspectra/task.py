@@ -11,7 +11,7 @@ from typing import Dict, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric, MeanSquaredError, Metric
+from torchmetrics import MeanMetric, Metric
 from schnetpack.task import AtomisticTask, UnsupervisedModelOutput
 
 import schnetpack_molspectra.properties as msp

@@ -2,7 +2,6 @@
 import glob
 import os
 import subprocess
-import sys
 
 TINY_ENCODER = [
     "model.representation.n_atom_basis=16",

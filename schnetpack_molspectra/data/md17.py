@@ -4,7 +4,6 @@ Both give a SchNetPack database with ``energy`` (kcal/mol, (1,)) and ``forces``
 (kcal/mol/A, (n_atoms, 3)), the names and units of ``schnetpack.datasets.MD17``.
 """
 import os
-from typing import Optional
 
 import numpy as np
 from ase import Atoms, units

@@ -1,5 +1,4 @@
 """Simulating into a SchNetPack database: layout, failures, resuming, and the CLI."""
-import json
 import os
 import signal
 import subprocess
@@ -7,12 +6,11 @@ import sys
 import time
 
 import numpy as np
-import pytest
 from ase.db import connect
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.inputs import from_smiles
-from schnetpack_molspectra.data.simulate.runner import SimulationSettings, failures_path, read_failures, simulate_to_db
+from schnetpack_molspectra.data.simulate.runner import SimulationSettings, read_failures, simulate_to_db
 
 FAST = SimulationSettings(uv_states=3)
 

@@ -3,7 +3,6 @@ and the released schedule one preset away; the summary's figures on a hand-made 
 import pytest
 import torch
 from hydra import compose, initialize_config_module
-from hydra.utils import instantiate
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.task import SelfSupervisedOutput

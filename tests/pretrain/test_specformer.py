@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from schnetpack_molspectra.specformer import SpecFormer
 from schnetpack_molspectra.spectra.patches import n_patches

@@ -1,7 +1,4 @@
 """Transforms: normalisation, patch masking ratio, coordinate noise, spectra validation."""
-import math
-
-import numpy as np
 import pytest
 import torch
 from schnetpack import properties as structure

@@ -6,12 +6,12 @@ Everything comes from analytic xTB gradients by finite differences:
   Raman tensor       dalpha_ij/dR = -d3E/dF_i dF_j dR   gradients at fields +-F_i +-F_j
 so IR and Raman together cost 6N + 19 gradient evaluations (~0.5 ms each for a QM9 molecule).
 """
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_masses
-from ase.units import Bohr, Hartree
+from ase.units import Bohr
 
 __all__ = ["XTB", "SimulationError", "relax", "vibrational_spectra", "SUPPORTED_ELEMENTS"]
 
