@@ -38,7 +38,7 @@ import schnetpack as spk
 from schnetpack import properties as structure
 
 import schnetpack_molspectra.properties as msp
-from schnetpack_molspectra.atomistic import DenoisingHead, MoleculeRepresentation
+from schnetpack_molspectra.atomistic import DenoisingHead, MoleculeRepresentation, SpectraEncoder
 from schnetpack_molspectra.model import MolSpectraModel
 from schnetpack_molspectra.specformer import SpecFormer
 from schnetpack_molspectra.task import InfoNCELoss, MaskedPatchReconstructionOutput, SelfSupervisedOutput
@@ -124,8 +124,8 @@ def build(specformer: bool, width=128, n_heads=16):
     return MolSpectraModel(
         representation=spk.representation.PaiNN(width, 3, radial, spk.nn.CosineCutoff(5.0)),
         input_modules=[spk.atomistic.PairwiseDistances()],
-        output_modules=[DenoisingHead(width, mode="vector"), MoleculeRepresentation()],
-        specformer=SpecFormer(n_out=width, n_heads=n_heads) if specformer else None,
+        output_modules=[DenoisingHead(width, mode="vector"), MoleculeRepresentation()]
+        + ([SpectraEncoder(SpecFormer(n_out=width, n_heads=n_heads))] if specformer else []),
     )
 
 

@@ -1,4 +1,4 @@
-"""Output heads of the pre-training model (SchNetPack ``output_modules``)."""
+"""Output modules (SchNetPack ``output_modules``): the pre-training heads and the QM9 extras."""
 from typing import Dict, Optional
 
 import torch
@@ -9,7 +9,7 @@ from schnetpack.nn.scatter import scatter_add
 
 import schnetpack_molspectra.properties as msp
 
-__all__ = ["DenoisingHead", "MoleculeRepresentation", "RunningNoiseScale"]
+__all__ = ["DenoisingHead", "MoleculeRepresentation", "SpectraEncoder", "RunningNoiseScale"]
 
 
 class RunningNoiseScale(nn.Module):
@@ -144,4 +144,40 @@ class MoleculeRepresentation(nn.Module):
         if self.aggregation == "mean":
             pooled = pooled / inputs[structure.n_atoms].unsqueeze(-1).to(pooled.dtype)
         inputs[self.output_key] = pooled
+        return inputs
+
+
+class SpectraEncoder(nn.Module):
+    """SpecFormer as an output module: the spectra side of pre-training.
+
+    Reads each modality's normalised spectrum and, where ``MaskSpectraPatches`` wrote one, its
+    patch mask from the inputs, runs ``specformer`` and writes ``representation_spectra``
+    (n_molecules, n_out) and, per modality, the reconstructed and the clean patches at the
+    masked positions (n_masked_patches, P; every patch without a mask).
+    """
+
+    def __init__(self, specformer: nn.Module):
+        super().__init__()
+        self.specformer = specformer
+        self.model_outputs = [msp.representation_spectra]
+        for m in specformer.modalities:
+            self.model_outputs += [msp.reconstructed_patches(m), msp.target_patches(m)]
+
+    def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        spectra, masks = {}, {}
+        for m in self.specformer.modalities:
+            key = msp.spectra[m]
+            if key not in inputs:
+                raise KeyError(f"batch has no '{key}'; the {m} modality is enabled in SpecFormer")
+            spectra[m] = inputs[key]
+            if msp.patch_mask(m) in inputs:
+                masks[m] = inputs[msp.patch_mask(m)]
+        representation, reconstructions, patches = self.specformer(spectra, masks)
+        inputs[msp.representation_spectra] = representation
+        for m in self.specformer.modalities:
+            recon, clean = reconstructions[m], patches[m]
+            if m in masks:
+                recon, clean = recon[masks[m]], clean[masks[m]]
+            inputs[msp.reconstructed_patches(m)] = recon.reshape(-1, recon.shape[-1])
+            inputs[msp.target_patches(m)] = clean.reshape(-1, clean.shape[-1])
         return inputs

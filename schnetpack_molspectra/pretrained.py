@@ -17,7 +17,6 @@ from typing import Dict, Optional
 
 import torch
 from torch import nn
-from schnetpack.model import NeuralNetworkPotential
 
 __all__ = [
     "PretrainedModelError",
@@ -26,7 +25,6 @@ __all__ = [
     "denoising_head_state",
     "load_state_checked",
     "load_pretrained_weights",
-    "PretrainedNeuralNetworkPotential",
 ]
 
 _REPRESENTATION = "representation."
@@ -134,39 +132,10 @@ def load_pretrained_weights(model: nn.Module, path: str, denoising_head: bool = 
     return model
 
 
-class PretrainedNeuralNetworkPotential(NeuralNetworkPotential):
-    """SchNetPack's ``NeuralNetworkPotential`` whose encoder (and denoising head) start from
-    ``pretrained_model``.
+def __getattr__(name):
+    # best_model files of fine-tuning runs written before MolSpectraModel was the one model class
+    if name == "PretrainedNeuralNetworkPotential":
+        from schnetpack_molspectra.model import MolSpectraModel
 
-    With ``pretrained_model=None`` it is exactly a ``NeuralNetworkPotential`` trained from
-    scratch, so a fine-tuning experiment and its from-scratch baseline differ by one switch.
-    The check happens at construction, i.e. before any training starts.
-
-    Args:
-        pretrained_model: ``best_model`` or Lightning checkpoint of a pre-training run.
-        pretrained_denoising_head: carry the pre-trained denoising head and its noise
-            statistics into this model's auxiliary denoising head (released); False: fresh head.
-    """
-
-    def __init__(
-        self,
-        representation: nn.Module,
-        *args,
-        pretrained_model: Optional[str] = None,
-        pretrained_denoising_head: bool = True,
-        output_modules=None,
-        **kwargs,
-    ):
-        from schnetpack_molspectra.atomistic import DenoisingHead
-
-        for module in output_modules or []:
-            if isinstance(module, DenoisingHead):  # auxiliary denoising while fine-tuning
-                module.resolve_mode(representation)
-        super().__init__(representation, *args, output_modules=output_modules, **kwargs)
-        self.pretrained_model = pretrained_model
-        if pretrained_model is not None:
-            load_pretrained_weights(self, pretrained_model, denoising_head=pretrained_denoising_head)
-
-    def extract_outputs(self, inputs):
-        """Model outputs present in this batch (an auxiliary denoising target exists only for noisy inputs)."""
-        return {k: inputs[k] for k in self.model_outputs if k in inputs}
+        return MolSpectraModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

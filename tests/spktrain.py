@@ -20,7 +20,8 @@ TINY_PRETRAIN = [
     "+trainer.log_every_n_steps=1",
     *TINY_ENCODER,
 ]
-TINY_SPECFORMER = ["model.specformer.d_model=16", "model.specformer.n_heads=4", "model.specformer.d_ff=16"]
+SPECFORMER = "model.output_modules.2.specformer"
+TINY_SPECFORMER = [f"{SPECFORMER}.d_model=16", f"{SPECFORMER}.n_heads=4", f"{SPECFORMER}.d_ff=16"]
 
 
 def spktrain(cwd, *overrides, command="spktrain", env=None, check=True, timeout=300):

@@ -20,7 +20,7 @@ def test_molspectra_pretrain_writes_best_model_and_logs_three_terms(tmp_path, db
     spktrain(tmp_path, "experiment=molspectra_pretrain", f"data.datapath={db}", *TINY_PRETRAIN, *TINY_SPECFORMER, command=command)
     run = run_dir(tmp_path)
     model = torch.load(os.path.join(run, "best_model"), weights_only=False)
-    assert type(model).__name__ == "MolSpectraModel" and model.specformer is not None
+    assert type(model).__name__ == "MolSpectraModel" and type(model.output_modules[2]).__name__ == "SpectraEncoder"
     assert os.path.exists(os.path.join(run, "checkpoints", "last.ckpt"))
     tags = logged_scalars(run)
     for term in ("denoising_mse", "mpr_mse", "contrastive_infonce"):
@@ -36,14 +36,15 @@ def test_encoder_swap_and_ablation_overrides(tmp_path, db):
         "model/representation=schnet",
         "globals.modalities=[uv,ir]",
         "globals.beta_mpr=0",
-        "model.specformer.pooling=mean",
+        "model.output_modules.2.specformer.pooling=mean",
         *TINY_PRETRAIN,
         *TINY_SPECFORMER,
     )
     model = torch.load(os.path.join(run_dir(tmp_path), "best_model"), weights_only=False)
     assert type(model.representation).__name__ == "SchNet"
     assert model.output_modules[0].mode == "gradient"
-    assert model.specformer.modalities == ["uv", "ir"] and model.specformer.pooling == "mean"
+    specformer = model.output_modules[2].specformer
+    assert specformer.modalities == ["uv", "ir"] and specformer.pooling == "mean"
     assert "val_mpr_raman_mse" not in logged_scalars(run_dir(tmp_path))
 
 
