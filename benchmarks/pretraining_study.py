@@ -142,7 +142,7 @@ def main(argv=None):
     sources = {arm: ARMS.get(arm, f"stage2_{arm}") for arm in args.arms}
     if any(sources.values()):
         run("stage1", ["experiment=denoise_pretrain", f"data.datapath={stage1_db}", f"trainer.max_epochs={args.stage1_epochs}", *pretrain])
-        init = f"globals.init_from={best_model(workdir, 'stage1')}"
+        init = f"globals.pretrained_model={best_model(workdir, 'stage1')}"
     if "control" in args.arms:
         run("control", ["experiment=denoise_pretrain", f"data.datapath={spectra_db}", f"trainer.max_epochs={args.stage2_epochs}", init, *pretrain])
     for arm in args.arms:

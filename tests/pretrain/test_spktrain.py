@@ -58,7 +58,7 @@ def test_stage_one_then_stage_two_from_its_encoder(tmp_path):
     assert head["scale.count"] > 0
 
     spectra = write_spectra_db(tmp_path / "spectra.db", n_molecules=30)
-    spktrain(tmp_path / "stage2", "experiment=molspectra_pretrain", f"data.datapath={spectra}", f"globals.init_from={stage1}", *TINY_PRETRAIN, *TINY_SPECFORMER)
+    spktrain(tmp_path / "stage2", "experiment=molspectra_pretrain", f"data.datapath={spectra}", f"globals.pretrained_model={stage1}", *TINY_PRETRAIN, *TINY_SPECFORMER)
 
     # the model the stage-2 config builds starts from exactly the stage-1 encoder ...
     from hydra import compose, initialize_config_module
@@ -66,7 +66,7 @@ def test_stage_one_then_stage_two_from_its_encoder(tmp_path):
 
     with initialize_config_module(config_module="schnetpack.configs", version_base=None):
         overrides = ["experiment=molspectra_pretrain", *TINY_ENCODER, *TINY_SPECFORMER]
-        model = instantiate(compose("train", overrides=[*overrides, f"globals.init_from={stage1}"]).model)
+        model = instantiate(compose("train", overrides=[*overrides, f"globals.pretrained_model={stage1}"]).model)
         fresh = instantiate(compose("train", overrides=overrides).model)
     for key, value in encoder.items():
         assert torch.equal(model.representation.state_dict()[key], value), key
@@ -75,7 +75,7 @@ def test_stage_one_then_stage_two_from_its_encoder(tmp_path):
     assert all(torch.equal(model.output_modules[0].state_dict()[k], v) for k, v in head.items())
     assert fresh.output_modules[0].scale.count == 0
     # ... and a missing stage-1 file stops the run before training, naming it
-    proc = spktrain(tmp_path / "stage2b", "experiment=molspectra_pretrain", f"data.datapath={spectra}", "globals.init_from=/no/such/best_model", *TINY_PRETRAIN, check=False)
+    proc = spktrain(tmp_path / "stage2b", "experiment=molspectra_pretrain", f"data.datapath={spectra}", "globals.pretrained_model=/no/such/best_model", *TINY_PRETRAIN, check=False)
     assert proc.returncode != 0 and "/no/such/best_model" in proc.stderr + proc.stdout
 
 
