@@ -41,7 +41,8 @@ import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.atomistic import DenoisingHead, MoleculeRepresentation, SpectraEncoder
 from schnetpack_molspectra.model import MolSpectraModel
 from schnetpack_molspectra.specformer import SpecFormer
-from schnetpack_molspectra.task import InfoNCELoss, MaskedPatchReconstructionOutput, SelfSupervisedOutput
+from schnetpack_molspectra.task import MaskedPatchReconstructionOutput, SelfSupervisedOutput
+from schnetpack_molspectra.train import InfoNCELoss
 from schnetpack_molspectra.transform import pretraining_transforms
 
 

@@ -5,11 +5,12 @@ import torch
 from torch import nn
 import schnetpack as spk
 from schnetpack import properties as structure
+from schnetpack.datasets import QM9
 from schnetpack.nn.scatter import scatter_add
 
 import schnetpack_molspectra.properties as msp
 
-__all__ = ["DenoisingHead", "MoleculeRepresentation", "SpectraEncoder", "RunningNoiseScale"]
+__all__ = ["DenoisingHead", "MoleculeRepresentation", "SpectraEncoder", "ElectronicSpatialExtent", "RunningNoiseScale"]
 
 
 class RunningNoiseScale(nn.Module):
@@ -180,4 +181,28 @@ class SpectraEncoder(nn.Module):
                 recon, clean = recon[masks[m]], clean[masks[m]]
             inputs[msp.reconstructed_patches(m)] = recon.reshape(-1, recon.shape[-1])
             inputs[msp.target_patches(m)] = clean.reshape(-1, clean.shape[-1])
+        return inputs
+
+
+class ElectronicSpatialExtent(nn.Module):
+    """R^2 = sum_i q_i |r_i - r_com|^2 with atomwise scalars q_i (n_molecules,), a0^2 if positions are."""
+
+    def __init__(self, n_in: int, output_key: str = QM9.r2, n_layers: int = 2):
+        super().__init__()
+        from ase.data import atomic_masses
+
+        self.output_key = output_key
+        self.net = spk.nn.build_mlp(n_in=n_in, n_out=1, n_layers=n_layers)
+        self.register_buffer("masses", torch.tensor(atomic_masses, dtype=torch.float32), persistent=False)
+        self.model_outputs = [output_key]
+
+    def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        idx_m = inputs[structure.idx_m]
+        n_molecules = int(idx_m[-1]) + 1
+        positions = inputs[structure.R]
+        masses = self.masses.to(positions.dtype)[inputs[structure.Z]]
+        com = scatter_add(masses[:, None] * positions, idx_m, n_molecules) / scatter_add(masses, idx_m, n_molecules)[:, None]
+        r2 = ((positions - com[idx_m]) ** 2).sum(-1)
+        q = self.net(inputs[msp.scalar_representation]).squeeze(-1)
+        inputs[self.output_key] = scatter_add(q * r2, idx_m, n_molecules)
         return inputs

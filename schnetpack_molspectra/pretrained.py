@@ -18,6 +18,8 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
+from schnetpack_molspectra.compat import moved_names
+
 __all__ = [
     "PretrainedModelError",
     "stored_state",
@@ -132,10 +134,4 @@ def load_pretrained_weights(model: nn.Module, path: str, denoising_head: bool = 
     return model
 
 
-def __getattr__(name):
-    # best_model files of fine-tuning runs written before MolSpectraModel was the one model class
-    if name == "PretrainedNeuralNetworkPotential":
-        from schnetpack_molspectra.model import MolSpectraModel
-
-        return MolSpectraModel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(__name__, {"PretrainedNeuralNetworkPotential": "schnetpack_molspectra.model.MolSpectraModel"})

@@ -7,7 +7,7 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 from schnetpack import properties as structure
-from schnetpack.transform import Transform
+from schnetpack.transform import ScaleProperty, Transform
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.spectra.checks import SpectrumError, spectrum_problem
@@ -19,6 +19,7 @@ __all__ = [
     "NormalizeSpectra",
     "MaskSpectraPatches",
     "GaussianCoordinateNoise",
+    "StandardizeProperty",
     "pretraining_transforms",
 ]
 
@@ -166,6 +167,29 @@ class GaussianCoordinateNoise(Transform):
         inputs[structure.R] = positions + noise
         inputs[msp.position_noise] = noise
         return inputs
+
+
+class StandardizeProperty(ScaleProperty):
+    """Multiply a model output by the standard deviation of its training labels, so the
+    network predicts standardised values (TorchMD-Net's ``standardize``, released recipe).
+
+    Placed after the output module (and before ``Forces``), on every forward pass; the mean is
+    handled by ``RemoveOffsets``/``AddOffsets`` as usual in SchNetPack. The standard deviation
+    is taken per molecule (as released), of the label minus its atom references with
+    ``remove_atomrefs``; it is computed once from the training split and saved with the model
+    (buffer ``scale``, in the label's unit). ``standardize=False`` keeps the scale at 1
+    (SchNetPack's default: no scaling), so configs can switch it.
+    """
+
+    def __init__(self, input_key: str, remove_atomrefs: bool = False, standardize: bool = True):
+        super().__init__(input_key=input_key, scale=None if standardize else torch.ones(1))
+        self.remove_atomrefs = remove_atomrefs
+
+    def datamodule(self, _datamodule):
+        if not self._initialized:
+            _, std = _datamodule.get_stats(self._target_key, False, self.remove_atomrefs)
+            self.scale = torch.abs(std).detach().reshape(1).to(self.scale.dtype)
+            self._initialized = True
 
 
 def pretraining_transforms(

@@ -1,4 +1,6 @@
-"""Training helpers that are not model parts: callbacks."""
-from .summary import PretrainingSummary, summarise_validation
-
-__all__ = ["PretrainingSummary", "summarise_validation"]
+"""Training parts that are not model parts, laid out as ``schnetpack.train``: loss functions,
+metrics, LR schedules and callbacks."""
+from .losses import *
+from .metrics import *
+from .lr_scheduler import *
+from .summary import *

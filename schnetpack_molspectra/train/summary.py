@@ -5,21 +5,15 @@ import shlex
 from typing import Dict, Optional
 
 import torch
-import torch.nn.functional as F
 from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_only
 
 import schnetpack.properties as structure
 
 import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.train.metrics import retrieval_hits
 
 __all__ = ["PretrainingSummary", "summarise_validation"]
-
-
-@torch.no_grad()
-def _retrieval(anchor: torch.Tensor, candidates: torch.Tensor) -> float:
-    sim = F.normalize(anchor, dim=-1) @ F.normalize(candidates, dim=-1).T
-    return (sim.argmax(-1) == torch.arange(len(sim), device=sim.device)).float().mean().item()
 
 
 def summarise_validation(task, dataloader, max_molecules: Optional[int] = None) -> Dict[str, float]:
@@ -64,7 +58,7 @@ def summarise_validation(task, dataloader, max_molecules: Optional[int] = None) 
     summary["molecules"] = n_molecules
     summary["relative"] = sorted(zero_baseline)
     if reps_3d:
-        summary["retrieval_top1"] = _retrieval(torch.cat(reps_3d), torch.cat(reps_spectra))
+        summary["retrieval_top1"] = retrieval_hits(torch.cat(reps_3d), torch.cat(reps_spectra)).float().mean().item()
         summary["retrieval_chance"] = 1.0 / n_molecules
     return summary
 

@@ -14,9 +14,9 @@ from schnetpack_molspectra.atomistic import DenoisingHead
 from schnetpack_molspectra.data.datamodule import BoundedTestSplit
 from schnetpack_molspectra.data.qm9 import build_qm9_db
 from schnetpack_molspectra.data.qm9 import QM9_TARGETS
-from schnetpack_molspectra.finetune import StandardizeProperty, qm9_add_offsets, qm9_transforms
-from schnetpack_molspectra.task import SmoothedLoss, WarmupCosineLR
-from schnetpack_molspectra.transform import GaussianCoordinateNoise
+from schnetpack_molspectra.finetune import qm9_add_offsets, qm9_transforms
+from schnetpack_molspectra.train import SmoothedLoss, WarmupCosineLR
+from schnetpack_molspectra.transform import GaussianCoordinateNoise, StandardizeProperty
 from spktrain import TINY_ENCODER, run_dir, spktrain
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import schnetpack_molspectra.properties as msp
-from schnetpack_molspectra.task import InfoNCELoss, MaskedPatchReconstructionOutput, RetrievalAccuracy, WarmupCosineLR
+from schnetpack_molspectra.task import MaskedPatchReconstructionOutput
+from schnetpack_molspectra.train import InfoNCELoss, RetrievalAccuracy, WarmupCosineLR
 
 
 def hand_infonce(a, b, tau):
@@ -119,7 +120,7 @@ def test_task_sizes_the_schedule_from_the_trainer():
 
 def test_smoothed_loss_trains_with_alpha_times_the_gradient():
     """TorchMD-Net's ema_alpha_y: the value is smoothed, the gradient scaled by alpha (MD17 energy: 0.05)."""
-    from schnetpack_molspectra.task import SmoothedLoss
+    from schnetpack_molspectra.train import SmoothedLoss
 
     smoothed = SmoothedLoss(torch.nn.MSELoss(), alpha=0.05)
     values = []

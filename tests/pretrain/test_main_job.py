@@ -19,7 +19,7 @@ def test_pretraining_runs_are_finite_and_their_schedule_is_sized_to_them(experim
     cfg = compose_train(f"experiment={experiment}")
     assert 0 < cfg.trainer.max_steps <= 5000 and cfg.trainer.max_epochs == -1
     assert (cfg.globals.warmup_steps, cfg.globals.total_steps) == (0.05, 1.0)  # fractions of the run
-    assert cfg.task.scheduler_cls == "schnetpack_molspectra.task.WarmupCosineLR"
+    assert cfg.task.scheduler_cls == "schnetpack_molspectra.train.WarmupCosineLR"
     assert cfg.callbacks.pretraining_summary._target_ == "schnetpack_molspectra.train.PretrainingSummary"
     released = compose_train(f"experiment={experiment}", "+schedule=pretrain_released")
     assert (released.globals.warmup_steps, released.globals.total_steps, released.trainer.max_steps) == (10_000, 400_000, 400_000)

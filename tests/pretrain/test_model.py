@@ -10,12 +10,8 @@ from schnetpack_molspectra.atomistic import DenoisingHead, MoleculeRepresentatio
 from schnetpack_molspectra.data.datamodule import MolSpectraDataModule
 from schnetpack_molspectra.model import MolSpectraModel
 from schnetpack_molspectra.specformer import SpecFormer
-from schnetpack_molspectra.task import (
-    InfoNCELoss,
-    MaskedPatchReconstructionOutput,
-    MolSpectraTask,
-    SelfSupervisedOutput,
-)
+from schnetpack_molspectra.task import MaskedPatchReconstructionOutput, MolSpectraTask, SelfSupervisedOutput
+from schnetpack_molspectra.train import InfoNCELoss
 from schnetpack_molspectra.transform import pretraining_transforms
 
 CUTOFF = 5.0
