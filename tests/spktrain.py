@@ -20,7 +20,7 @@ TINY_PRETRAIN = [
     "+trainer.log_every_n_steps=1",
     *TINY_ENCODER,
 ]
-SPECFORMER = "model.output_modules.2.specformer"
+SPECFORMER = "model.output_modules.spectra.specformer"
 TINY_SPECFORMER = [f"{SPECFORMER}.d_model=16", f"{SPECFORMER}.n_heads=4", f"{SPECFORMER}.d_ff=16"]
 
 

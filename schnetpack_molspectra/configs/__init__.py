@@ -1,0 +1,45 @@
+"""The hydra configs of schnetpack-molspectra (put on ``spktrain``'s search path by
+``hydra_plugins/molspectra_searchpath``), and what they use besides SchNetPack's classes:
+
+- :func:`modules` (``_target_``): a list of modules given by name, which inheriting configs
+  and switches can leave out;
+- the ``qm9`` resolver, ``finetune.qm9_attribute``: ``${qm9:<property>,<attribute>}`` is an
+  attribute of the QM9 target ``<property>`` (``data.qm9.QM9_TARGETS``: key, aggregation,
+  atomrefs, is_extensive, module, ...); ``${qm9:<property>,<attribute>,<value>}`` whether it equals ``<value>``.
+
+Hydra imports this package to read the configs, which registers the resolver.
+"""
+from typing import Any, List, Mapping
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+__all__ = ["modules"]
+
+
+def modules(**entries: Any) -> List[Any]:
+    """The named entries of a config, built in order as a list, without those switched off.
+
+    An entry is a config with a ``_target_``, ``null`` (left out: a config that inherits the
+    list drops an entry this way), or ``{when: <bool>, module: <config>}`` (built only when
+    ``when`` is true). Use with ``_recursive_: false``, so that modules left out are never built.
+    The names make each entry one override away: ``model.output_modules.spectra.specformer.d_model=64``.
+    """
+    built = []
+    for name, entry in entries.items():
+        if entry is None:
+            continue
+        if isinstance(entry, Mapping) and "when" in entry:
+            if set(entry) != {"when", "module"}:
+                raise ValueError(f"entry {name!r}: a switched entry has the keys 'when' and 'module', got {sorted(entry)}")
+            if not entry["when"]:
+                continue
+            entry = entry["module"]
+        built.append(instantiate(entry))
+    return built
+
+
+if not OmegaConf.has_resolver("qm9"):
+    from schnetpack_molspectra.finetune import qm9_attribute
+
+    OmegaConf.register_new_resolver("qm9", qm9_attribute)

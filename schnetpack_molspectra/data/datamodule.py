@@ -101,6 +101,9 @@ class MD17DataModule(AtomsDataModule):
             once into the cache), or None: GFN2-xTB MD at 500 K generated once into the cache
             (``n_frames`` frames; see ``spkspectra md``).
         n_frames, temperature: size and temperature of the generated xTB data.
+        energy_key, forces_key: the database's names of energies and forces (generated and
+            converted data use SchNetPack's, ``energy`` and ``forces``).
+        energy_unit, forces_unit: the units they are loaded in.
     """
 
     def __init__(
@@ -109,6 +112,10 @@ class MD17DataModule(AtomsDataModule):
         datapath: Optional[str] = None,
         n_frames: int = 1000,
         temperature: float = 500.0,
+        energy_key: str = structure.energy,
+        forces_key: str = structure.forces,
+        energy_unit: str = "kcal/mol",
+        forces_unit: str = "kcal/mol/Ang",
         **kwargs,
     ):
         from schnetpack_molspectra.data.default import cache_dir
@@ -117,6 +124,8 @@ class MD17DataModule(AtomsDataModule):
         if molecule not in MD17_SMILES and not os.path.exists(str(molecule)):
             raise ValueError(f"unknown MD17 molecule {molecule!r}; choose one of {sorted(MD17_SMILES)} or give a structure file")
         self.molecule, self.n_frames, self.temperature = molecule, n_frames, temperature
+        self.energy_key, self.forces_key = energy_key, forces_key
+        kwargs["property_units"] = {energy_key: energy_unit, forces_key: forces_unit, **(kwargs.get("property_units") or {})}
         self.source = None
         if datapath is None:
             name = os.path.splitext(os.path.basename(str(molecule)))[0]
@@ -147,7 +156,7 @@ class MD17DataModule(AtomsDataModule):
         self.prepare_data()
         if self.dataset is None:
             available = set(ASEAtomsData(self.datapath).available_properties)
-            missing = [p for p in (structure.energy, structure.forces) if p not in available]
+            missing = [p for p in (self.energy_key, self.forces_key) if p not in available]
             if missing:
                 raise ValueError(f"{self.datapath}: database has no {missing} (it has {sorted(available)}); md17 needs energies and forces")
         super().setup(stage)

@@ -1,6 +1,20 @@
 """Training parts that are not model parts, laid out as ``schnetpack.train``: loss functions,
 metrics, LR schedules and callbacks."""
-from .losses import *
-from .metrics import *
-from .lr_scheduler import *
-from .summary import *
+from .losses import InfoNCELoss, SmoothedLoss, info_nce
+from .lr_scheduler import WarmupCosineLR, resolve_steps
+from .metrics import InfoNCE, RetrievalAccuracy, ScaledMeanAbsoluteError, retrieval_hits
+from .summary import PretrainingSummary, summarise_validation
+
+__all__ = [
+    "info_nce",
+    "InfoNCELoss",
+    "SmoothedLoss",
+    "resolve_steps",
+    "WarmupCosineLR",
+    "retrieval_hits",
+    "InfoNCE",
+    "RetrievalAccuracy",
+    "ScaledMeanAbsoluteError",
+    "PretrainingSummary",
+    "summarise_validation",
+]

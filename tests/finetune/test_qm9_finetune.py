@@ -10,7 +10,6 @@ from hydra.utils import instantiate
 from schnetpack_molspectra.atomistic import DenoisingHead
 from schnetpack_molspectra.data.qm9 import build_qm9_db
 from schnetpack_molspectra.data.qm9 import QM9_TARGETS, qm9_target
-from schnetpack_molspectra.finetune import qm9_model_output, qm9_output_module
 from schnetpack_molspectra.pretrained import PretrainedModelError, representation_state
 from spktrain import TINY_ENCODER, TINY_PRETRAIN, logged_scalars, run_dir, spktrain
 
@@ -124,7 +123,10 @@ def test_unreadable_checkpoint_is_named(tmp_path):
 def test_every_qm9_target_has_an_output():
     for name, target in QM9_TARGETS.items():
         assert qm9_target(target.key) is target
-        module = qm9_output_module(name, n_in=8)
+        with initialize_config_module(config_module="schnetpack.configs", version_base=None):
+            cfg = compose("train", overrides=["experiment=qm9_finetune", f"globals.property={name}", *TINY_ENCODER])
+            module = instantiate(cfg.model.output_modules)[0]
+            output = instantiate(cfg.task.outputs)[0]
         assert target.key in module.model_outputs
-        (metric,) = qm9_model_output(name).metrics["train"]
+        (metric,) = output.metrics["train"]
         assert metric.startswith("mae_")

@@ -14,7 +14,6 @@ from schnetpack_molspectra.atomistic import DenoisingHead
 from schnetpack_molspectra.data.datamodule import BoundedTestSplit
 from schnetpack_molspectra.data.qm9 import build_qm9_db
 from schnetpack_molspectra.data.qm9 import QM9_TARGETS
-from schnetpack_molspectra.finetune import qm9_add_offsets, qm9_transforms
 from schnetpack_molspectra.train import SmoothedLoss, WarmupCosineLR
 from schnetpack_molspectra.transform import GaussianCoordinateNoise, StandardizeProperty
 from spktrain import TINY_ENCODER, run_dir, spktrain
@@ -39,8 +38,9 @@ def molecule(n_atoms, value):
 @pytest.mark.parametrize("name", ["homo", "lumo", "gap"])
 def test_intensive_offsets_do_not_depend_on_molecule_size(name):
     key = QM9_TARGETS[name].key
-    (remove,) = [t for t in qm9_transforms(name, cutoff=5.0) if isinstance(t, spk.transform.RemoveOffsets)]
-    (add,) = [t for t in qm9_add_offsets(name) if isinstance(t, spk.transform.AddOffsets)]
+    _, model, _, _, evaluation = compose_finetune("qm9_finetune", f"globals.property={name}")
+    (remove,) = [t for t in evaluation if isinstance(t, spk.transform.RemoveOffsets)]
+    (add,) = [t for t in model.postprocessors if isinstance(t, spk.transform.AddOffsets)]
     remove.datamodule(Stats())
     add.datamodule(Stats())
     for n_atoms in (3, 9, 27):
@@ -49,7 +49,7 @@ def test_intensive_offsets_do_not_depend_on_molecule_size(name):
         assert float(remove(inputs)[key]) == pytest.approx(-0.75)  # y - mean, whatever the size
         assert float(add(inputs)[key]) == pytest.approx(-0.25)
     # extensive targets still remove a per-atom mean
-    (u0,) = [t for t in qm9_transforms("U0", cutoff=5.0) if isinstance(t, spk.transform.RemoveOffsets)]
+    (u0,) = [t for t in compose_finetune("qm9_finetune", "globals.property=U0")[4] if isinstance(t, spk.transform.RemoveOffsets)]
     assert u0.is_extensive and not remove.is_extensive
 
 

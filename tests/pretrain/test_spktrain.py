@@ -36,7 +36,7 @@ def test_encoder_swap_and_ablation_overrides(tmp_path, db):
         "model/representation=schnet",
         "globals.modalities=[uv,ir]",
         "globals.beta_mpr=0",
-        "model.output_modules.2.specformer.pooling=mean",
+        "model.output_modules.spectra.specformer.pooling=mean",
         *TINY_PRETRAIN,
         *TINY_SPECFORMER,
     )
