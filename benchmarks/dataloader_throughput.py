@@ -9,8 +9,6 @@ epoch of ``MolSpectraDataModule``'s train loader with the pre-training transform
 
 Writes benchmarks/results/dataloader_throughput.json.
 """
-import schnetpack_molspectra  # noqa: F401
-
 import argparse
 import json
 import os

@@ -10,8 +10,6 @@
 
 Writes benchmarks/results/simulator_validation.{json,png}.
 """
-import schnetpack_molspectra  # noqa: F401  (loads tblite before torch)
-
 import argparse
 import json
 import os

@@ -9,8 +9,6 @@ and prints the total-energy drift per atom per ps over the NVE run.
 The start structure is the first frame of ``--structure`` (any ASE-readable file or a
 SchNetPack db) or the named MD17 molecule built from SMILES.
 """
-import schnetpack_molspectra  # noqa: F401  (loads tblite before torch)
-
 import argparse
 import json
 import sys

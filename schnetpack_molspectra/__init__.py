@@ -1,12 +1,7 @@
 """MolSpectra for SchNetPack: pre-training 3D molecular encoders with UV-Vis, IR and Raman spectra."""
-import sys as _sys
+from schnetpack_molspectra.data.tblite_process import tblite_loads
 
-if "torch" not in _sys.modules:
-    # tblite needs a newer OpenMP runtime than the one torch bundles: load it first
-    try:
-        import tblite.interface  # noqa: F401
-    except ImportError:
-        pass
+tblite_loads()  # before torch, whichever part of the package is imported first (see data/tblite_process.py)
 
 from schnetpack_molspectra import properties
 from schnetpack_molspectra.specformer import SpecFormer

@@ -1,5 +1,5 @@
 """Shared fixtures: small SchNetPack databases with spectra, written by the tests themselves."""
-import schnetpack_molspectra  # noqa: F401  (first: loads tblite before torch)
+import schnetpack_molspectra  # noqa: F401  (before schnetpack: the tests run tblite in this process; data/tblite_process.py)
 
 import numpy as np
 import pytest

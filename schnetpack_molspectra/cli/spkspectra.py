@@ -7,8 +7,6 @@
   spkspectra md17-npz md17_aspirin.npz OUT.db                      # real MD17 file -> SchNetPack db
   spkspectra default [--out PATH]          # (re)build the embedded default dataset
 """
-import schnetpack_molspectra  # noqa: F401  (loads tblite before torch: see its __init__)
-
 import argparse
 import sys
 from dataclasses import fields

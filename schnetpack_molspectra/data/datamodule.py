@@ -7,7 +7,7 @@ from schnetpack.data import ASEAtomsData, AtomsDataModule
 from schnetpack.data.splitting import RandomSplit, absolute_split_sizes
 
 import schnetpack_molspectra.properties as msp
-from schnetpack_molspectra.data.fresh_process import run_spkspectra, tblite_blocked
+from schnetpack_molspectra.data.tblite_process import run_spkspectra, tblite_loads
 from schnetpack_molspectra.spectra.checks import SpectrumError
 
 __all__ = ["MolSpectraDataModule", "MD17DataModule", "BoundedTestSplit"]
@@ -147,7 +147,7 @@ class MD17DataModule(AtomsDataModule):
             raise FileNotFoundError(f"MD17 database {self.datapath} does not exist")
         if self.source != "xtb":
             npz_to_db(self.source, self.datapath)
-        elif tblite_blocked():
+        elif not tblite_loads():
             run_spkspectra("md", str(self.molecule), self.datapath, "--frames", str(self.n_frames), "--temperature", str(self.temperature))
         else:
             generate_xtb_md(self.molecule, self.datapath, self.n_frames, self.temperature)

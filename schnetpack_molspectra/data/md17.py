@@ -10,6 +10,8 @@ from ase import Atoms, units
 from schnetpack import properties as structure
 from tqdm import tqdm
 
+from schnetpack_molspectra.data.tblite_process import require_tblite
+
 __all__ = ["MD17_SMILES", "MD17_UNITS", "md17_atoms", "npz_to_db", "generate_xtb_md"]
 
 #: property -> unit, as ``schnetpack.datasets.MD17`` stores them
@@ -82,6 +84,8 @@ def generate_xtb_md(
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
     from schnetpack.data import ASEAtomsData
+
+    require_tblite()
     from tblite.ase import TBLite
 
     if os.path.exists(db):

@@ -17,6 +17,7 @@ from ase import Atoms
 from tqdm import tqdm
 
 import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.data.tblite_process import tblite_loads
 from schnetpack_molspectra.spectra.broadening import broaden
 from schnetpack_molspectra.spectra.grids import GRIDS
 
@@ -101,16 +102,6 @@ def _work(job: Tuple[MoleculeInput, SimulationSettings]):
         return item, None, None, f"{type(err).__name__}: {err}"
 
 
-def _tblite_loads_here() -> bool:
-    """False when torch's bundled OpenMP runtime, loaded first, keeps tblite from loading."""
-    try:
-        import tblite.interface  # noqa: F401
-
-        return True
-    except ImportError:
-        return False
-
-
 def _start_pool(workers: int):
     """Worker processes with one OpenMP thread each (set before they start: an OpenMP
     runtime already running in this process cannot be narrowed in forked children)."""
@@ -181,7 +172,7 @@ def simulate_to_db(
     conn = _open_db(db_path, label_units)
     jobs = [(m, settings) for m in pending]
     pool = None
-    if workers > 1 or not _tblite_loads_here():
+    if workers > 1 or not tblite_loads():  # workers are fresh processes: tblite loads there
         pool = _start_pool(workers)
         results = pool.imap_unordered(_work, jobs, chunksize=1)
     else:

@@ -13,6 +13,8 @@ from ase import Atoms
 from ase.data import atomic_masses
 from ase.units import Bohr
 
+from schnetpack_molspectra.data.tblite_process import require_tblite
+
 __all__ = ["XTB", "SimulationError", "relax", "vibrational_spectra", "SUPPORTED_ELEMENTS"]
 
 #: GFN2-xTB is parametrised for Z = 1..86
@@ -36,6 +38,7 @@ class XTB:
     """
 
     def __init__(self, numbers: Sequence[int], accuracy: float = 0.01, charge: float = 0.0):
+        require_tblite()
         from tblite.interface import Calculator
 
         self.numbers = np.asarray(numbers)
@@ -78,6 +81,8 @@ class XTB:
 def relax(atoms: Atoms, fmax: float = 0.01, steps: int = 500) -> Atoms:
     """GFN2-xTB geometry optimisation (ASE BFGS on tblite's ASE calculator); returns a copy."""
     from ase.optimize import BFGS
+
+    require_tblite()
     from tblite.ase import TBLite
 
     relaxed = atoms.copy()
