@@ -21,7 +21,8 @@ Arms (each fine-tuned with ``qm9_finetune``'s released recipe, same encoder, sam
   (only denoising through the MolSpectra model), molspectra_no_<uv|ir|raman> (one modality dropped).
 
 Every run lives in ``--workdir/<name>`` and is skipped when it finished before, so a killed study
-resumes; results (test MAE, validation curves, wall time per run) go to ``--out`` and a table
+resumes; fine-tuning goes seed by seed (every arm's seed 0 first), and ``--report-only`` makes the
+table and PNG from the runs finished so far; results (test MAE, validation curves, wall time per run) go to ``--out`` and a table
 and a PNG of the validation curves are written. Scale it up by the options (more structures,
 labels, epochs, a GPU with ``--accelerator gpu``).
 
@@ -116,6 +117,7 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=64, help="PaiNN n_atom_basis (the paper's QM9 encoder: 256 channels, 8 layers)")
     p.add_argument("--interactions", type=int, default=3, help="PaiNN n_interactions")
     p.add_argument("--accelerator", default="cpu")
+    p.add_argument("--report-only", action="store_true", help="tables and PNG from the runs finished so far; runs nothing")
     p.add_argument("--finetune-overrides", nargs="*", default=[], help="extra qm9_finetune overrides (all arms)")
     args = p.parse_args(argv)
 
@@ -140,36 +142,53 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"unknown arms {unknown}; choose from {list(ARMS) + list(ABLATIONS)}")
     sources = {arm: ARMS.get(arm, f"stage2_{arm}") for arm in args.arms}
-    if any(sources.values()):
+    if args.report_only:
+        for name in ["stage1", "control", *{v for v in sources.values() if v}]:
+            done = os.path.join(workdir, name, "result.json")
+            if os.path.exists(done):
+                walls[name] = json.load(open(done))["wall_s"]
+    elif any(sources.values()):
         run("stage1", ["experiment=denoise_pretrain", f"data.datapath={stage1_db}", f"trainer.max_epochs={args.stage1_epochs}", *pretrain])
         init = f"globals.pretrained_model={best_model(workdir, 'stage1')}"
-    if "control" in args.arms:
+    if "control" in args.arms and not args.report_only:
         run("control", ["experiment=denoise_pretrain", f"data.datapath={spectra_db}", f"trainer.max_epochs={args.stage2_epochs}", init, *pretrain])
     for arm in args.arms:
-        if sources[arm] and sources[arm].startswith("stage2"):
+        if sources[arm] and sources[arm].startswith("stage2") and not args.report_only:
             run(sources[arm], ["experiment=molspectra_pretrain", f"data.datapath={spectra_db}", f"trainer.max_epochs={args.stage2_epochs}",
                                init, *pretrain, *ABLATIONS.get(arm, [])])
 
-    results = {"finetune": {}}
-    for target in args.targets:
-        for arm in args.arms:
-            source = sources[arm]
-            runs = []
-            for seed in args.seeds:
+    # seed-major: every arm's seed 0 first, so an interrupted study already compares all arms
+    finished = {}
+    for seed in args.seeds:
+        for target in args.targets:
+            for arm in args.arms:
+                name = f"ft_{target}_{arm}_seed{seed}"
+                done = os.path.join(workdir, name, "result.json")
+                if args.report_only:
+                    if os.path.exists(done):
+                        finished[(target, arm, seed)] = json.load(open(done))
+                        walls[name] = finished[(target, arm, seed)]["wall_s"]
+                    continue
                 overrides = [
                     "experiment=qm9_finetune", f"data.datapath={ft_db}", f"+data.split_file={split}", f"globals.property={target}",
                     f"data.num_train={args.n_train}", f"data.num_val={args.n_val}", f"data.num_test={args.n_test}",
                     f"data.batch_size={args.ft_batch}", f"trainer.max_epochs={args.ft_epochs}", f"+seed={seed}", *common,
                     *args.finetune_overrides,
                 ]
-                if source:
-                    overrides.append(f"globals.pretrained_model={best_model(workdir, source)}")
-                r = run(f"ft_{target}_{arm}_seed{seed}", overrides)
-                runs.append(r)
+                if sources[arm]:
+                    overrides.append(f"globals.pretrained_model={best_model(workdir, sources[arm])}")
+                r = finished[(target, arm, seed)] = run(name, overrides)
                 print(f"  {target} {arm} seed {seed}: test MAE {r[f'test_{target}_mae_meV']:.1f} meV", flush=True)
+    results = {"finetune": {}}
+    for target in args.targets:
+        for arm in args.arms:
+            runs = [finished[(target, arm, seed)] for seed in args.seeds if (target, arm, seed) in finished]
+            if not runs:
+                continue
             results["finetune"].setdefault(target, {})[arm] = {
                 "test_mae_meV": summary([r[f"test_{target}_mae_meV"] for r in runs]),
                 "val_mae_meV_curves": [r[f"val_{target}_mae_meV_curve"] for r in runs],
+                "wall_s": [r["wall_s"] for r in runs],
             }
     pretraining = {}
     for name in sorted({n for n in sources.values() if n}):
@@ -195,7 +214,8 @@ def report(results, args):
     print("|---" * (len(args.arms) + 4) + "|")
     for target, arms in results["finetune"].items():
         mean = {a: arms[a]["test_mae_meV"]["mean"] for a in arms}
-        cells = [f"{mean[a]:.1f} ± {arms[a]['test_mae_meV']['std']:.1f}" for a in args.arms]
+        cells = [f"{mean[a]:.1f} ± {arms[a]['test_mae_meV']['std']:.1f} (n={arms[a]['test_mae_meV']['n']})" if a in arms else "–"
+                 for a in args.arms]
 
         def ratio(a, b):
             return f"{mean[a] / mean[b]:.3f}" if a in mean and b in mean else "–"
