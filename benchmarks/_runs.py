@@ -24,13 +24,31 @@ def test_scalars(run):
     return values
 
 
+def finished_run(workdir, name):
+    """The result of the spktrain run ``workdir/name`` if it finished, else None."""
+    done = os.path.join(workdir, name, "result.json")
+    if not os.path.exists(done):
+        return None
+    with open(done) as f:
+        return json.load(f)
+
+
+def qm9_finetune_overrides(db, split, target, n_train, n_val, n_test, batch_size, epochs, seed):
+    """``qm9_finetune`` on a QM9 database with a fixed split file: the overrides every benchmark shares."""
+    return [
+        "experiment=qm9_finetune", f"data.datapath={db}", f"+data.split_file={split}", f"globals.property={target}",
+        f"data.num_train={n_train}", f"data.num_val={n_val}", f"data.num_test={n_test}",
+        f"data.batch_size={batch_size}", f"trainer.max_epochs={epochs}", f"+seed={seed}",
+    ]
+
+
 def spktrain(workdir, name, overrides, env=None):
     """One spktrain run in ``workdir/name`` (skipped when it finished before); its test scalars."""
     cwd = os.path.join(workdir, name)
     done = os.path.join(cwd, "result.json")
-    if os.path.exists(done):
-        with open(done) as f:
-            return json.load(f)
+    previous = finished_run(workdir, name)
+    if previous is not None:
+        return previous
     if os.path.isdir(cwd):  # an unfinished earlier attempt
         import shutil
 

@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from _runs import spktrain, summary
+from _runs import qm9_finetune_overrides, spktrain, summary
 
 QM9_RECIPES = {
     "old": [],  # the old code's own defaults
@@ -112,10 +112,9 @@ def main():
             runs = []
             for seed in args.seeds:
                 overrides = [
-                    "experiment=qm9_finetune", f"data.datapath={db}", f"+data.split_file={split}",
-                    f"globals.property={target}", f"data.num_train={args.n_train}", f"data.num_val={args.n_val}",
-                    f"data.num_test={args.n_test}", f"data.batch_size={args.batch_size}",
-                    f"trainer.max_epochs={args.epochs}", f"+seed={seed}", *common, *QM9_RECIPES[recipe],
+                    *qm9_finetune_overrides(db, split, target, args.n_train, args.n_val, args.n_test, args.batch_size,
+                                            args.epochs, seed),
+                    *common, *QM9_RECIPES[recipe],
                 ]
                 env = {"PYTHONPATH": old_worktree(args.old_ref, workdir)} if recipe == "old" else None
                 result = spktrain(workdir, f"qm9_{target}_{recipe}_seed{seed}", overrides, env)

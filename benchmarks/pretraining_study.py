@@ -38,7 +38,7 @@ import time
 
 import numpy as np
 
-from _runs import spktrain, summary
+from _runs import finished_run, qm9_finetune_overrides, spktrain, summary
 
 #: arm -> the pre-training run its encoder comes from (ablation arms: "stage2_<arm>")
 ARMS = {
@@ -144,9 +144,9 @@ def main(argv=None):
     sources = {arm: ARMS.get(arm, f"stage2_{arm}") for arm in args.arms}
     if args.report_only:
         for name in ["stage1", "control", *{v for v in sources.values() if v}]:
-            done = os.path.join(workdir, name, "result.json")
-            if os.path.exists(done):
-                walls[name] = json.load(open(done))["wall_s"]
+            result = finished_run(workdir, name)
+            if result is not None:
+                walls[name] = result["wall_s"]
     elif any(sources.values()):
         run("stage1", ["experiment=denoise_pretrain", f"data.datapath={stage1_db}", f"trainer.max_epochs={args.stage1_epochs}", *pretrain])
         init = f"globals.pretrained_model={best_model(workdir, 'stage1')}"
@@ -163,17 +163,16 @@ def main(argv=None):
         for target in args.targets:
             for arm in args.arms:
                 name = f"ft_{target}_{arm}_seed{seed}"
-                done = os.path.join(workdir, name, "result.json")
                 if args.report_only:
-                    if os.path.exists(done):
-                        finished[(target, arm, seed)] = json.load(open(done))
-                        walls[name] = finished[(target, arm, seed)]["wall_s"]
+                    result = finished_run(workdir, name)
+                    if result is not None:
+                        finished[(target, arm, seed)] = result
+                        walls[name] = result["wall_s"]
                     continue
                 overrides = [
-                    "experiment=qm9_finetune", f"data.datapath={ft_db}", f"+data.split_file={split}", f"globals.property={target}",
-                    f"data.num_train={args.n_train}", f"data.num_val={args.n_val}", f"data.num_test={args.n_test}",
-                    f"data.batch_size={args.ft_batch}", f"trainer.max_epochs={args.ft_epochs}", f"+seed={seed}", *common,
-                    *args.finetune_overrides,
+                    *qm9_finetune_overrides(ft_db, split, target, args.n_train, args.n_val, args.n_test, args.ft_batch,
+                                            args.ft_epochs, seed),
+                    *common, *args.finetune_overrides,
                 ]
                 if sources[arm]:
                     overrides.append(f"globals.pretrained_model={best_model(workdir, sources[arm])}")
