@@ -1,10 +1,11 @@
-"""MD17-style data (xTB MD, real .npz), md17_finetune with the stock spktrain, and ASE MD with the result."""
+"""MD17-style data (xTB MD, real .npz), md17_finetune with the stock spktrain, and MD with the result (ASE and spkmd)."""
 import importlib.util
 import os
 
 import numpy as np
 import pytest
 from ase.db import connect
+from ase.io import write
 
 from conftest import write_spectra_db
 from schnetpack_molspectra.data.md17 import generate_xtb_md, npz_to_db
@@ -81,6 +82,20 @@ def test_md17_finetune_from_scratch_and_pretrained_then_md(tmp_path, xtb_db, npz
                          trajectory=str(tmp_path / "md.traj"))
     assert np.isfinite(summary["drift_eV_per_atom_per_ps"]) and summary["n_atoms"] == 9
     assert os.path.getsize(tmp_path / "md.traj") > 0
+
+    # SchNetPack's own MD driver with the configs we ship (its wheels lack md_configs)
+    start = str(tmp_path / "ethanol.xyz")
+    with connect(xtb_db) as conn:
+        write(start, conn.get(1).toatoms())
+    spktrain(tmp_path, "simulation_dir=md_run", f"system.molecule_file={start}", f"calculator.model_file={run}/best_model",
+             "dynamics=nvt", "dynamics.n_steps=30", "dynamics.progress=false", "seed=1", command="spkmd")
+    from schnetpack.md.data import HDF5Loader
+
+    log = HDF5Loader(str(tmp_path / "md_run" / "simulation.hdf5"))
+    positions, energies = log.get_positions(), log.get_property("energy", atomistic=False)
+    assert positions.shape == (30, 9, 3) and energies.shape == (30,) and np.isfinite(energies).all()
+    assert 0 < np.abs(positions[-1] - positions[0]).max() < 1.0  # 15 fs at 300 K: the atoms move, a little
+    assert os.path.getsize(tmp_path / "md_run" / "checkpoint.chk") > 0
 
 
 def test_md17_bad_inputs_stop_before_training(tmp_path):
