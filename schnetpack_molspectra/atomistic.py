@@ -9,6 +9,7 @@ from schnetpack.datasets import QM9
 from schnetpack.nn.scatter import scatter_add
 
 import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.train.losses import all_reduce_sum
 
 __all__ = ["DenoisingHead", "MoleculeRepresentation", "SpectraEncoder", "ElectronicSpatialExtent", "RunningNoiseScale"]
 
@@ -18,6 +19,10 @@ class RunningNoiseScale(nn.Module):
 
     A single isotropic scale (no mean shift, no per-axis scale) so that standardising
     keeps the target rotation-equivariant. Updated only in training mode.
+
+    Under DDP (inside ``MolSpectraTask``'s steps, see ``train.losses.collective_step``) every
+    update adds the sums of all ranks' targets, so the statistics are identical on every rank and
+    equal to those of one process that saw all ranks' batches.
     """
 
     def __init__(self, eps: float = 1e-8):
@@ -28,8 +33,12 @@ class RunningNoiseScale(nn.Module):
 
     @torch.no_grad()
     def update(self, target: torch.Tensor):
-        self.sum_squares += target.detach().double().pow(2).sum()
-        self.count += target.numel()
+        """Add a batch of targets (any shape, e.g. (n_atoms, 3)), summed over ranks under DDP."""
+        target = target.detach().double()
+        increment = torch.stack([target.pow(2).sum(), target.new_tensor(float(target.numel()))])
+        increment = all_reduce_sum(increment)
+        self.sum_squares += increment[0]
+        self.count += increment[1]
 
     @property
     def scale(self) -> torch.Tensor:

@@ -16,6 +16,13 @@ that never materialises the (N x N) score matrix) instead of explicit softmax(QK
 Head widths are zero-padded to a common width (zeros change neither scores nor output),
 which keeps the fused kernel on its fast path. ``explicit=True`` computes the same
 function with materialised scores (as released); ``attention_maps`` uses it for plots.
+
+BatchNorm under DDP
+-------------------
+Each device normalises with its own batch's statistics by default (released). With
+``sync_batchnorm=True`` the layers use :class:`SyncBatchNorm1d`: in training, inside a collective
+step (``MolSpectraTask``'s steps), statistics over the tokens of every rank, identical to BatchNorm
+on the concatenated batch, on any device and backend (torch's ``SyncBatchNorm`` needs GPU inputs).
 """
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -25,8 +32,52 @@ from torch import nn
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.spectra.patches import patch_geometry
+from schnetpack_molspectra.train.losses import distributed_world, gather_rows
 
-__all__ = ["SpecFormer", "ResidualAttentionLayer"]
+__all__ = ["SpecFormer", "ResidualAttentionLayer", "SyncBatchNorm1d"]
+
+
+class SyncBatchNorm1d(nn.BatchNorm1d):
+    """``BatchNorm1d`` whose training statistics span every rank under DDP.
+
+    Outside a collective step (``train.losses.collective_step``), in eval mode or in a single
+    process it is exactly ``nn.BatchNorm1d``; it has the same parameters and buffers, so state
+    dicts move freely between the two. In training inside a collective step on W > 1 ranks, each
+    rank's count, mean and sum of squared deviations per feature are gathered (differentiably,
+    combined with the parallel-variance formula), so normalisation, gradients and running
+    statistics are those of BatchNorm on the concatenated batch, identical on every rank.
+    Works on CPU (gloo) and GPU (NCCL) alike.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (n, C) or (n, C, L) -> same shape."""
+        _, world = distributed_world()
+        if world == 1 or not self.training:
+            return super().forward(x)
+        self._check_input_dim(x)
+        flat = x if x.dim() == 2 else x.movedim(1, -1).reshape(-1, x.shape[1])  # (n_values, C)
+        flat = flat.to(torch.promote_types(flat.dtype, torch.float32))  # statistics in float32 at least
+        n = flat.shape[0]
+        mean = flat.sum(0) / max(n, 1)
+        m2 = (flat - mean).pow(2).sum(0)
+        local = torch.cat([flat.new_full((1,), float(n)), mean, m2])  # (1 + 2C,)
+        stats, _ = gather_rows(local.unsqueeze(0), sizes=[1] * world)  # (world, 1 + 2C), gradient to every rank
+        counts, means, m2s = stats[:, :1], stats[:, 1 : 1 + self.num_features], stats[:, 1 + self.num_features :]
+        total = counts.sum()
+        global_mean = (counts * means).sum(0) / total
+        global_m2 = (m2s + counts * (means - global_mean).pow(2)).sum(0)
+        var = global_m2 / total
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.mul_(1 - factor).add_(factor * global_mean.detach().to(self.running_mean.dtype))
+                self.running_var.mul_(1 - factor).add_(factor * (global_m2 / (total - 1)).detach().to(self.running_var.dtype))
+        out = (flat - global_mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            out = out * self.weight + self.bias
+        out = out.to(x.dtype)
+        return out if x.dim() == 2 else out.reshape(x.shape[0], -1, x.shape[1]).movedim(-1, 1)
 
 
 class ResidualAttentionLayer(nn.Module):
@@ -34,7 +85,8 @@ class ResidualAttentionLayer(nn.Module):
 
     ``forward`` takes tokens (n_molecules, n_tokens, d_model) and the concatenated
     queries/keys of the previous layers (or None) and returns the new tokens and the
-    updated concatenation.
+    updated concatenation. ``sync_batchnorm``: :class:`SyncBatchNorm1d` (statistics over all
+    ranks under DDP) instead of per-device ``BatchNorm1d``.
     """
 
     def __init__(
@@ -46,6 +98,7 @@ class ResidualAttentionLayer(nn.Module):
         activation: str = "gelu",
         residual_attention: bool = True,
         fused_head_width: int = 16,
+        sync_batchnorm: bool = False,
     ):
         super().__init__()
         if d_model % n_heads:
@@ -56,14 +109,15 @@ class ResidualAttentionLayer(nn.Module):
         self.fused_head_width = fused_head_width
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
-        self.norm_attention = nn.BatchNorm1d(d_model)
+        norm = SyncBatchNorm1d if sync_batchnorm else nn.BatchNorm1d
+        self.norm_attention = norm(d_model)
         self.feed_forward = nn.Sequential(
             nn.Linear(d_model, d_ff),
             {"gelu": nn.GELU(), "relu": nn.ReLU()}[activation],
             nn.Dropout(dropout),
             nn.Linear(d_ff, d_model),
         )
-        self.norm_feed_forward = nn.BatchNorm1d(d_model)
+        self.norm_feed_forward = norm(d_model)
         self.dropout = nn.Dropout(dropout)
 
     def _heads(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -121,6 +175,8 @@ class SpecFormer(nn.Module):
         residual_attention: add the previous layer's scores (released code: True).
         pooling: "flatten" (all tokens -> Linear, as released) or "mean" (mean over tokens -> Linear).
         position_init: half-width of the uniform init of the position tables.
+        sync_batchnorm: under DDP, BatchNorm statistics over every rank's batch
+            (:class:`SyncBatchNorm1d`); False (released): each device's own batch.
     """
 
     def __init__(
@@ -139,6 +195,7 @@ class SpecFormer(nn.Module):
         residual_attention: bool = True,
         pooling: str = "flatten",
         position_init: float = 0.02,
+        sync_batchnorm: bool = False,
     ):
         super().__init__()
         if not modalities:
@@ -170,7 +227,9 @@ class SpecFormer(nn.Module):
         )
         self.layers = nn.ModuleList(
             [
-                ResidualAttentionLayer(d_model, n_heads, d_ff, dropout, activation, residual_attention)
+                ResidualAttentionLayer(
+                    d_model, n_heads, d_ff, dropout, activation, residual_attention, sync_batchnorm=sync_batchnorm
+                )
                 for _ in range(n_layers)
             ]
         )

@@ -5,17 +5,23 @@ output in ``AtomisticTask.outputs`` with its ``loss_weight``. Every term logs it
 metrics as ``{train,val,test}_{name}_{metric}`` (e.g. ``val_mpr_mse``).
 """
 import inspect
+import logging
+import os
 from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, Metric
+from pytorch_lightning import seed_everything
+from pytorch_lightning.utilities import rank_zero_only
 from schnetpack.task import AtomisticTask, UnsupervisedModelOutput
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.compat import moved_names
-from schnetpack_molspectra.train.losses import InfoNCELoss
+from schnetpack_molspectra.train.losses import InfoNCELoss, SmoothedLoss, collective_step
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "SelfSupervisedOutput",
@@ -128,7 +134,8 @@ class DenoisingOutput(SelfSupervisedOutput):
 
 class ContrastiveOutput(SelfSupervisedOutput):
     """The contrastive term: ``representation_3d`` against ``representation_spectra``
-    (:class:`InfoNCELoss` with its defaults unless ``loss_fn`` is given)."""
+    (:class:`InfoNCELoss` with its defaults unless ``loss_fn`` is given; under DDP its
+    ``negatives`` choose every rank's molecules, "global", or the device's own, "local")."""
 
     def __init__(
         self,
@@ -142,7 +149,8 @@ class ContrastiveOutput(SelfSupervisedOutput):
 
 
 class MolSpectraTask(AtomisticTask):
-    """``AtomisticTask`` that can step its LR scheduler every optimiser step.
+    """``AtomisticTask`` that can step its LR scheduler every optimiser step, and that trains
+    under DDP (``trainer=ddp_trainer``, ``trainer.devices=N trainer.num_nodes=M``) as one process would.
 
     Args:
         scheduler_interval: "epoch" (SchNetPack's default) or "step" (the released
@@ -151,6 +159,23 @@ class MolSpectraTask(AtomisticTask):
     A scheduler that takes ``run_steps`` (``WarmupCosineLR``) gets the run's number of
     optimiser steps, ``trainer.estimated_stepping_batches``, so its lengths can be fractions
     of the run.
+
+    Under DDP:
+
+    - training, validation and test steps run inside ``train.losses.collective_step``: there the
+      contrastive loss and metrics with global negatives gather every rank's representations,
+      ``SyncBatchNorm1d`` (``sync_batchnorm``) shares statistics, and the denoising head's running
+      noise statistics add every rank's targets;
+    - values logged with ``self.log`` (``train_loss``, ``val_loss``, ``test_loss``) are averaged over
+      ranks (``sync_dist``), so checkpointing and early stopping see the same validation loss on every
+      rank; torchmetrics metrics reduce their own states;
+    - every rank takes rank 0's seed at setup (``spktrain`` without ``seed=`` draws one per process),
+      so the distributed sampler shards each epoch's permutation without overlap; data-augmentation
+      draws still differ per rank (``transform.rank_generator``);
+    - ``save_model`` writes on global rank 0 only;
+    - checkpoints carry, besides the weights and buffers (running noise and BatchNorm statistics),
+      optimiser and LR-schedule state that Lightning saves, the running averages of
+      ``SmoothedLoss`` terms, so a resumed run continues them.
     """
 
     def __init__(self, *args, scheduler_interval: str = "epoch", **kwargs):
@@ -170,6 +195,66 @@ class MolSpectraTask(AtomisticTask):
                 conf["frequency"] = 1
             return optimizers, schedulers
         return configured
+
+    # --- distributed data parallel ------------------------------------------------------------
+
+    def setup(self, stage=None):
+        super().setup(stage)
+        self._share_seed()
+
+    def _share_seed(self):
+        """Under DDP, reseed every rank whose seed differs from rank 0's with rank 0's (before the
+        dataloaders, and so Lightning's ``DistributedSampler``, are made: it shuffles with
+        ``PL_GLOBAL_SEED``, which must be one value on all ranks for the shards to be disjoint)."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size <= 1:
+            return
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        shared = trainer.strategy.broadcast(seed, src=0)
+        if shared is not None and shared != seed:
+            log.info(f"rank {trainer.global_rank}: seed {seed} -> rank 0's seed {shared}")
+            seed_everything(int(shared), workers=os.environ.get("PL_SEED_WORKERS") == "1", verbose=False)
+
+    def training_step(self, batch, batch_idx):
+        with collective_step():
+            return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        with collective_step():
+            return super().validation_step(batch, batch_idx)
+
+    def test_step(self, batch, batch_idx):
+        with collective_step():
+            return super().test_step(batch, batch_idx)
+
+    def log(self, name, value, *args, **kwargs):
+        """``LightningModule.log`` with ``sync_dist=True`` by default for plain values (mean over
+        ranks under DDP; nothing changes in a single process). Metrics reduce their own states."""
+        if not isinstance(value, Metric) and len(args) < 7:  # sync_dist is the 7th optional argument
+            kwargs.setdefault("sync_dist", True)
+        return super().log(name, value, *args, **kwargs)
+
+    def save_model(self, path: str, do_postprocessing: Optional[bool] = None):
+        # spktrain saves best_model from a task loaded from the best checkpoint on every rank; that
+        # task has no trainer (so global_rank is 0 everywhere): ask the process's rank instead
+        if getattr(rank_zero_only, "rank", 0) == 0:
+            super().save_model(path, do_postprocessing)
+
+    def _smoothed_losses(self) -> Dict[str, SmoothedLoss]:
+        return {o.name: o.loss_fn for o in self.outputs if isinstance(getattr(o, "loss_fn", None), SmoothedLoss)}
+
+    def on_save_checkpoint(self, checkpoint):
+        state = {
+            name: {("train" if mode else "eval"): value.detach().cpu() for mode, value in loss.previous.items()}
+            for name, loss in self._smoothed_losses().items()
+        }
+        if state:
+            checkpoint["molspectra_smoothed_losses"] = state
+
+    def on_load_checkpoint(self, checkpoint):
+        state = checkpoint.get("molspectra_smoothed_losses", {})
+        for name, loss in self._smoothed_losses().items():
+            loss.previous = {mode == "train": value for mode, value in state.get(name, {}).items()}
 
 
 __getattr__ = moved_names(

@@ -2,10 +2,15 @@
 
 Order in a data config: ``ValidateSpectra`` -> ``NormalizeSpectra`` -> ``MaskSpectraPatches``
 -> ``GaussianCoordinateNoise`` -> neighbour list -> ``CastTo32``.
+
+Random draws (patch masks, coordinate noise) come from torch's global generator in a single
+process, as before; under distributed training from :func:`rank_generator`, so that every rank
+masks and perturbs differently while a run stays reproducible with ``seed=...``.
 """
 from typing import Dict, Mapping, Optional, Sequence
 
 import torch
+import torch.distributed as dist
 from schnetpack import properties as structure
 from schnetpack.transform import ScaleProperty, Transform
 
@@ -21,7 +26,34 @@ __all__ = [
     "GaussianCoordinateNoise",
     "StandardizeProperty",
     "pretraining_transforms",
+    "rank_generator",
 ]
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix(value: int) -> int:
+    """SplitMix64's finaliser: a well-spread 64-bit function of ``value``."""
+    value = (value ^ (value >> 30)) * 0xBF58476D1CE4E5B9 & _MASK64
+    value = (value ^ (value >> 27)) * 0x94D049BB133111EB & _MASK64
+    return value ^ (value >> 31)
+
+
+def rank_generator() -> Optional[torch.Generator]:
+    """Where a transform's random draws come from.
+
+    None (torch's global generator, as always) in a single process or a world of one. Under
+    ``torch.distributed`` with several ranks: a CPU generator seeded from one 63-bit draw of the
+    global generator mixed with the global rank. Every rank starts from the same seed (``spktrain``
+    seeds all ranks alike, and ``MolSpectraTask`` makes sure of it), so without the rank every rank
+    would mask and perturb its molecules with the same stream; with it the streams differ, while
+    the global generator (``seed=...``, Lightning's per-worker seeding of dataloader workers with
+    ``seed_everything(workers=True)``) still decides everything, so runs stay reproducible.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    draw = int(torch.randint(0, 2**63 - 1, (1,)))
+    return torch.Generator().manual_seed(_mix(draw ^ _mix(dist.get_rank() + 1)) >> 1)
 
 
 class ValidateSpectra(Transform):
@@ -106,7 +138,8 @@ class MaskSpectraPatches(Transform):
     """Choose the patches SpecFormer must reconstruct (masked patch reconstruction).
 
     For each modality, keeps ``int(N * (1 - ratio))`` of its N patches and masks the rest,
-    uniformly at random per molecule (also at validation, as released). Writes
+    uniformly at random per molecule (also at validation, as released; a different draw on every
+    rank under DDP, see :func:`rank_generator`). Writes
     ``{modality}_patch_mask``, boolean (1, N), True = masked; SpecFormer zero-fills those
     patches of the normalised input before embedding them. Patch geometry must match the
     model's SpecFormer (the configs interpolate it from there).
@@ -136,10 +169,11 @@ class MaskSpectraPatches(Transform):
         return n - int(n * (1.0 - self.ratio))
 
     def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        generator = rank_generator()
         for m in self.modalities:
             n = self.n_patches[m]
             mask = torch.zeros(1, n, dtype=torch.bool)
-            mask[0, torch.randperm(n)[: self.n_masked(m)]] = True
+            mask[0, torch.randperm(n, generator=generator)[: self.n_masked(m)]] = True
             inputs[msp.patch_mask(m)] = mask
         return inputs
 
@@ -163,7 +197,11 @@ class GaussianCoordinateNoise(Transform):
 
     def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         positions = inputs[structure.R]
-        noise = torch.randn_like(positions) * self.sigma
+        generator = rank_generator()
+        if generator is None:
+            noise = torch.randn_like(positions) * self.sigma
+        else:
+            noise = torch.randn(positions.shape, generator=generator, dtype=positions.dtype).to(positions.device) * self.sigma
         inputs[structure.R] = positions + noise
         inputs[msp.position_noise] = noise
         return inputs

@@ -1,7 +1,9 @@
 """Run the stock ``spktrain`` CLI in a subprocess, as a user would, with tiny model sizes."""
 import glob
 import os
+import shutil
 import subprocess
+import sys
 
 TINY_ENCODER = [
     "model.representation.n_atom_basis=16",
@@ -24,13 +26,23 @@ SPECFORMER = "model.output_modules.spectra.specformer"
 TINY_SPECFORMER = [f"{SPECFORMER}.d_model=16", f"{SPECFORMER}.n_heads=4", f"{SPECFORMER}.d_ff=16"]
 
 
+def cli(command):
+    """The path of a console script (spktrain, spkmd, ...) of the Python running the tests.
+
+    Next to ``sys.executable`` first, so that a suite run with ``venv/bin/python -m pytest``
+    tests that environment's SchNetPack, not whatever ``spktrain`` comes first on PATH.
+    """
+    beside = os.path.join(os.path.dirname(sys.executable), command)
+    return beside if os.path.exists(beside) else shutil.which(command) or command
+
+
 def spktrain(cwd, *overrides, command="spktrain", env=None, check=True, timeout=300):
     """Run ``command`` with ``overrides`` in ``cwd``; return the CompletedProcess."""
     os.makedirs(cwd, exist_ok=True)
     full_env = dict(os.environ, **(env or {}))
     full_env["PWD"] = str(cwd)
     proc = subprocess.run(
-        [command, *overrides], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        [cli(command), *overrides], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"{command} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")

@@ -6,6 +6,8 @@
   spkspectra md aspirin OUT.db [--frames 1000 --temperature 500]   # MD17-style data from GFN2-xTB MD
   spkspectra md17-npz md17_aspirin.npz OUT.db                      # real MD17 file -> SchNetPack db
   spkspectra default [--out PATH]          # (re)build the embedded default dataset
+  spkspectra identify SPECTRA... --model best_model --library candidates.smi [--top-k 5 --csv out.csv]
+  spkspectra plot attention|tsne|mpr|curves RUN_DIR [--out x.png]
 """
 import argparse
 import sys
@@ -16,10 +18,40 @@ from schnetpack_molspectra.data.simulate.runner import SimulationSettings, read_
 from schnetpack_molspectra.data.simulate.uv import UV_METHODS
 
 
+def _cluster_spec(args):
+    """The Dask cluster that ``simulate``'s options ask for, or None (serially, in this process);
+    options that do not go together raise ValueError naming them."""
+    import os
+
+    from schnetpack_molspectra.data.simulate.cluster import ClusterSpec
+
+    batch = {"--jobs": args.jobs, "--cores": args.cores, "--memory": args.memory, "--walltime": args.walltime,
+             "--queue": args.queue, "--account": args.account, "--job-extra": args.job_extra,
+             "--job-prologue": args.job_prologue, "--interface": args.interface}
+    given = [flag for flag, value in batch.items() if value not in (None, [])]
+    if given and not args.jobqueue:
+        raise ValueError(f"{', '.join(given)} only apply to batch jobs (--jobqueue slurm|pbs|...)")
+    if args.workers is not None and (args.scheduler or args.jobqueue):
+        raise ValueError("--workers sets worker processes on this machine: with --scheduler the cluster's "
+                         "workers run the molecules, with --jobqueue give --jobs and --cores (per job)")
+    if args.scheduler:
+        return ClusterSpec("scheduler", address=args.scheduler)
+    if args.jobqueue:
+        return ClusterSpec(args.jobqueue, jobs=1 if args.jobs is None else args.jobs, cores=args.cores,
+                           memory=args.memory, walltime=args.walltime, queue=args.queue, account=args.account,
+                           job_extra=args.job_extra, job_prologue=args.job_prologue, interface=args.interface)
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1) if args.dask else 1
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, not {workers}")
+    return ClusterSpec("local", workers=workers) if args.dask or workers > 1 else None
+
+
 def _simulate(args):
     from schnetpack_molspectra.data import inputs
     from schnetpack_molspectra.data.qm9 import QM9_UNITS
+    from schnetpack_molspectra.data.simulate.cluster import ClusterError
 
+    cluster = _cluster_spec(args)  # before the molecules: a wrong option fails at once
     label_units = {}
     if args.smiles:
         molecules = inputs.from_smiles(args.smiles)
@@ -29,7 +61,11 @@ def _simulate(args):
         molecules = inputs.from_qm9(n=args.qm9, seed=args.seed)
         label_units = QM9_UNITS
     settings = SimulationSettings(**{f.name: getattr(args, f.name) for f in fields(SimulationSettings)})
-    counts = simulate_to_db(molecules, args.out, settings, args.workers, label_units, args.retry_failed)
+    try:
+        counts = simulate_to_db(molecules, args.out, settings, 1, label_units, args.retry_failed, cluster=cluster)
+    except ClusterError as err:  # Dask or dask-jobqueue missing, scheduler unreachable
+        print(f"spkspectra simulate: error: {err}", file=sys.stderr)
+        return 2
     failures = read_failures(args.out)
     print(f"{args.out}: {counts['written']} written, {counts['failed']} failed, {counts['skipped']} already done/failed before")
     for record in failures:
@@ -57,8 +93,9 @@ def _convert_qm9s(args):
     for modality, orphans in summary["orphan_rows"].items():
         if orphans:
             print(f"  {modality}: {len(orphans)} rows without a molecule, e.g. {orphans[:5]}")
-    for bad in summary["bad_rows"][:10]:
-        print(f"  {bad['file']}: row {bad['index']} {bad['problem']}")
+    for bad in summary["bad_rows"][:10]:  # index None: unparsable, the problem names the line
+        row = "" if bad["index"] is None else f"row {bad['index']} "
+        print(f"  {bad['file']}: {row}{bad['problem']}")
     if len(summary["bad_rows"]) > 10:
         print(f"  ... {len(summary['bad_rows']) - 10} more bad rows")
     for dup in summary["duplicate_rows"][:5]:
@@ -90,18 +127,80 @@ def _default(args):
     return 0
 
 
+def _identify(args):
+    from schnetpack_molspectra.identify import format_results, identify
+
+    elements = args.elements.replace(",", " ").split() if args.elements else None
+    results = identify(
+        args.model, args.spectra, args.library, top_k=args.top_k, modality=args.modality,
+        one_molecule=args.one_molecule, rescale=args.rescale, elements=elements, cache=not args.no_cache,
+        exact_below=args.exact_below, out_csv=args.csv, progress=True,
+    )
+    print(format_results(results))
+    if args.csv:
+        print(f"{args.csv}: {sum(len(r.hits) for r in results)} rows")
+    return 0
+
+
+def _plot(args):
+    from schnetpack_molspectra import plots
+
+    out = args.out or f"{args.kind}.png"
+    if args.kind == "curves":
+        result = plots.plot_curves(args.model_run, out)
+    elif args.kind == "attention":
+        result = plots.plot_attention(args.model_run, out, data=args.data, index=args.index, layer=args.layer)
+        for head, key in result["top_key"].items():
+            print(f"  head {head}: most attended key patch {key}")
+    elif args.kind == "tsne":
+        result = plots.plot_tsne(args.model_run, out, data=args.data, color_by=args.color_by)
+    else:
+        result = plots.plot_mpr(args.model_run, out, data=args.data, index=args.index)
+        for m, e in result["errors"].items():
+            print(f"  {m}: MSE on masked patches {e['mse']:.4f} (predicting zero {e['mse_zero']:.4f})")
+    print(result["out"])
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spkspectra", description="Build MolSpectra spectra datasets.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    sim = sub.add_parser("simulate", help="compute UV-Vis/IR/Raman spectra (GFN2-xTB + PySCF) into a SchNetPack db")
+    from schnetpack_molspectra.data.simulate.cluster import JOBQUEUE_CLUSTERS
+
+    sim = sub.add_parser(
+        "simulate",
+        help="compute UV-Vis/IR/Raman spectra (GFN2-xTB + PySCF) into a SchNetPack db",
+        description="Compute UV-Vis/IR/Raman spectra into a SchNetPack db, serially (--workers 1) or on Dask "
+                    "distributed: this machine (--workers N), a running cluster (--scheduler) or batch jobs "
+                    "(--jobqueue). This process writes every result; a killed run started again resumes.",
+    )
     sim.add_argument("out", help="output database (.db); an existing one is resumed")
     src = sim.add_mutually_exclusive_group(required=True)
     src.add_argument("--smiles", nargs="+", help="SMILES strings (3D structures from RDKit)")
     src.add_argument("--file", "--xyz", "--db", dest="file", help="xyz / extxyz / ASE db with the structures")
     src.add_argument("--qm9", type=int, metavar="N", help="N random QM9 molecules (with their QM9 labels)")
     sim.add_argument("--seed", type=int, default=0, help="seed of the QM9 subset")
-    sim.add_argument("--workers", type=int, default=1)
+    sim.add_argument("--workers", type=int, default=None,
+                     help="worker processes on this machine (default 1: serially, in this process; N > 1: a Dask "
+                          "LocalCluster of N single-threaded workers; with --dask local: all cores)")
+    cluster = sim.add_argument_group("Dask distributed (one machine or many)")
+    where = cluster.add_mutually_exclusive_group()
+    where.add_argument("--dask", choices=["local"], default=None, help="a Dask LocalCluster of --workers processes (the default for --workers > 1)")
+    where.add_argument("--scheduler", metavar="ADDRESS", default=None, help="a running Dask cluster: its address (tcp://host:8786) or scheduler file (JSON)")
+    where.add_argument("--jobqueue", choices=sorted(JOBQUEUE_CLUSTERS), default=None,
+                       help="Dask workers as batch jobs (needs dask-jobqueue); the scheduler runs here, the nodes must reach it")
+    cluster.add_argument("--jobs", type=int, default=None, help="--jobqueue: batch jobs to submit (default 1)")
+    cluster.add_argument("--cores", type=int, default=None, help="--jobqueue: cores per job, one single-threaded worker each (default: Dask jobqueue config, else 1)")
+    cluster.add_argument("--memory", default=None, help="--jobqueue: memory per job, e.g. 16GB (default: Dask jobqueue config, else 2GB per core)")
+    cluster.add_argument("--walltime", default=None, help="--jobqueue: wall time per job, e.g. 02:00:00")
+    cluster.add_argument("--queue", default=None, help="--jobqueue: queue / partition")
+    cluster.add_argument("--account", default=None, help="--jobqueue: account to charge (project on SGE, LSF, OAR)")
+    cluster.add_argument("--job-extra", action="append", default=[], metavar="DIRECTIVE",
+                         help="--jobqueue: an extra batch directive, e.g. --job-extra=--constraint=cpu (repeatable)")
+    cluster.add_argument("--job-prologue", action="append", default=[], metavar="LINE",
+                         help="--jobqueue: a shell line run before the worker, e.g. 'source ~/venv/bin/activate' (repeatable)")
+    cluster.add_argument("--interface", default=None, help="--jobqueue: network interface of scheduler and workers, e.g. ib0")
     sim.add_argument("--retry-failed", action="store_true", help="retry molecules recorded as failed")
     defaults = SimulationSettings()
     for f in fields(SimulationSettings):
@@ -149,15 +248,50 @@ def parser() -> argparse.ArgumentParser:
     default.add_argument("--out", default=None, help="database to write (default: the cache, where spktrain looks)")
     default.add_argument("--n-molecules", type=int, default=None, help="the first N shipped molecules (default: all)")
     default.set_defaults(run=_default)
+
+    ident = sub.add_parser("identify", help="rank candidate structures for spectra with a pre-trained MolSpectra model")
+    ident.add_argument("spectra", nargs="+", help="spectra: .db, .npy/.npz, .csv (rows on the grid or two columns x,y), JCAMP-DX .jdx/.dx")
+    ident.add_argument("--model", required=True, help="best_model of molspectra_pretrain (or its run directory)")
+    ident.add_argument("--library", required=True, help="candidate structures: .db, .xyz/.extxyz, or a SMILES list (.smi/.txt/.csv)")
+    ident.add_argument("--top-k", type=int, default=5)
+    ident.add_argument("--modality", choices=list(msp.modalities), default=None, help="modality of files that do not say (.npy, CSV, JCAMP-DX)")
+    ident.add_argument("--one-molecule", action="store_true", help="all spectra files are of one molecule (e.g. ir.jdx raman.jdx)")
+    ident.add_argument("--rescale", choices=["auto", "peak", "none"], default="auto", help="auto: x,y data (CSV x,y, JCAMP-DX) to the training peak height")
+    ident.add_argument("--elements", default=None, help="elements the model knows, e.g. H,C,N,O,F (default: its training data)")
+    ident.add_argument("--csv", default=None, help="also write the results to this CSV")
+    ident.add_argument("--no-cache", action="store_true", help="do not read or write the library's embedding cache")
+    ident.add_argument("--exact-below", type=int, default=5000, help="exact search below this library size, FAISS HNSW above")
+    ident.set_defaults(run=_identify)
+
+    plot = sub.add_parser("plot", help="pictures of a pre-trained model: attention | tsne | mpr | curves")
+    plot.add_argument("kind", choices=["attention", "tsne", "mpr", "curves"])
+    plot.add_argument("model_run", metavar="RUN", help="run directory (or its best_model)")
+    plot.add_argument("--out", default=None, help="PNG to write (default: <kind>.png)")
+    plot.add_argument("--data", default=None, help="spectra database (default: the one the run trained on)")
+    plot.add_argument("--index", type=int, default=0, help="attention, mpr: molecule (row) of the database")
+    plot.add_argument("--layer", type=int, default=-1, help="attention: SpecFormer layer (default: the last)")
+    plot.add_argument("--color-by", default="gap", help="tsne: property to colour by (a QM9 label, n_atoms, n_O, ...)")
+    plot.set_defaults(run=_plot)
     return p
 
 
+def _error_line(err: BaseException) -> str:
+    """One line for an error: its message with line breaks folded (a KeyError without quotes)."""
+    message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    return " ".join(line.strip() for line in str(message).splitlines() if line.strip()) or type(err).__name__
+
+
 def main(argv=None) -> int:
+    """Run ``spkspectra``; a bad input ends it with exit code 2 and one line ``spkspectra <cmd>: error: ...``.
+
+    The readers raise ValueError subclasses (QM9SFormatError, MD17FormatError, QM9FormatError,
+    StructureInputError, SpectrumError) or FileNotFoundError, naming the file and row or molecule.
+    """
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError) as err:  # QM9SFormatError, SpectrumError too
-        print(f"spkspectra {args.command}: error: {err}", file=sys.stderr)
+    except (OSError, KeyError, ValueError) as err:  # FileNotFoundError, FileExistsError and the readers' errors
+        print(f"spkspectra {args.command}: error: {_error_line(err)}", file=sys.stderr)
         return 2
 
 

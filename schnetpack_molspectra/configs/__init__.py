@@ -7,8 +7,15 @@
   attribute of the QM9 target ``<property>`` (``data.qm9.QM9_TARGETS``: key, aggregation,
   atomrefs, is_extensive, module, ...); ``${qm9:<property>,<attribute>,<value>}`` whether it equals ``<value>``.
 
-Hydra imports this package to read the configs, which registers the resolver.
+- the ``run_uuid`` resolver: ``${run_uuid:}`` is a uuid1 made once per config (SchNetPack's
+  ``${uuid:1}`` makes a new one at each look-up). The experiments name their run directory with it:
+  Lightning's DDP launcher looks the run directory up again to start ranks 1..N-1 in it, which with
+  ``${uuid:1}`` sends them to a directory of their own (their own split file, checkpoints and
+  ``best_model``).
+
+Hydra imports this package to read the configs, which registers the resolvers.
 """
+import uuid
 from typing import Any, List, Mapping
 
 from hydra.utils import instantiate
@@ -43,3 +50,6 @@ if not OmegaConf.has_resolver("qm9"):
     from schnetpack_molspectra.finetune import qm9_attribute
 
     OmegaConf.register_new_resolver("qm9", qm9_attribute)
+
+if not OmegaConf.has_resolver("run_uuid"):
+    OmegaConf.register_new_resolver("run_uuid", lambda: str(uuid.uuid1()), use_cache=True)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import write_spectra_db
-from spktrain import TINY_ENCODER, TINY_PRETRAIN, TINY_SPECFORMER, logged_scalars, run_dir, spktrain
+from spktrain import TINY_ENCODER, TINY_PRETRAIN, TINY_SPECFORMER, cli, logged_scalars, run_dir, spktrain
 
 pytestmark = pytest.mark.slow
 
@@ -122,7 +122,7 @@ def test_killed_pretraining_resumes_from_its_last_checkpoint(tmp_path, db):
     overrides = [o for o in overrides if not o.startswith("trainer.max_epochs")]
     last = tmp_path / "runs" / "resumable" / "checkpoints" / "last.ckpt"
     env = dict(os.environ, PWD=str(tmp_path))
-    proc = subprocess.Popen(["spktrain", *overrides, "trainer.max_epochs=1000"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen([cli("spktrain"), *overrides, "trainer.max_epochs=1000"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:

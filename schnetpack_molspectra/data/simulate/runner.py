@@ -5,26 +5,35 @@ Each finished molecule is written to the database at once (one row, one sqlite
 transaction) by the parent process, tagged with its ``input_index``; a failed molecule is
 appended to ``<db>.failures.jsonl`` with its reason. A run that is killed and started
 again skips both, so no molecule is computed twice or lost.
+
+Serially (``workers=1``) the molecules run in this process; in parallel they run on Dask
+distributed (a local cluster, a running scheduler or batch jobs: ``cluster.py``), one task per
+molecule, and this process stays the only writer: it takes the results as they complete.
 """
+import itertools
 import json
 import multiprocessing
 import os
+import sys
+import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 from ase import Atoms
 from tqdm import tqdm
 
 import schnetpack_molspectra.properties as msp
-from schnetpack_molspectra.data.tblite_process import tblite_loads
+from schnetpack_molspectra.data.tblite_process import require_tblite, tblite_loads
 from schnetpack_molspectra.spectra.broadening import broaden
 from schnetpack_molspectra.spectra.grids import GRIDS
 
+from .cluster import ClusterSpec, dask_client
 from .uv import uv_spectrum_sticks
 from .xtb import SimulationError, relax, vibrational_spectra
 
-__all__ = ["MoleculeInput", "SimulationSettings", "simulate_molecule", "simulate_to_db", "failures_path"]
+__all__ = ["MoleculeInput", "SimulationSettings", "ClusterSpec", "simulate_molecule", "simulate_to_db", "failures_path"]
 
 
 @dataclass
@@ -102,6 +111,62 @@ def _work(job: Tuple[MoleculeInput, SimulationSettings]):
         return item, None, None, f"{type(err).__name__}: {err}"
 
 
+def _dask_work(job: Tuple[MoleculeInput, SimulationSettings]):
+    """:func:`_work` on a Dask worker. A worker where tblite cannot load raises (the run stops,
+    naming the molecule) rather than recording every molecule as failed."""
+    require_tblite()
+    return _work(job)
+
+
+#: molecules submitted to a Dask cluster ahead of their results (bounds the memory of the
+#: client and the scheduler for long inputs, e.g. all of QM9; more than any cluster has cores)
+MAX_IN_FLIGHT = 1000
+
+
+def _dask_results(client, jobs: Iterable[Tuple[MoleculeInput, SimulationSettings]], max_in_flight: int = MAX_IN_FLIGHT) -> Iterator[tuple]:
+    """:func:`_work`'s results of ``jobs`` computed on the cluster of the ``distributed.Client``
+    ``client``, in the order they complete.
+
+    At most ``max_in_flight`` molecules are submitted ahead. A molecule whose worker process died
+    on every try (crash or out of memory; Dask retries ``distributed.scheduler.allowed-failures``
+    times) is a failure like any other; any other task error stops the run, naming the molecule.
+    Tasks not yet done when the generator is closed are cancelled.
+    """
+    from distributed import as_completed
+    from distributed.scheduler import KilledWorker
+
+    run = uuid.uuid4().hex[:8]  # keys unique across runs sharing a scheduler
+    jobs = iter(jobs)
+    submitted = {}  # key -> (future, molecule)
+
+    def submit(job):
+        future = client.submit(_dask_work, job, key=f"spectra-{job[0].index}-{run}", pure=False)
+        submitted[future.key] = (future, job[0])
+        return future
+
+    completed = as_completed([submit(job) for job in itertools.islice(jobs, max_in_flight)])
+    try:
+        for future in completed:
+            _, item = submitted.pop(future.key)
+            try:
+                result = future.result()
+            except KilledWorker as err:
+                reason = f"KilledWorker: the Dask worker process died on every try at this molecule (crash or out of memory): {err}"
+                result = (item, None, None, reason)
+            except Exception as err:
+                raise RuntimeError(
+                    f"the Dask task of molecule {item.index} ({item.name or item.smiles or 'unnamed'}) failed: "
+                    f"{type(err).__name__}: {err}"
+                ) from err
+            future.release()
+            for job in itertools.islice(jobs, 1):  # keep the cluster busy while this one is written
+                completed.add(submit(job))
+            yield result
+    finally:
+        if submitted:
+            client.cancel([future for future, _ in submitted.values()])
+
+
 def _start_pool(workers: int):
     """Worker processes with one OpenMP thread each (set before they start: an OpenMP
     runtime already running in this process cannot be narrowed in forked children)."""
@@ -151,13 +216,25 @@ def simulate_to_db(
     label_units: Optional[Dict[str, str]] = None,
     retry_failed: bool = False,
     progress: bool = True,
+    cluster: Union[None, ClusterSpec, "distributed.Client"] = None,  # noqa: F821
+    max_in_flight: int = MAX_IN_FLIGHT,
 ) -> Dict[str, int]:
     """Simulate ``molecules`` into the SchNetPack database ``db_path`` (created or resumed).
+
+    ``workers=1`` and no ``cluster``: one molecule after the other in this process (in one fresh
+    worker process where tblite cannot load here). ``workers > 1``: a Dask ``LocalCluster`` of
+    that many single-threaded worker processes. ``cluster``: a :class:`ClusterSpec` (local, a
+    scheduler address, batch jobs; started and shut down here) or a ``distributed.Client`` already
+    connected (left open). On Dask, results are written by this process as they complete.
 
     Returns counts: ``written`` now, ``failed`` now, ``skipped`` (done or failed before).
     """
     settings = settings or SimulationSettings()
     label_units = label_units or {}
+    if cluster is not None and workers != 1:
+        raise ValueError(f"give either workers={workers} (a local Dask cluster) or a cluster, not both")
+    if cluster is None and workers > 1:
+        cluster = ClusterSpec("local", workers=workers)
     molecules = list(molecules)
     indices = [m.index for m in molecules]
     if len(set(indices)) != len(indices):
@@ -169,15 +246,29 @@ def simulate_to_db(
     if not pending:
         return counts
 
-    conn = _open_db(db_path, label_units)
     jobs = [(m, settings) for m in pending]
-    pool = None
-    if workers > 1 or not tblite_loads():  # workers are fresh processes: tblite loads there
-        pool = _start_pool(workers)
-        results = pool.imap_unordered(_work, jobs, chunksize=1)
-    else:
-        results = map(_work, jobs)
-    bar = tqdm(total=len(pending), desc="simulating spectra", unit="mol", disable=not progress)
+    with ExitStack() as stack:  # closed in reverse: results, then pool or Dask client/cluster
+        if cluster is not None:
+            client = stack.enter_context(dask_client(cluster)) if isinstance(cluster, ClusterSpec) else cluster
+            if progress:
+                print(f"simulating on Dask: {client} (dashboard {client.dashboard_link})", file=sys.stderr)
+            results = _dask_results(client, jobs, max_in_flight)
+            stack.callback(results.close)
+        elif not tblite_loads():  # a fresh process: tblite loads there
+            pool = _start_pool(1)
+            stack.callback(pool.terminate)
+            results = pool.imap_unordered(_work, jobs, chunksize=1)
+        else:
+            results = map(_work, jobs)
+        _write_results(results, db_path, label_units, len(pending), counts, progress)
+    return counts
+
+
+def _write_results(results, db_path: str, label_units: Dict[str, str], total: int, counts: Dict[str, int], progress: bool) -> None:
+    """Write each of :func:`_work`'s results as it comes: a row of ``db_path`` (with its
+    ``input_index``) or a line of ``<db>.failures.jsonl``; ``counts`` are updated as it goes."""
+    conn = _open_db(db_path, label_units)
+    bar = tqdm(total=total, desc="simulating spectra", unit="mol", disable=not progress)
     try:
         with open(failures_path(db_path), "a") as failures:
             for item, structure, props, error in results:
@@ -198,9 +289,6 @@ def simulate_to_db(
                 bar.set_postfix(failed=counts["failed"])
     finally:
         bar.close()
-        if pool is not None:
-            pool.terminate()
-    return counts
 
 
 def read_failures(db_path: str) -> List[dict]:

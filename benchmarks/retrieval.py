@@ -1,0 +1,384 @@
+"""Retrieval benchmark: identify held-out molecules from their spectra among growing QM9 libraries.
+
+For each pre-trained MolSpectra run (``--run``, a run directory with ``best_model``, ``split.npz``
+and ``config.yaml``), the queries are the molecules of its validation and test splits, which
+stage-2 training never took a gradient step on (the validation split chose the best epoch).
+Their spectra come from the database the run trained on (``config.yaml`` ``data.datapath``; the
+default dataset: the shipped xTB/sTDA sticks, broadened). Each query's spectra are embedded by
+SpecFormer and ranked against the 3D embeddings of a library of QM9 structures (qm9pack,
+B3LYP geometries) that holds the query molecules plus random other QM9 molecules: 100
+(the queries only), 1,000, 10,000 and all 130,831. Reported: recall@1/5/10 (the query's own
+QM9 entry among the top k, cosine), the median rank, and chance (k / library size), for the
+modality subsets UV+IR+Raman, IR+Raman, IR, Raman and UV (missing modalities fully masked,
+as ``identify`` does).
+
+Baselines and controls, on the libraries for which candidate spectra exist (the shipped
+molecules: the queries, and the queries + the run's training molecules):
+
+- raw-spectra nearest neighbour without learning: cosine between the concatenated
+  per-modality unit-normalised ``log10(1 + x)`` spectra. With the same simulator on both sides
+  the query's spectrum *is* in the library, so it scores 1.0 by construction; the informative
+  comparison is with ``perturbed`` queries: sticks re-broadened with frequencies x 0.97, IR/Raman
+  widths 20/16 cm^-1 (15/12 in training), UV energies x 1.03 and width 0.25 eV (a different
+  level of theory or an instrument, roughly), scored by both methods;
+- the library's geometries: xTB-relaxed (those paired with the spectra in training), QM9 B3LYP,
+  RDKit MMFF from SMILES (what ``identify`` does with a SMILES list).
+
+The library search is exact; for libraries of 5,000 or more, the FAISS HNSW index ``identify``
+uses there is checked against it (fraction of exact top-10 lists it returns).
+
+    python benchmarks/retrieval.py                                   # the stage-2 study model
+    python benchmarks/retrieval.py --run /tmp/mainjob/runs/<id> --tag mainjob
+    python benchmarks/retrieval.py --sizes 100,1000 --quick          # minutes
+
+Writes ``benchmarks/results/retrieval.json`` (one entry per ``--tag``) and prints markdown tables.
+QM9 3D embeddings are cached per model (``--workdir``), so a rerun costs minutes.
+"""
+import argparse
+import glob
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_RUN = "/work/study_runs/stage2/runs"
+SUBSETS = {"uv+ir+raman": ("uv", "ir", "raman"), "ir+raman": ("ir", "raman"), "ir": ("ir",), "raman": ("raman",), "uv": ("uv",)}
+PERTURBATION = dict(frequency_scale=0.97, ir_width=20.0, raman_width=16.0, uv_energy_scale=1.03, uv_width=0.25)
+
+
+def find_run(path):
+    if os.path.isfile(os.path.join(path, "best_model")):
+        return path
+    runs = sorted(glob.glob(os.path.join(path, "*", "best_model")))
+    if len(runs) != 1:
+        raise SystemExit(f"{path}: expected one run with a best_model below it, found {runs}")
+    return os.path.dirname(runs[0])
+
+
+def read_run_db(path):
+    """Per row of the spectra database (dataset order): gdb index, SMILES, spectra, xTB structure."""
+    from ase.db import connect
+
+    import schnetpack_molspectra.properties as msp
+
+    rows = []
+    with connect(path, use_lock_file=False) as db:
+        for row in db.select():
+            rows.append({
+                "gdb": int(np.asarray(row.data[msp.gdb_index]).reshape(-1)[0]),
+                "smiles": row.get("smiles", ""),
+                "spectra": {m: np.asarray(row.data[msp.spectra[m]], np.float32).reshape(-1) for m in msp.modalities},
+                "atoms": row.toatoms(),
+            })
+    return rows
+
+
+def ranks(scores, truth):
+    """1-based rank of each query's true library entry (ties counted against it)."""
+    true_scores = scores[np.arange(len(truth)), truth]
+    return 1 + (scores > true_scores[:, None]).sum(1)
+
+
+def recall(r, n):
+    return {"recall@1": float(np.mean(r <= 1)), "recall@5": float(np.mean(r <= 5)), "recall@10": float(np.mean(r <= 10)),
+            "median_rank": float(np.median(r)), "library": int(n),
+            "chance@1": 1.0 / n, "chance@5": min(5, n) / n, "chance@10": min(10, n) / n}
+
+
+def raw_vectors(spectra_list, modalities):
+    """Concatenated per-modality unit-normalised log10(1 + x) spectra, unit-normalised."""
+    parts = []
+    for m in modalities:
+        x = np.log10(1.0 + np.stack([s[m] for s in spectra_list]).astype(np.float64))
+        parts.append(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
+    v = np.concatenate(parts, 1)
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def perturbed_spectra(gdbs):
+    """The shipped sticks of these molecules re-broadened with PERTURBATION."""
+    from schnetpack_molspectra.data.simulate.runner import SimulationSettings
+    from schnetpack_molspectra.data.sticks import load_sticks, sticks_to_spectra
+
+    import schnetpack_molspectra.properties as msp
+
+    wanted = set(gdbs)
+    settings = SimulationSettings(**PERTURBATION)
+    found = {s.gdb_index: s for s in load_sticks() if s.gdb_index in wanted}
+    missing = wanted - set(found)
+    if missing:
+        raise SystemExit(f"no shipped sticks for GDB {sorted(missing)[:5]}: the run's database is not the default dataset")
+    out = []
+    for g in gdbs:
+        spectra = sticks_to_spectra(found[g], settings)
+        out.append({m: spectra[msp.spectra[m]].reshape(-1) for m in msp.modalities})
+    return out
+
+
+def queries_from(spectra_list, names, subset):
+    from schnetpack_molspectra.spectra.io import QuerySpectrum
+
+    return [QuerySpectrum(n, {m: s[m] for m in subset}, n) for n, s in zip(names, spectra_list)]
+
+
+def qm9_embeddings(enc, table, workdir, log, needed=None):
+    """3D embeddings of QM9 (qm9pack geometries) for this model: all of it, cached in ``workdir``,
+    or only the rows ``needed`` (not cached; the other rows NaN)."""
+    from schnetpack_molspectra.data.qm9 import row_atoms
+    from schnetpack_molspectra.identify import check_elements, encode_structures
+
+    path = os.path.join(workdir, f"qm9_embeddings_{enc.sha256[:16]}.npy")
+    if os.path.isfile(path):
+        log(f"QM9 embeddings from {path}")
+        return np.load(path), 0.0
+    start = time.time()
+    rows = np.arange(len(table)) if needed is None else np.unique(needed)
+    atoms = [row_atoms(r) for r in table.iloc[rows].itertuples(index=False)]
+    check_elements(enc, atoms, [f"gdb_{i}" for i in table["Index"].to_numpy()[rows]], "qm9pack")
+    log(f"embedding {len(atoms)} QM9 structures ...")
+    vectors = encode_structures(enc, atoms, batch_size=256, progress=True)
+    if needed is not None:
+        full = np.full((len(table), vectors.shape[1]), np.nan, dtype=np.float32)
+        full[rows] = vectors
+        return full, time.time() - start
+    os.makedirs(workdir, exist_ok=True)
+    np.save(path + ".partial.npy", vectors)
+    os.replace(path + ".partial.npy", path)
+    return vectors, time.time() - start
+
+
+def rdkit_atoms(smiles_list, fallback):
+    """RDKit 3D structures as ``identify`` builds them from a SMILES list; where RDKit fails,
+    the ``fallback`` structure (counted)."""
+    from schnetpack_molspectra.identify import smiles_to_3d
+
+    atoms, failed = [], 0
+    for s, other in zip(smiles_list, fallback):
+        try:
+            atoms.append(smiles_to_3d(s))
+        except ValueError:
+            atoms.append(other)
+            failed += 1
+    return atoms, failed
+
+
+def benchmark_run(run, sizes, workdir, seed, quick, log):
+    import torch
+
+    from schnetpack_molspectra.data.qm9 import gdb_positions, load_qm9pack
+    from schnetpack_molspectra.identify import VectorIndex, _run_config, _training_db, encode_spectra, encode_structures, load_model
+
+    timings = {}
+    t = time.time()
+    enc = load_model(os.path.join(run, "best_model"))
+    db = _training_db(_run_config(os.path.join(run, "best_model")))
+    split = np.load(os.path.join(run, "split.npz"))
+    rows = read_run_db(db)
+    val, test, train = (np.asarray(split[k], dtype=int) for k in ("val_idx", "test_idx", "train_idx"))
+    q_idx = np.concatenate([val, test])
+    queries = [rows[i] for i in q_idx]
+    names = [f"gdb_{r['gdb']}" for r in queries]
+    table = load_qm9pack()
+    q_pos = np.array(gdb_positions(table, [r["gdb"] for r in queries]))
+    inchi = table["InChi"].to_numpy()
+    inchi_counts = {}
+    for x in inchi:
+        inchi_counts[x] = inchi_counts.get(x, 0) + 1
+    n_dup = int(sum(inchi_counts[inchi[p]] > 1 for p in q_pos))
+    timings["load"] = time.time() - t
+    log(f"{run}: {len(queries)} queries (val {len(val)} + test {len(test)}), database {db}, model {enc.sha256[:12]}")
+
+    # spectra embeddings per modality subset, clean and perturbed
+    t = time.time()
+    clean = [r["spectra"] for r in queries]
+    perturbed = perturbed_spectra([r["gdb"] for r in queries])
+    spec = {}
+    for kind, spectra_list in (("clean", clean), ("perturbed", perturbed)):
+        for name, subset in SUBSETS.items():
+            if kind == "perturbed" and name not in ("uv+ir+raman", "ir"):
+                continue
+            if not set(subset) & set(enc.modalities):
+                continue
+            spec[kind, name] = encode_spectra(enc, queries_from(spectra_list, names, subset))
+    timings["spectra_embeddings"] = time.time() - t
+
+    # QM9 library embeddings (all of QM9, cached, when a library is all of it)
+    n_qm9 = len(table)
+    rng = np.random.default_rng(seed)
+    others = np.setdiff1d(np.arange(n_qm9), q_pos)
+    others = others[rng.permutation(len(others))]
+    largest = max(n_qm9 if s == "all" else int(s) for s in sizes)
+    shipped_pos = np.array(gdb_positions(table, [r["gdb"] for r in rows]))
+    needed = None if largest >= n_qm9 else np.concatenate([q_pos, others[: largest - len(q_pos)], shipped_pos])
+    qm9_vectors, timings["qm9_embeddings"] = qm9_embeddings(enc, table, workdir, log, needed)
+
+    results = {"library_qm9": {}, "shipped": {}, "hnsw": {}}
+    t = time.time()
+    for size in sizes:
+        n = n_qm9 if size == "all" else int(size)
+        library = np.concatenate([q_pos, others[: n - len(q_pos)]])
+        truth = np.arange(len(q_pos))  # the queries come first in the library
+        lib_vectors = qm9_vectors[library]
+        entry = {}
+        for (kind, name), vectors in spec.items():
+            r = ranks(vectors @ lib_vectors.T, truth)
+            entry[f"{kind}:{name}"] = recall(r, n)
+            if kind == "clean" and name == "uv+ir+raman":
+                entry["clean:uv+ir+raman:test_only"] = recall(r[len(val):], n)
+                entry["clean:uv+ir+raman:val_only"] = recall(r[: len(val)], n)
+                if n >= 5000:  # the FAISS index identify uses at this size vs exact search
+                    t_index = time.time()
+                    index = VectorIndex(lib_vectors, exact_below=5000)
+                    built = time.time() - t_index
+                    exact = VectorIndex(lib_vectors, exact_below=n + 1)
+                    _, approx_top = index.search(vectors, 10)
+                    _, exact_top = exact.search(vectors, 10)
+                    agree = float(np.mean([set(a) == set(b) for a, b in zip(approx_top, exact_top)]))
+                    approx_rank1 = float(np.mean(approx_top[:, 0] == truth))
+                    results["hnsw"][str(n)] = {"top10_lists_identical": agree, "recall@1_hnsw": approx_rank1,
+                                               "recall@1_exact": entry[f"{kind}:{name}"]["recall@1"], "build_s": built}
+        results["library_qm9"][str(n)] = entry
+        log(f"  QM9 library {n}: recall@1 (uv+ir+raman) {entry['clean:uv+ir+raman']['recall@1']:.3f}")
+    timings["qm9_search"] = time.time() - t
+
+    # libraries with candidate spectra: the shipped molecules (queries, + the training molecules)
+    t = time.time()
+    shipped_sets = {"queries": q_idx, "queries+train": np.concatenate([q_idx, train])}
+    for set_name, idx in shipped_sets.items():
+        lib_rows = [rows[i] for i in idx]
+        n = len(idx)
+        truth = np.arange(len(q_idx))
+        entry = {}
+        for kind, spectra_list in (("clean", clean), ("perturbed", perturbed)):
+            for name, subset in SUBSETS.items():
+                if kind == "perturbed" and name not in ("uv+ir+raman", "ir"):
+                    continue
+                raw_lib = raw_vectors([r["spectra"] for r in lib_rows], subset)
+                raw_q = raw_vectors(spectra_list, subset)
+                entry[f"raw:{kind}:{name}"] = recall(ranks(raw_q @ raw_lib.T, truth), n)
+        # MolSpectra against the same molecules with three kinds of geometry
+        geoms = {"xtb": [r["atoms"] for r in lib_rows], "qm9": None}
+        if not quick:
+            log(f"  RDKit 3D for {n} SMILES ...")
+            geoms["rdkit"], entry["rdkit_failed"] = rdkit_atoms([r["smiles"] for r in lib_rows], geoms["xtb"])
+        positions = np.array(gdb_positions(table, [r["gdb"] for r in lib_rows]))
+        for geo, atoms in geoms.items():
+            lib_vectors = qm9_vectors[positions] if atoms is None else encode_structures(enc, atoms)
+            for (kind, name), vectors in spec.items():
+                if name in ("uv+ir+raman", "ir") or geo == "qm9":
+                    entry[f"molspectra[{geo}]:{kind}:{name}"] = recall(ranks(vectors @ lib_vectors.T, truth), n)
+        results["shipped"][set_name] = entry
+        log(f"  shipped library {set_name} ({n}): MolSpectra[qm9] {entry['molspectra[qm9]:clean:uv+ir+raman']['recall@1']:.3f}, "
+            f"raw perturbed {entry['raw:perturbed:uv+ir+raman']['recall@1']:.3f}, MolSpectra perturbed "
+            f"{entry['molspectra[qm9]:perturbed:uv+ir+raman']['recall@1']:.3f}")
+    timings["shipped"] = time.time() - t
+    return {
+        "run": run,
+        "model_sha256": enc.sha256,
+        "database": db,
+        "queries": {"val": len(val), "test": len(test), "train_molecules": len(train),
+                    "queries_with_qm9_inchi_duplicates": n_dup},
+        "model": {"encoder": type(enc.model.representation).__name__, "n_features": int(qm9_vectors.shape[1]),
+                  "modalities": enc.modalities, "torch_threads": torch.get_num_threads()},
+        "perturbation": PERTURBATION,
+        "results": results,
+        "timings_s": timings,
+    }
+
+
+def fmt(x):
+    return f"{x:.3f}" if x >= 0.001 else f"{x:.1e}"
+
+
+def markdown(entry):
+    lines = []
+    res = entry["results"]
+    sizes = list(res["library_qm9"])
+    lines.append(f"Queries: {entry['queries']['val']} validation + {entry['queries']['test']} test molecules; "
+                 f"library = the queries + random QM9 molecules (qm9pack B3LYP geometries).")
+    lines.append("")
+    lines.append("| spectra given | library | recall@1 | recall@5 | recall@10 | median rank | chance@1 | chance@10 |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for name in SUBSETS:
+        for n in sizes:
+            r = res["library_qm9"][n].get(f"clean:{name}")
+            if r:
+                lines.append(f"| {name} | {int(n):,} | {fmt(r['recall@1'])} | {fmt(r['recall@5'])} | {fmt(r['recall@10'])} | "
+                             f"{r['median_rank']:g} | {fmt(r['chance@1'])} | {fmt(r['chance@10'])} |")
+    lines.append("")
+    lines.append("Perturbed query spectra (frequencies x0.97, wider lines, UV x1.03), same libraries:")
+    lines.append("")
+    lines.append("| spectra given | library | recall@1 | recall@5 | recall@10 | median rank |")
+    lines.append("|---|---|---|---|---|---|")
+    for name in ("uv+ir+raman", "ir"):
+        for n in sizes:
+            r = res["library_qm9"][n].get(f"perturbed:{name}")
+            if r:
+                lines.append(f"| {name} (perturbed) | {int(n):,} | {fmt(r['recall@1'])} | {fmt(r['recall@5'])} | "
+                             f"{fmt(r['recall@10'])} | {r['median_rank']:g} |")
+    lines.append("")
+    lines.append("Libraries with candidate spectra (shipped molecules): raw-spectra nearest neighbour vs MolSpectra, recall@1 (recall@10):")
+    lines.append("")
+    keys = [k for k, v in res["shipped"]["queries"].items() if isinstance(v, dict)]
+    lines.append("| method : query spectra : modalities | " + " | ".join(f"{s} ({len(entry['results']['shipped'][s]) and int(res['shipped'][s][keys[0]]['library'])})" for s in res["shipped"]) + " |")
+    lines.append("|---|" + "---|" * len(res["shipped"]))
+    for k in keys:
+        if k.startswith("molspectra[qm9]") and k.split(":")[2] not in ("uv+ir+raman", "ir"):
+            continue
+        cells = [f"{fmt(res['shipped'][s][k]['recall@1'])} ({fmt(res['shipped'][s][k]['recall@10'])})" for s in res["shipped"]]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    failed = {s: v.get("rdkit_failed") for s, v in res["shipped"].items() if v.get("rdkit_failed") is not None}
+    if failed:
+        lines.append("")
+        lines.append("RDKit could not embed " + ", ".join(f"{n} of the {s} library" for s, n in failed.items())
+                     + " (their xTB geometry stands in).")
+    if res["hnsw"]:
+        lines.append("")
+        for n, h in res["hnsw"].items():
+            lines.append(f"FAISS HNSW at {int(n):,}: top-10 lists identical to exact search for {h['top10_lists_identical']:.0%} of queries, "
+                         f"recall@1 {h['recall@1_hnsw']:.3f} vs exact {h['recall@1_exact']:.3f}, built in {h['build_s']:.1f} s.")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--run", default=DEFAULT_RUN, help="run directory (or a folder with exactly one run below it)")
+    p.add_argument("--tag", default="stage2", help="name of this entry in the results file")
+    p.add_argument("--sizes", default="100,1000,10000,all", help="library sizes (all = 130,831)")
+    p.add_argument("--workdir", default=None, help="cache of QM9 embeddings (default: $MOLSPECTRA_CACHE/retrieval_benchmark)")
+    p.add_argument("--out", default=os.path.join(HERE, "results", "retrieval.json"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="leave out the RDKit geometries")
+    args = p.parse_args(argv)
+
+    import schnetpack_molspectra  # noqa: F401  (tblite before torch)
+    from schnetpack_molspectra.data.default import cache_dir
+
+    start = time.time()
+    workdir = args.workdir or os.path.join(cache_dir(), "retrieval_benchmark")
+    log = lambda text: print(f"[{time.time() - start:7.1f} s] {text}", file=sys.stderr, flush=True)  # noqa: E731
+    run = find_run(args.run)
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    entry = benchmark_run(run, sizes, workdir, args.seed, args.quick, log)
+    entry["wall_s"] = time.time() - start
+    entry["command"] = "python benchmarks/retrieval.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    entry["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+    results = {}
+    if os.path.isfile(args.out):
+        with open(args.out) as f:
+            results = json.load(f)
+    results[args.tag] = entry
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"## retrieval, {args.tag} ({run})\n")
+    print(markdown(entry))
+    print(f"\nwall {entry['wall_s']:.0f} s on {entry['machine']}; timings {json.dumps({k: round(v, 1) for k, v in entry['timings_s'].items()})}")
+
+
+if __name__ == "__main__":
+    main()
