@@ -13,7 +13,7 @@ as in the released MolSpectra code (which loads every matching key):
 SpecFormer and the other pre-training heads stay behind.
 """
 import os
-from typing import Dict, Optional
+from typing import Dict, Mapping, Optional
 
 import torch
 from torch import nn
@@ -38,20 +38,49 @@ class PretrainedModelError(ValueError):
 
 def stored_state(path: str) -> Dict[str, torch.Tensor]:
     """All weights and buffers stored in ``path`` (a ``best_model`` or a Lightning ``.ckpt``),
-    keyed as in the model (``representation.*``, ``output_modules.0.*``, ...)."""
+    keyed as in the model (``representation.*``, ``output_modules.0.*``, ...).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        PretrainedModelError: ``path`` is a directory, not readable by ``torch.load``, or holds
+            something other than a SchNetPack model or a Lightning checkpoint (named).
+    """
+    if os.path.isdir(path):
+        raise PretrainedModelError(f"pre-trained model {path} is a directory; give its best_model or a .ckpt file in it")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pre-trained model {path} does not exist")
+    from schnetpack_molspectra.data.qm9 import damaged_zip
+
+    damage = damaged_zip(path)  # before unpickling: a damaged pickle can allocate gigabytes
+    if damage is not None:
+        raise PretrainedModelError(f"cannot read pre-trained model {path}: {damage}")
     try:
         stored = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
-        raise PretrainedModelError(f"cannot read pre-trained model {path}: {type(err).__name__}: {err}") from err
+        message = " ".join(str(err).split())[:300]
+        raise PretrainedModelError(f"cannot read pre-trained model {path}: {type(err).__name__}: {message}") from err
     if isinstance(stored, nn.Module):
         if not hasattr(stored, "representation"):
             raise PretrainedModelError(f"{path}: model {type(stored).__name__} has no 'representation' (encoder)")
         return stored.state_dict()
     if isinstance(stored, dict) and "state_dict" in stored:
-        return {k[len("model."):]: v for k, v in stored["state_dict"].items() if k.startswith("model.")}
+        return _checked_state(stored["state_dict"], path)
     raise PretrainedModelError(f"{path}: neither a SchNetPack model nor a Lightning checkpoint ({type(stored).__name__})")
+
+
+def _checked_state(state_dict, path: str) -> Dict[str, torch.Tensor]:
+    """The ``model.*`` entries of a Lightning ``state_dict``, which must map names to tensors."""
+    if not isinstance(state_dict, Mapping):
+        raise PretrainedModelError(f"{path}: its 'state_dict' is a {type(state_dict).__name__}, not a mapping of names to tensors")
+    state = {}
+    for key, value in state_dict.items():
+        if not isinstance(key, str):
+            raise PretrainedModelError(f"{path}: its 'state_dict' has a key {key!r} that is not a parameter name")
+        if key.startswith("model."):
+            if not isinstance(value, torch.Tensor):
+                raise PretrainedModelError(f"{path}: {key} is a {type(value).__name__}, not a tensor")
+            state[key[len("model."):]] = value
+    return state
 
 
 def _sub_state(state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
@@ -79,12 +108,22 @@ def denoising_head_state(path: str, state: Optional[Dict[str, torch.Tensor]] = N
     return _sub_state(state, prefixes[0]) if prefixes else None
 
 
+def _kind(tensor: torch.Tensor) -> str:
+    """The kind of number a tensor holds; float32 and float64 are one kind, load_state_dict converts them."""
+    if tensor.is_complex():
+        return "complex"
+    if tensor.is_floating_point():
+        return "float"
+    return "bool" if tensor.dtype == torch.bool else "integer"
+
+
 def load_state_checked(module: nn.Module, state: Dict[str, torch.Tensor], path: str, what: str) -> nn.Module:
     """``module.load_state_dict(state)`` after checking the keys and shapes match.
 
     Raises:
-        PretrainedModelError: naming ``path`` and the missing, unexpected and mis-shaped
-            parameters when the stored ``what`` has another architecture.
+        PretrainedModelError: naming ``path`` and the missing, unexpected, mis-shaped and
+            mis-typed (complex, bool or integer for a float) parameters when the stored ``what``
+            has another architecture, or the parameters holding NaN/inf.
     """
     target = module.state_dict()
     missing = sorted(set(target) - set(state))
@@ -94,14 +133,25 @@ def load_state_checked(module: nn.Module, state: Dict[str, torch.Tensor], path: 
         for k in set(state) & set(target)
         if state[k].shape != target[k].shape
     )
-    if missing or unexpected or mis_shaped:
+    mis_typed = sorted(  # load_state_dict would cast them silently (complex -> real, bool -> 0/1)
+        f"{k} {state[k].dtype} vs {target[k].dtype}"
+        for k in set(state) & set(target)
+        if _kind(state[k]) != _kind(target[k])
+    )
+    if missing or unexpected or mis_shaped or mis_typed:
         problems = []
         for label, names in (("missing in checkpoint", missing), (f"not in this {what}", unexpected),
-                             (f"shape (checkpoint vs {what})", mis_shaped)):
+                             (f"shape (checkpoint vs {what})", mis_shaped), (f"type (checkpoint vs {what})", mis_typed)):
             if names:
                 problems.append(f"{label}: {names[:8]}{' ...' if len(names) > 8 else ''}")
         raise PretrainedModelError(f"{path}: its {what} does not match {type(module).__name__}: " + "; ".join(problems))
-    module.load_state_dict(state)
+    non_finite = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if non_finite:
+        raise PretrainedModelError(f"{path}: its {what} has non-finite values (NaN/inf) in {non_finite[:8]}")
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:  # e.g. a tensor whose dtype cannot be copied into the parameter
+        raise PretrainedModelError(f"{path}: its {what} cannot be loaded into {type(module).__name__}: {err}") from err
     return module
 
 

@@ -7,38 +7,137 @@ from ase import Atoms
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.simulate.runner import MoleculeInput
 
-__all__ = ["from_smiles", "from_file", "from_qm9"]
+__all__ = ["StructureInputError", "smiles_to_atoms", "from_smiles", "from_file", "from_qm9"]
+
+
+class StructureInputError(ValueError):
+    """Structures that cannot be read; the message names the file (or SMILES) and the molecule."""
 
 
 def smiles_to_atoms(smiles: str, seed: int = 0) -> Atoms:
-    """A 3D structure (with hydrogens) embedded and force-field relaxed by RDKit."""
-    from rdkit import Chem
+    """A 3D structure (with hydrogens) embedded and force-field relaxed by RDKit.
+
+    Raises:
+        ValueError: RDKit cannot parse or embed ``smiles`` (named), or it has dummy atoms (``*``).
+    """
+    from rdkit import Chem, rdBase
     from rdkit.Chem import AllChem
 
-    mol = Chem.MolFromSmiles(smiles)
-    if mol is None:
-        raise ValueError(f"RDKit cannot parse SMILES {smiles!r}")
-    mol = Chem.AddHs(mol)
-    if AllChem.EmbedMolecule(mol, randomSeed=seed) != 0:
-        raise ValueError(f"RDKit could not embed SMILES {smiles!r} in 3D")
-    AllChem.MMFFOptimizeMolecule(mol)
+    with rdBase.BlockLogs():  # the reason goes into the error, not onto stderr
+        try:
+            mol = Chem.MolFromSmiles(smiles)
+        except Exception as err:  # RDKit raises for some inputs (e.g. NUL bytes) instead of returning None
+            raise ValueError(f"RDKit cannot parse SMILES {smiles!r} ({type(err).__name__}: {err})") from err
+        if mol is None or mol.GetNumAtoms() == 0:
+            raise ValueError(f"RDKit cannot parse SMILES {smiles!r}")
+        if any(a.GetAtomicNum() == 0 for a in mol.GetAtoms()):
+            raise ValueError(f"SMILES {smiles!r} has dummy atoms (*), which cannot be simulated")
+        mol = Chem.AddHs(mol)
+        if AllChem.EmbedMolecule(mol, randomSeed=seed) != 0:
+            raise ValueError(f"RDKit could not embed SMILES {smiles!r} in 3D")
+        AllChem.MMFFOptimizeMolecule(mol)
     return Atoms(numbers=[a.GetAtomicNum() for a in mol.GetAtoms()], positions=mol.GetConformer().GetPositions())
 
 
 def from_smiles(smiles: Sequence[str]) -> List[MoleculeInput]:
-    """One input per SMILES; a SMILES RDKit cannot handle raises, naming it."""
-    return [MoleculeInput(i, smiles_to_atoms(s), name=s, smiles=s) for i, s in enumerate(smiles)]
+    """One input per SMILES.
+
+    Raises:
+        StructureInputError: naming the first SMILES RDKit cannot handle and its position.
+    """
+    inputs = []
+    for i, s in enumerate(smiles):
+        try:
+            inputs.append(MoleculeInput(i, smiles_to_atoms(s), name=s, smiles=s))
+        except ValueError as err:
+            raise StructureInputError(f"SMILES {i}: {err}") from err
+    return inputs
+
+
+def _structure_problem(atoms: Atoms) -> Optional[str]:
+    """What makes one structure unusable (no atoms, unknown elements, non-finite positions), or None."""
+    if len(atoms) == 0:
+        return "has no atoms"
+    if (atoms.numbers < 1).any() or (atoms.numbers > 118).any():
+        return f"has atoms of no element (atomic numbers {sorted(set(atoms.numbers.tolist()))[:5]})"
+    if not np.isfinite(atoms.positions).all():
+        return "has non-finite positions"
+    return None
+
+
+def _xyz_count_problem(path: str) -> Optional[str]:
+    """The first structure of an xyz/extxyz file whose atom count runs past the end of the file, or None.
+
+    ``ase.io`` reads such a count (a garbled ``99999999999``) line by line for ever. Counts that
+    are not integers are left to ``ase.io``, which names them.
+    """
+    with open(path, "rb") as f:
+        total = sum(1 for _ in f)
+        f.seek(0)
+        number, frame = 0, 0
+        line = f.readline()
+        while line.strip():
+            number += 1
+            try:
+                n_atoms = int(line)
+            except ValueError:
+                return None
+            if n_atoms > total - number - 1:
+                return f"structure {frame}: line {number} gives {n_atoms} atoms, but the file ends {total - number} lines later"
+            for _ in range(n_atoms + 1):  # the comment line and the atoms
+                f.readline()
+            number += n_atoms + 1
+            line = f.readline()
+            while line.lstrip().startswith(b"VEC"):  # extxyz lattice vectors
+                number += 1
+                line = f.readline()
+            frame += 1
+    return None
+
+
+def _read_structures(path: str) -> List[Atoms]:
+    """Every structure in ``path`` by ``ase.io``; a failure names the structure it was reading."""
+    from ase.io import iread
+    from ase.io.formats import filetype
+
+    try:
+        xyz = filetype(path) in ("xyz", "extxyz")
+    except Exception:  # an empty or unknown file: iread says so below
+        xyz = False
+    problem = _xyz_count_problem(path) if xyz else None
+    if problem is not None:
+        raise StructureInputError(f"{path}: {problem}")
+    frames = []
+    try:
+        for atoms in iread(path, index=":"):
+            frames.append(atoms)
+    except Exception as err:  # ase.io raises what its parsers raise: XYZError, UnicodeDecodeError, KeyError, sqlite3...
+        raise StructureInputError(
+            f"{path}: cannot read structure {len(frames)} ({type(err).__name__}: {str(err)[:200]})"
+        ) from err
+    return frames
 
 
 def from_file(path: str) -> List[MoleculeInput]:
-    """Every structure in an xyz/extxyz file or an ASE/SchNetPack db (read by ``ase.io``)."""
+    """Every structure in an xyz/extxyz file or an ASE/SchNetPack db (read by ``ase.io``).
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        StructureInputError: the file is not readable by ``ase.io``, holds no structures, or a
+            structure without atoms, with unknown elements or non-finite positions (named).
+    """
     import os
 
-    from ase.io import read
+    from schnetpack_molspectra.data.qm9 import require_file
 
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"structure file {path} does not exist")
-    frames = read(path, index=":")
+    require_file(path, "structure file")
+    frames = _read_structures(path)
+    if not frames:
+        raise StructureInputError(f"{path}: no structures in it")
+    for i, atoms in enumerate(frames):
+        problem = _structure_problem(atoms)
+        if problem is not None:
+            raise StructureInputError(f"{path}: structure {i} {problem}")
     return [MoleculeInput(i, a, name=f"{os.path.basename(path)}:{i}") for i, a in enumerate(frames)]
 
 

@@ -6,11 +6,13 @@ cal/mol/K, GHz), so ``spktrain experiment=qm9_atomwise data.datapath=<db>`` work
 import ast
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 from ase import Atoms
+from ase.data import chemical_symbols
 from schnetpack.datasets import QM9
 from tqdm import tqdm
 
@@ -25,6 +27,14 @@ __all__ = [
     "load_qm9pack",
     "qm9_molecules",
     "build_qm9_db",
+    "QM9FormatError",
+    "read_qm9_xyz",
+    "qm9_xyz_archive",
+    "require_file",
+    "damaged_zip",
+    "check_new_database",
+    "partial_path",
+    "new_database",
 ]
 
 #: qm9pack column -> SchNetPack QM9 property name (in the order of a QM9 xyz file's line 2)
@@ -133,12 +143,24 @@ def qm9_atomrefs(max_z: int = 100) -> dict:
 
 
 def load_qm9pack():
-    """All of QM9 as a pandas DataFrame (one row per molecule, ordered by GDB index)."""
-    try:
-        import qm9pack
-    except ImportError as err:
-        raise ImportError("QM9 offline needs the 'qm9pack' package: pip install qm9pack") from err
-    return qm9pack.get_data("qm9").sort_values("Index").reset_index(drop=True)
+    """All of QM9 as a pandas DataFrame (one row per molecule, ordered by GDB index).
+
+    Reads the CSV files that ``qm9pack`` ships, as its ``get_data("qm9")`` does (three parts plus the
+    polarizabilities, joined on ``XYZ_file``), without importing ``qm9pack`` itself: its module imports
+    ``pkg_resources``, which setuptools >= 81 (as on Python 3.12 stacks) no longer has.
+    """
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.find_spec("qm9pack")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("QM9 offline needs the 'qm9pack' package: pip install qm9pack")
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "data")
+    parts = [pd.read_csv(os.path.join(folder, f"qm9_part{k}.csv")) for k in (1, 2, 3)]
+    polarizability = pd.read_csv(os.path.join(folder, "qm9_polarizability.csv"))
+    table = pd.concat(parts, ignore_index=True).merge(polarizability, on="XYZ_file", how="inner")
+    return table.sort_values("Index").reset_index(drop=True)
 
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
@@ -182,49 +204,234 @@ def qm9_molecules(table, positions: Optional[Sequence[int]] = None) -> Iterator:
         yield row_atoms(row), row_labels(row), row.SMILES, frequencies
 
 
+class QM9FormatError(ValueError):
+    """A QM9 xyz file or archive not in the standard format; the message names the file and molecule."""
+
+
+def require_file(path: str, what: str, missing: str = "does not exist") -> None:
+    """Raise :class:`FileNotFoundError` ``"<what> <path> <missing>"`` unless ``path`` is a file."""
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"{what} {path} is a directory, not a file")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} {path} {missing}")
+
+
+def damaged_zip(path: str) -> Optional[str]:
+    """Why the zip archive at ``path`` (``torch.save``, ``numpy.savez``) is damaged, or None if
+    it is whole or not a zip archive. Reads every member once and checks its CRC.
+
+    Run before unpickling: a damaged pickle can make ``torch.load(weights_only=False)``
+    allocate gigabytes before it fails.
+    """
+    import zipfile
+    import zlib
+
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error, NotImplementedError, ValueError,
+            RuntimeError) as err:  # RuntimeError: a flipped flag bit makes a member "encrypted"
+        return f"damaged zip archive ({type(err).__name__}: {err})"
+    return f"damaged zip archive (CRC mismatch in {bad})" if bad else None
+
+
+def partial_path(path: str) -> str:
+    """Where :func:`new_database` builds ``path`` (``x.db`` -> ``x.partial.db``)."""
+    return path[: -len(".db")] + ".partial.db"
+
+
+def check_new_database(path: str) -> None:
+    """Raise unless ``path`` can be a new SchNetPack database: ``.db``, and neither it nor its
+    partial file (:func:`partial_path`) there yet."""
+    if not str(path).endswith(".db"):
+        raise ValueError(f"{path}: a SchNetPack database needs the extension .db")
+    if os.path.exists(path):
+        raise FileExistsError(f"{path} exists; remove it or choose another path")
+    partial = partial_path(str(path))
+    if os.path.exists(partial):
+        raise FileExistsError(
+            f"{partial} exists: a conversion to {path} is running or was killed; remove {partial} and start again"
+        )
+
+
+@contextmanager
+def new_database(path: str) -> Iterator[str]:
+    """Build a new database at ``path`` through ``<path>.partial.db``; yields the partial path.
+
+    The partial file is renamed to ``path`` when the block ends and removed when it raises,
+    so ``path`` is whole or absent. No existing file is removed or overwritten: an existing
+    ``path`` is refused, and so is an existing partial file (a conversion to ``path`` that runs
+    or was killed).
+    """
+    check_new_database(path)
+    partial = partial_path(path)
+    try:
+        yield partial
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
+    _rename_new(partial, path)
+
+
+def _rename_new(partial: str, path: str) -> None:
+    """Rename ``partial`` to ``path`` unless ``path`` appeared meanwhile (then ``partial`` is kept)."""
+    appeared = FileExistsError(f"{path} was created while this conversion ran; its result is kept in {partial}")
+    try:
+        os.link(partial, path)  # fails if path exists, unlike os.replace
+    except FileExistsError:
+        raise appeared from None
+    except OSError:  # a file system without hard links
+        if os.path.exists(path):
+            raise appeared from None
+        os.replace(partial, path)
+        return
+    os.remove(partial)
+
+
 #: properties on line 2 of a dsgdb9nsd xyz file, after "gdb <index>"
 _XYZ_PROPERTIES = list(QM9_COLUMNS.values())
+_ELEMENTS = frozenset(chemical_symbols[1:])
 
 
-def _xyz_number(text: str) -> float:
-    return float(text.replace("*^", "e"))  # the QM9 files write 1.2*^-6 for 1.2e-6
+def _xyz_number(text: str, where: str) -> float:
+    """A finite number as the QM9 files write it (``1.2*^-6`` for 1.2e-6)."""
+    try:
+        value = float(text.replace("*^", "e"))
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value):
+        raise ValueError(f"{where}: {text[:30]!r} is not a finite number")
+    return value
+
+
+def _xyz_fields(lines: List[str], i: int, what: str) -> List[str]:
+    """The whitespace-separated fields of line ``i`` (0-based), which must exist."""
+    if i >= len(lines):
+        raise ValueError(f"the file ends after line {len(lines)}, before the {what} (line {i + 1})")
+    return lines[i].split()
+
+
+def _xyz_header(lines: List[str]) -> tuple:
+    """Number of atoms (line 1) and labels (line 2: ``gdb <index>`` + the 15 properties)."""
+    count = _xyz_fields(lines, 0, "number of atoms")
+    if len(count) != 1 or not count[0].isdigit() or int(count[0]) < 1:
+        raise ValueError(f"line 1 is {lines[0][:40]!r}, expected the number of atoms")
+    header = _xyz_fields(lines, 1, "properties")
+    if len(header) != 2 + len(_XYZ_PROPERTIES) or header[0] != "gdb" or not header[1].isdigit():
+        raise ValueError(f"line 2 has {len(header)} fields, expected 'gdb <index>' + {len(_XYZ_PROPERTIES)} properties")
+    labels = {k: _xyz_number(v, f"line 2, {k}") for k, v in zip(_XYZ_PROPERTIES, header[2:])}
+    labels[msp.gdb_index] = int(header[1])
+    return int(count[0]), labels
+
+
+def _xyz_atoms(lines: List[str], n: int) -> Atoms:
+    """The ``n`` atom lines (``<element> x y z <charge>``) after the header."""
+    symbols, positions = [], []
+    for i in range(2, 2 + n):
+        fields = _xyz_fields(lines, i, f"atom {i - 1} of {n}")
+        if len(fields) < 4 or fields[0] not in _ELEMENTS:
+            raise ValueError(f"line {i + 1} is {lines[i][:60]!r}, expected atom {i - 1} of {n}: '<element> x y z charge'")
+        symbols.append(fields[0])
+        positions.append([_xyz_number(x, f"line {i + 1}") for x in fields[1:4]])
+    return Atoms(symbols=symbols, positions=positions)
 
 
 def read_qm9_xyz(text: str, name: str = "xyz"):
     """One molecule of the standard QM9 archive (``dsgdb9nsd_NNNNNN.xyz``):
-    ``(atoms, labels, smiles, harmonic frequencies)`` with SchNetPack names and QM9 units."""
-    lines = text.strip("\n").split("\n")
+    ``(atoms, labels, smiles, harmonic frequencies)`` with SchNetPack names and QM9 units.
+
+    Raises:
+        QM9FormatError: naming ``name`` and the line that is not in the standard format.
+    """
+    lines = [line.rstrip("\r") for line in text.strip("\n").split("\n")]
     try:
-        n = int(lines[0])
-        header = lines[1].split()
-        if header[0] != "gdb" or len(header) != 2 + len(_XYZ_PROPERTIES):
-            raise ValueError(f"line 2 has {len(header)} fields, expected 'gdb <index>' + {len(_XYZ_PROPERTIES)} properties")
-        labels = {k: _xyz_number(v) for k, v in zip(_XYZ_PROPERTIES, header[2:])}
-        labels[msp.gdb_index] = int(header[1])
-        rows = [line.split() for line in lines[2 : 2 + n]]
-        atoms = Atoms(symbols=[r[0] for r in rows], positions=[[_xyz_number(x) for x in r[1:4]] for r in rows])
-        frequencies = np.array([_xyz_number(x) for x in lines[2 + n].split()])
-        smiles = lines[3 + n].split()[0]
-    except (IndexError, ValueError) as err:
-        raise ValueError(f"{name}: not a QM9 xyz file ({err})") from err
-    return atoms, labels, smiles, frequencies
+        n, labels = _xyz_header(lines)
+        atoms = _xyz_atoms(lines, n)
+        frequencies = np.array([_xyz_number(x, f"line {n + 3}") for x in _xyz_fields(lines, 2 + n, "harmonic frequencies")])
+        smiles = _xyz_fields(lines, 3 + n, "SMILES")
+        if not smiles:
+            raise ValueError(f"line {n + 4} is empty, expected the SMILES")
+        _xyz_fields(lines, 4 + n, "InChI")  # the last line: a file cut short (in its SMILES, say) lacks it
+    except ValueError as err:
+        raise QM9FormatError(f"{name}: not a QM9 xyz file ({err})") from err
+    return atoms, labels, smiles[0], frequencies
+
+
+def _xyz_text(raw: bytes, name: str) -> str:
+    """The text of one xyz file (UTF-8, a byte-order mark allowed)."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise QM9FormatError(f"{name}: not a QM9 xyz file (not UTF-8 text: byte {err.start} is {raw[err.start:err.start + 1]!r})") from err
+
+
+def _tar_xyz_members(path: str) -> Iterator[tuple]:
+    """``(name, bytes)`` of the ``.xyz`` files of a tar archive (any compression), in archive order."""
+    import lzma
+    import tarfile
+    import zlib
+
+    last = None
+    try:
+        with tarfile.open(path, "r|*") as archive:  # streamed: no seeking in the bz2 stream
+            for member in archive:
+                last = member.name
+                if member.isfile() and member.name.endswith(".xyz"):
+                    yield member.name, archive.extractfile(member).read()
+            unread = _unread_data(archive.fileobj)
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as err:
+        where = f" after {last}" if last else ""
+        raise QM9FormatError(f"{path}: not a readable tar archive{where} ({type(err).__name__}: {err})") from err
+    if unread:
+        where = f"after {last}" if last else "at its start"
+        raise QM9FormatError(f"{path}: damaged tar archive: a member header {where} cannot be read ({unread} non-zero bytes unread)")
+
+
+def _unread_data(stream, block: int = 1 << 16) -> int:
+    """How many non-zero bytes (not padding) follow the end of a tar archive in ``stream``.
+
+    tarfile ends an archive at the first header it cannot read, silently dropping the members
+    after it; the two zero blocks and the zero padding of a whole archive come out as 0.
+    """
+    count = 0
+    while True:
+        chunk = stream.read(block)
+        if not chunk:
+            return count
+        count += len(chunk) - chunk.count(0)
+
+
+def _xyz_sources(path: str) -> Iterator[tuple]:
+    """``(name, bytes)`` of the xyz files in a folder (sorted) or a tar archive."""
+    if os.path.isdir(path):
+        for name in sorted(f for f in os.listdir(path) if f.endswith(".xyz")):
+            full = os.path.join(path, name)
+            if os.path.isfile(full):
+                with open(full, "rb") as f:
+                    yield full, f.read()
+        return
+    for name, raw in _tar_xyz_members(path):
+        yield f"{path}:{name}", raw
 
 
 def qm9_xyz_archive(path: str) -> Iterator:
-    """Molecules of the standard ``dsgdb9nsd.xyz.tar.bz2`` (or a folder of its xyz files), by GDB index."""
-    import tarfile
+    """Molecules of the standard ``dsgdb9nsd.xyz.tar.bz2`` (or a folder of its xyz files), by GDB index.
 
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        QM9FormatError: an unreadable archive, or a molecule not in the standard format (both named).
+    """
     if not os.path.exists(path):
         raise FileNotFoundError(f"QM9 archive {path} does not exist")
-    if os.path.isdir(path):
-        for name in sorted(f for f in os.listdir(path) if f.endswith(".xyz")):
-            with open(os.path.join(path, name)) as f:
-                yield read_qm9_xyz(f.read(), name)
-        return
-    with tarfile.open(path, "r|*") as archive:  # streamed in archive order: no seeking in the bz2 stream
-        for member in archive:
-            if member.isfile() and member.name.endswith(".xyz"):
-                yield read_qm9_xyz(archive.extractfile(member).read().decode(), f"{path}:{member.name}")
+    n = 0
+    for name, raw in _xyz_sources(path):
+        n += 1
+        yield read_qm9_xyz(_xyz_text(raw, name), name)
+    if n == 0:
+        raise QM9FormatError(f"{path}: no QM9 xyz files (dsgdb9nsd_*.xyz) in it")
 
 
 def build_qm9_db(
@@ -238,10 +445,10 @@ def build_qm9_db(
     from ``qm9pack`` or, with ``xyz_archive``, from the standard ``dsgdb9nsd.xyz.tar.bz2``.
 
     Keeps the DFT harmonic frequencies (``harmonic_frequencies``, cm^-1), the GDB index and,
-    per row, the SMILES (ASE key ``smiles``). Refuses to overwrite an existing file.
+    per row, the SMILES (ASE key ``smiles``). Refuses to overwrite an existing file; a
+    failure leaves no file at ``path`` (:func:`new_database`).
     """
-    if os.path.exists(path):
-        raise FileExistsError(f"{path} exists; remove it or choose another path")
+    check_new_database(path)
     if xyz_archive is not None:
         molecules = qm9_xyz_archive(xyz_archive)
         if gdb_indices is not None:
@@ -262,16 +469,16 @@ def build_qm9_db(
 
 
 def _write_qm9(path: str, molecules, total: Optional[int], chunk: int) -> int:
-    """Write ``molecules`` to a new db at ``path``; a failure removes the incomplete file."""
+    """Write ``molecules`` to a new db at ``path`` (:func:`new_database`: whole or absent)."""
     from ase.db import connect
     from schnetpack.data import ASEAtomsData
 
     units = dict(QM9_UNITS, **{msp.gdb_index: "1", msp.harmonic_frequencies: "1"})
-    ASEAtomsData.create(path, distance_unit="Ang", property_unit_dict=units, atomrefs=qm9_atomrefs())
     n = 0
-    conn = connect(path, use_lock_file=False)
-    batch = []
-    try:
+    with new_database(path) as partial:
+        ASEAtomsData.create(partial, distance_unit="Ang", property_unit_dict=units, atomrefs=qm9_atomrefs())
+        conn = connect(partial, use_lock_file=False)
+        batch = []
         for atoms, labels, smiles, frequencies in tqdm(molecules, total=total, desc="QM9", unit="mol"):
             data = {k: np.array([v], dtype=np.float64) for k, v in labels.items() if k != msp.gdb_index}
             data[msp.gdb_index] = np.array([labels[msp.gdb_index]], dtype=np.int64)
@@ -281,9 +488,6 @@ def _write_qm9(path: str, molecules, total: Optional[int], chunk: int) -> int:
                 n += _write(conn, batch)
                 batch = []
         n += _write(conn, batch)
-    except BaseException:
-        os.remove(path)
-        raise
     return n
 
 

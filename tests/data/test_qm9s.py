@@ -96,3 +96,40 @@ def test_bad_files_are_named(tmp_path):
         capture_output=True, text=True,
     )
     assert cli.returncode == 2 and "missing_ir.csv do not exist" in cli.stderr
+
+
+def test_an_empty_field_is_a_bad_row_and_the_rest_is_converted(tmp_path, capsys):
+    """pandas writes NaN as an empty field; that row is reported (file + index), not an abort of the whole run."""
+    import pandas as pd
+
+    from schnetpack_molspectra.cli import spkspectra
+
+    pt, csvs = write_qm9s(str(tmp_path), n=5)
+    grid = GRIDS["ir"]
+    values = np.random.default_rng(1).random((5, grid.n_points)) * 10
+    values[2, 100] = np.nan
+    pd.DataFrame(values, columns=grid.values()).to_csv(csvs["ir"])  # how the release was written
+    assert ",," in open(csvs["ir"]).read().splitlines()[3]
+    summary = convert_qm9s(pt, csvs, str(tmp_path / "out.db"))
+    assert summary["bad_rows"] == [{"file": csvs["ir"], "index": 2, "problem": "has 1 empty values (NaN as pandas writes it), first at point 100"}]
+    assert summary["written"] == 4 and summary["not_written"] == [2]
+    with connect(str(tmp_path / "out.db")) as conn:
+        assert [row.input_index for row in conn.select()] == [0, 1, 3, 4]
+    # text in a numeric field is a bad row too; the CLI lists both and succeeds
+    with open(csvs["raman"]) as f:
+        lines = f.read().splitlines()
+    fields = lines[2].split(",")  # row 1: index, then the values
+    fields[1 + 4] = "abc"
+    lines[2] = ",".join(fields)
+    with open(csvs["raman"], "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(csvs["uv"], "a") as f:  # a row without an index: its line is named
+        f.write("abc," + ",".join(["1"] * GRIDS["uv"].n_points) + "\n")
+    args = ["convert-qm9s", str(tmp_path / "cli.db"), "--pt", pt] + [f"--{m}={csvs[m]}" for m in GRIDS]
+    assert spkspectra.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "3 of 5 molecules written" in printed
+    assert f"{csvs['ir']}: row 2 has 1 empty values" in printed
+    assert f"{csvs['raman']}: row 1 has an unparsable value 'abc' at point 4" in printed
+    assert f"{csvs['uv']}: line 7: unparsable index 'abc'" in printed
+    assert not os.path.exists(str(tmp_path / "cli.partial.db"))

@@ -56,14 +56,19 @@ def test_xtb_md_frames_and_resume(xtb_db, tmp_path):
 
 
 def test_npz_reader_and_its_errors(npz, tmp_path):
+    from schnetpack_molspectra.data.md17 import MD17FormatError
+
     assert npz_to_db(npz, str(tmp_path / "a.db")) == 20
     data = dict(np.load(npz))
     data.pop("F")
     np.savez(tmp_path / "noforces.npz", **data)
-    with pytest.raises(ValueError, match="no forces"):
+    with pytest.raises(MD17FormatError, match="noforces.npz: not an MD17 file with energies and forces .no forces"):
         npz_to_db(str(tmp_path / "noforces.npz"), str(tmp_path / "b.db"))
     with pytest.raises(FileNotFoundError, match="nothere.npz does not exist"):
         npz_to_db(str(tmp_path / "nothere.npz"), str(tmp_path / "c.db"))
+    with pytest.raises(FileExistsError, match="a.db exists"):  # the first conversion is kept as it is
+        npz_to_db(npz, str(tmp_path / "a.db"))
+    assert sorted(os.listdir(tmp_path)) == ["a.db", "noforces.npz"]  # no half-written database
 
 
 def test_md17_finetune_from_scratch_and_pretrained_then_md(tmp_path, xtb_db, npz):
