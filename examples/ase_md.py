@@ -36,7 +36,7 @@ def run(model, molecule="ethanol", structure=None, cutoff=5.0, temperature=300.0
 
     atoms = read(structure, index=0) if structure else md17_atoms(molecule)
     atoms.calc = spk.interfaces.SpkCalculator(
-        model_file=model,
+        model,  # positional: SchNetPack 2.1 calls it model_file, 2.2 model
         neighbor_list=spk.transform.ASENeighborList(cutoff=cutoff),
         energy_key="energy",
         force_key="forces",

@@ -6,5 +6,8 @@ tblite_loads()  # before torch, whichever part of the package is imported first 
 from schnetpack_molspectra import properties
 from schnetpack_molspectra.specformer import SpecFormer
 from schnetpack_molspectra.model import MolSpectraModel
+from schnetpack_molspectra.compat import mend_schnetpack
+
+mend_schnetpack()  # SchNetPack 2.2's SO3net with sympy >= 1.13 (see compat.py)
 
 __version__ = "0.1.0"
