@@ -294,32 +294,35 @@ def fmt(x):
     return f"{x:.3f}" if x >= 0.001 else f"{x:.1e}"
 
 
+def recall_rows(by_size, queries, subsets, chance):
+    """Markdown rows, one per (modality subset, library size) measured with ``queries`` spectra."""
+    rows = []
+    for name in subsets:
+        for n, results in by_size.items():
+            r = results.get(f"{queries}:{name}")
+            if r:
+                cells = [name if queries == "clean" else f"{name} ({queries})", f"{int(n):,}",
+                         *(fmt(r[f"recall@{k}"]) for k in (1, 5, 10)), f"{r['median_rank']:g}"]
+                cells += [fmt(r["chance@1"]), fmt(r["chance@10"])] if chance else []
+                rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
 def markdown(entry):
     lines = []
     res = entry["results"]
-    sizes = list(res["library_qm9"])
     lines.append(f"Queries: {entry['queries']['val']} validation + {entry['queries']['test']} test molecules; "
                  f"library = the queries + random QM9 molecules (qm9pack B3LYP geometries).")
     lines.append("")
     lines.append("| spectra given | library | recall@1 | recall@5 | recall@10 | median rank | chance@1 | chance@10 |")
     lines.append("|---|---|---|---|---|---|---|---|")
-    for name in SUBSETS:
-        for n in sizes:
-            r = res["library_qm9"][n].get(f"clean:{name}")
-            if r:
-                lines.append(f"| {name} | {int(n):,} | {fmt(r['recall@1'])} | {fmt(r['recall@5'])} | {fmt(r['recall@10'])} | "
-                             f"{r['median_rank']:g} | {fmt(r['chance@1'])} | {fmt(r['chance@10'])} |")
+    lines += recall_rows(res["library_qm9"], "clean", SUBSETS, chance=True)
     lines.append("")
     lines.append("Perturbed query spectra (frequencies x0.97, wider lines, UV x1.03), same libraries:")
     lines.append("")
     lines.append("| spectra given | library | recall@1 | recall@5 | recall@10 | median rank |")
     lines.append("|---|---|---|---|---|---|")
-    for name in ("uv+ir+raman", "ir"):
-        for n in sizes:
-            r = res["library_qm9"][n].get(f"perturbed:{name}")
-            if r:
-                lines.append(f"| {name} (perturbed) | {int(n):,} | {fmt(r['recall@1'])} | {fmt(r['recall@5'])} | "
-                             f"{fmt(r['recall@10'])} | {r['median_rank']:g} |")
+    lines += recall_rows(res["library_qm9"], "perturbed", ("uv+ir+raman", "ir"), chance=False)
     lines.append("")
     lines.append("Libraries with candidate spectra (shipped molecules): raw-spectra nearest neighbour vs MolSpectra, recall@1 (recall@10):")
     lines.append("")

@@ -49,7 +49,7 @@ def stored_state(path: str) -> Dict[str, torch.Tensor]:
         raise PretrainedModelError(f"pre-trained model {path} is a directory; give its best_model or a .ckpt file in it")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pre-trained model {path} does not exist")
-    from schnetpack_molspectra.data.qm9 import damaged_zip
+    from schnetpack_molspectra.data.files import damaged_zip
 
     damage = damaged_zip(path)  # before unpickling: a damaged pickle can allocate gigabytes
     if damage is not None:

@@ -128,7 +128,7 @@ def from_file(path: str) -> List[MoleculeInput]:
     """
     import os
 
-    from schnetpack_molspectra.data.qm9 import require_file
+    from schnetpack_molspectra.data.files import require_file
 
     require_file(path, "structure file")
     frames = _read_structures(path)

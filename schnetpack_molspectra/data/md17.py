@@ -11,7 +11,7 @@ from ase import Atoms, units
 from schnetpack import properties as structure
 from tqdm import tqdm
 
-from schnetpack_molspectra.data.qm9 import check_new_database, damaged_zip, new_database, require_file
+from schnetpack_molspectra.data.files import check_new_database, damaged_zip, new_database, require_file
 from schnetpack_molspectra.data.tblite_process import require_tblite
 
 __all__ = ["MD17_SMILES", "MD17_UNITS", "MD17FormatError", "md17_atoms", "npz_to_db", "generate_xtb_md"]

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 import schnetpack_molspectra.properties as msp
-from schnetpack_molspectra.data.qm9 import check_new_database, damaged_zip, new_database, require_file
+from schnetpack_molspectra.data.files import check_new_database, damaged_zip, new_database, require_file
 from schnetpack_molspectra.spectra.checks import spectrum_problem
 from schnetpack_molspectra.spectra.grids import GRIDS
 

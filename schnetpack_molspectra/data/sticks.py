@@ -215,15 +215,18 @@ def build_db_from_sticks(
 ) -> int:
     """Broaden the shipped sticks into a SchNetPack database at ``path`` with QM9 labels.
 
-    Writes ``<path>.partial.db`` in one transaction and renames it, so ``path`` is whole
-    or absent. Returns the number of molecules written.
+    Writes ``<path>.partial.db`` in one transaction and renames it (:func:`.files.new_database`),
+    so ``path`` is whole or absent. Returns the number of molecules written.
 
     Raises:
         FileNotFoundError: when no molecule has every spectrum in ``folder``.
+        FileExistsError: ``path`` exists (it is never overwritten).
+        ValueError: ``path`` does not end in ``.db``.
     """
     from ase.db import connect
     from schnetpack.data import ASEAtomsData
 
+    from schnetpack_molspectra.data.files import new_database
     from schnetpack_molspectra.data.qm9 import QM9_UNITS, gdb_positions, load_qm9pack, row_labels
     from schnetpack_molspectra.data.simulate.runner import SIMULATED_UNITS
 
@@ -237,18 +240,15 @@ def build_db_from_sticks(
     labels = [row_labels(row) for row in rows.itertuples(index=False)]
     smiles = rows["SMILES"].tolist()
 
-    partial = path[: -len(".db")] + ".partial.db" if path.endswith(".db") else path + ".partial.db"
-    if os.path.exists(partial):
-        os.remove(partial)  # one transaction: a leftover is from a killed build, and incomplete
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     units = dict(SIMULATED_UNITS, **QM9_UNITS, **{msp.gdb_index: "1"})
-    ASEAtomsData.create(partial, distance_unit="Ang", property_unit_dict=units)
-    with connect(partial, use_lock_file=False) as conn:
-        for i, (m, lab, smi) in enumerate(zip(molecules, labels, smiles)):
-            data = sticks_to_spectra(m, settings)
-            for key in QM9_UNITS:
-                data[key] = np.array([lab[key]], dtype=np.float64)
-            data[msp.gdb_index] = np.array([m.gdb_index], dtype=np.int64)
-            conn.write(m.atoms, data=data, input_index=i, label=f"gdb_{m.gdb_index}", smiles=smi)
-    os.replace(partial, path)
+    with new_database(path, leftover="remove") as partial:  # a leftover is a killed build's, incomplete
+        ASEAtomsData.create(partial, distance_unit="Ang", property_unit_dict=units)
+        with connect(partial, use_lock_file=False) as conn:  # one transaction
+            for i, (m, lab, smi) in enumerate(zip(molecules, labels, smiles)):
+                data = sticks_to_spectra(m, settings)
+                for key in QM9_UNITS:
+                    data[key] = np.array([lab[key]], dtype=np.float64)
+                data[msp.gdb_index] = np.array([m.gdb_index], dtype=np.int64)
+                conn.write(m.atoms, data=data, input_index=i, label=f"gdb_{m.gdb_index}", smiles=smi)
     return len(molecules)

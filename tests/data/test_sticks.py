@@ -125,3 +125,23 @@ def test_default_dataset_is_cached_and_a_subset_has_its_own_file(tmp_path, monke
         assert conn.count() == 5
     stamp = os.path.getmtime(path)
     assert ensure_default_dataset(n_molecules=5) == path and os.path.getmtime(path) == stamp  # not rebuilt
+
+
+def test_default_dataset_replaces_a_killed_build_and_never_overwrites(tmp_path, monkeypatch):
+    """A killed build's partial file is removed and built anew; an existing database is refused."""
+    from schnetpack_molspectra.data.default import build_default_dataset
+
+    monkeypatch.setenv("MOLSPECTRA_CACHE", str(tmp_path))
+    path = default_dataset_path(3)
+    partial = path[: -len(".db")] + ".partial.db"
+    with open(partial, "wb") as f:
+        f.write(b"half a database from a killed build")
+    assert ensure_default_dataset(n_molecules=3) == path and not os.path.exists(partial)
+    with connect(path) as conn:
+        assert conn.count() == 3
+
+    mine = tmp_path / "mine.db"
+    mine.write_bytes(b"someone's database")
+    with pytest.raises(FileExistsError, match="mine.db exists"):
+        build_default_dataset(str(mine), n_molecules=3)
+    assert mine.read_bytes() == b"someone's database"

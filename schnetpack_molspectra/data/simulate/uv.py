@@ -26,7 +26,9 @@ __all__ = ["uv_spectrum_sticks", "stda_sticks", "UV_METHODS", "STDA_HARDNESS"]
 
 UV_METHODS = {
     "fast": {"xc": "hf", "basis": "sto-3g"},
-    "stda": {"xc": "b3lyp", "basis": "6-31g", "grid_level": 0},
+    # density fitting and a 1e-7 Hartree SCF tolerance: 1.6x faster than exact integrals at 1e-9,
+    # sTDA energies within 1.5 meV and strengths within 0.6 % (10 shipped molecules, README)
+    "stda": {"xc": "b3lyp", "basis": "6-31g", "grid_level": 0, "density_fit": True, "conv_tol": 1e-7},
     "tddft": {"xc": "b3lyp", "basis": "def2-svp", "grid_level": 1, "density_fit": True},
 }
 
@@ -148,6 +150,8 @@ def uv_spectrum_sticks(
         mf.grids.level = UV_METHODS[method]["grid_level"]
     if UV_METHODS[method].get("density_fit"):
         mf = mf.density_fit()  # RI-JK (def2-universal-jkfit) in the SCF and the TDA response
+    if "conv_tol" in UV_METHODS[method]:
+        mf.conv_tol = UV_METHODS[method]["conv_tol"]
     mf.kernel()
     if not mf.converged:
         raise SimulationError(f"PySCF {xc}/{basis} SCF did not converge")
