@@ -19,6 +19,11 @@ Arms (each fine-tuned with ``qm9_finetune``'s released recipe, same encoder, sam
   molspectra  stage 1, then ``molspectra_pretrain`` (denoising + MPR + contrastive) on the spectra set
   Ablations (``--arms``): molspectra_no_mpr (beta_mpr 0, mask ratio 0), molspectra_no_mpr_no_cl
   (only denoising through the MolSpectra model), molspectra_no_<uv|ir|raman> (one modality dropped).
+  Knobs (``--arms``): molspectra_beta<b> (beta_mpr = beta_contrastive = b: 0.1, 0.01),
+  molspectra_mask<r> (mask ratio r: 0.3), molspectra_sigma<s> (denoising sigma s: 0.1),
+  molspectra_uv10 (UV intensities x10 before log10(1 + x): UV patches as strong as IR/Raman ones).
+  Any control or MolSpectra arm with the suffix ``_x<k>`` pre-trains stage 2 (or the control)
+  k times as long: ``control_x3 molspectra_x3`` compare a three times longer stage 2 with its control.
 
 Every run lives in ``--workdir/<name>`` and is skipped when it finished before, so a killed study
 resumes; fine-tuning goes seed by seed (every arm's seed 0 first), and ``--report-only`` makes the
@@ -54,7 +59,44 @@ ABLATIONS = {
     "molspectra_no_ir": ["globals.modalities=[uv,raman]"],
     "molspectra_no_raman": ["globals.modalities=[uv,ir]"],
 }
+KNOBS = {
+    "molspectra_beta0.1": ["globals.beta_mpr=0.1", "globals.beta_contrastive=0.1"],
+    "molspectra_beta0.01": ["globals.beta_mpr=0.01", "globals.beta_contrastive=0.01"],
+    "molspectra_mask0.3": ["globals.mask_ratio=0.3"],
+    "molspectra_sigma0.1": ["globals.sigma=0.1"],
+    # beyond the paper: our UV sticks broaden to ~10x weaker bands than IR/Raman after log10(1 + x)
+    "molspectra_uv10": ["globals.spectra_scale.uv=10.0"],
+}
+VARIANTS = {**ABLATIONS, **KNOBS}
 PAPER = {"molspectra_over_coord_gap": 26.8 / 31.8, "coord_over_scratch_gap": 31.8 / 36.1}
+
+
+def pretraining_source(arm, stage2_epochs):
+    """(run name, experiment, epochs, overrides) of the pre-training run after stage 1 that ``arm``'s
+    encoder comes from; ("stage1", ...) for coord and None for scratch."""
+    import re
+
+    base, factor = arm, 1
+    longer = re.fullmatch(r"(.+)_x(\d+)", arm)
+    if longer:
+        base, factor = longer.group(1), int(longer.group(2))
+    suffix = f"_x{factor}" if longer else ""
+    if base in ("scratch", "coord"):
+        if longer:
+            raise SystemExit(f"{arm}: only the control and MolSpectra arms take _x<k> (stage 2 length)")
+        return None if base == "scratch" else ("stage1", "denoise_pretrain", None, [])
+    if base == "control":
+        return f"control{suffix}", "denoise_pretrain", stage2_epochs * factor, []
+    if base == "molspectra":
+        return f"stage2{suffix}", "molspectra_pretrain", stage2_epochs * factor, []
+    if base in VARIANTS:
+        return f"stage2_{base}{suffix}", "molspectra_pretrain", stage2_epochs * factor, VARIANTS[base]
+    raise SystemExit(f"unknown arm {arm}; choose from {list(ARMS) + list(VARIANTS)}, optionally with _x<k> (control, MolSpectra)")
+
+
+def matched_control(arm):
+    """The control arm with the same stage 2 length as the MolSpectra-type ``arm``."""
+    return "control" + (arm[arm.rindex("_x"):] if "_x" in arm else "")
 
 
 def best_model(workdir, name):
@@ -102,7 +144,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", default="pretraining_study_runs")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "pretraining_study.json"))
-    p.add_argument("--arms", nargs="+", default=list(ARMS), help=f"of {list(ARMS) + list(ABLATIONS)}")
+    p.add_argument("--arms", nargs="+", default=list(ARMS), help=f"of {list(ARMS) + list(VARIANTS)}; control and MolSpectra arms also with _x<k>")
     p.add_argument("--targets", nargs="+", default=["homo", "lumo", "gap"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--n-stage1", type=int, default=20000, help="stage 1 structures")
@@ -138,24 +180,18 @@ def main(argv=None):
         print(f"{name}: {result['wall_s']:.0f} s", flush=True)
         return result
 
-    unknown = [a for a in args.arms if a not in ARMS and a not in ABLATIONS]
-    if unknown:
-        raise SystemExit(f"unknown arms {unknown}; choose from {list(ARMS) + list(ABLATIONS)}")
-    sources = {arm: ARMS.get(arm, f"stage2_{arm}") for arm in args.arms}
+    sources = {arm: pretraining_source(arm, args.stage2_epochs) for arm in args.arms}
+    runs_after_stage1 = {src[0]: src for src in sources.values() if src and src[0] != "stage1"}
     if args.report_only:
-        for name in ["stage1", "control", *{v for v in sources.values() if v}]:
+        for name in ["stage1", *runs_after_stage1]:
             result = finished_run(workdir, name)
             if result is not None:
                 walls[name] = result["wall_s"]
     elif any(sources.values()):
         run("stage1", ["experiment=denoise_pretrain", f"data.datapath={stage1_db}", f"trainer.max_epochs={args.stage1_epochs}", *pretrain])
         init = f"globals.pretrained_model={best_model(workdir, 'stage1')}"
-    if "control" in args.arms and not args.report_only:
-        run("control", ["experiment=denoise_pretrain", f"data.datapath={spectra_db}", f"trainer.max_epochs={args.stage2_epochs}", init, *pretrain])
-    for arm in args.arms:
-        if sources[arm] and sources[arm].startswith("stage2") and not args.report_only:
-            run(sources[arm], ["experiment=molspectra_pretrain", f"data.datapath={spectra_db}", f"trainer.max_epochs={args.stage2_epochs}",
-                               init, *pretrain, *ABLATIONS.get(arm, [])])
+        for name, experiment, epochs, extra in runs_after_stage1.values():  # controls first: the arms' order
+            run(name, [f"experiment={experiment}", f"data.datapath={spectra_db}", f"trainer.max_epochs={epochs}", init, *pretrain, *extra])
 
     # seed-major: every arm's seed 0 first, so an interrupted study already compares all arms
     finished = {}
@@ -175,7 +211,7 @@ def main(argv=None):
                     *common, *args.finetune_overrides,
                 ]
                 if sources[arm]:
-                    overrides.append(f"globals.pretrained_model={best_model(workdir, sources[arm])}")
+                    overrides.append(f"globals.pretrained_model={best_model(workdir, sources[arm][0])}")
                 r = finished[(target, arm, seed)] = run(name, overrides)
                 print(f"  {target} {arm} seed {seed}: test MAE {r[f'test_{target}_mae_meV']:.1f} meV", flush=True)
     results = {"finetune": {}}
@@ -190,7 +226,7 @@ def main(argv=None):
                 "wall_s": [r["wall_s"] for r in runs],
             }
     pretraining = {}
-    for name in sorted({n for n in sources.values() if n}):
+    for name in sorted({src[0] for src in sources.values() if src}):
         summary_file = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(workdir, name)) for f in fs if f == "pretraining_summary.json"]
         if summary_file:
             pretraining[name] = json.load(open(summary_file[0]))
@@ -220,6 +256,14 @@ def report(results, args):
             return f"{mean[a] / mean[b]:.3f}" if a in mean and b in mean else "–"
 
         print(f"| {target} | " + " | ".join(cells) + f" | {ratio('coord', 'scratch')} | {ratio('molspectra', 'control')} | {ratio('molspectra', 'coord')} |")
+    others = [a for a in args.arms if a not in ARMS and not a.startswith("control")]
+    for target, arms in results["finetune"].items():
+        for arm in others:
+            control = matched_control(arm)
+            if arm in arms and control in arms:
+                a, c = arms[arm]["test_mae_meV"], arms[control]["test_mae_meV"]
+                print(f"  {target} {arm}: {a['mean']:.1f} ± {a['std']:.1f} (n={a['n']}); / {control} "
+                      f"{a['mean'] / c['mean']:.3f}")
     print(f"paper (gap, full QM9): MolSpectra / Coord = {PAPER['molspectra_over_coord_gap']:.2f}, Coord / scratch = {PAPER['coord_over_scratch_gap']:.2f}")
     for name, wall in results["wall_s"].items():
         print(f"  wall {name}: {wall:.0f} s")
