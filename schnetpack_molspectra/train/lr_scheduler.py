@@ -7,15 +7,19 @@ import torch
 __all__ = ["resolve_steps", "WarmupCosineLR"]
 
 
-def resolve_steps(steps: float, run_steps: Optional[int], name: str) -> int:
-    """A step count given absolutely (an int >= 1) or as a fraction of the run (a float in (0, 1])."""
+def resolve_steps(steps: float, run_steps: Optional[int], name: str, whole: bool = True) -> float:
+    """A step count given absolutely (an int >= 1) or as a fraction of the run (a float in (0, 1]).
+
+    A fraction is rounded to whole steps, or with ``whole=False`` kept exact (cosine periods: three
+    periods of 1/7, 2/7 and 4/7 of a 960-step run end with it, while 137-step ones would restart
+    the learning rate on its last step)."""
     if isinstance(steps, float) and 0 < steps <= 1:
         if run_steps is None or not math.isfinite(run_steps):
             raise ValueError(
                 f"{name}={steps} is a fraction of the run, but the run's length is unknown: "
                 f"set trainer.max_epochs or trainer.max_steps, or give {name} in steps"
             )
-        return max(1, round(steps * run_steps))
+        return max(1, round(steps * run_steps)) if whole else max(1.0, steps * run_steps)
     if steps < 0 or steps != int(steps):
         raise ValueError(f"{name} must be a whole number of steps or a fraction in (0, 1], got {steps}")
     return int(steps)
@@ -38,7 +42,8 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LambdaLR):
             (QM9 fine-tuning: ``CosineAnnealingWarmRestarts(T_0=total_steps, T_mult=2)``).
         run_steps: the run's number of optimiser steps (``MolSpectraTask`` passes Lightning's
             ``trainer.estimated_stepping_batches``). ``warmup_steps`` and ``total_steps`` given
-            as a float in (0, 1] are fractions of it, so a schedule scales with the run.
+            as a float in (0, 1] are fractions of it, so a schedule scales with the run (the
+            warm-up rounded to whole steps, the cosine period exact).
     """
 
     def __init__(
@@ -51,7 +56,7 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LambdaLR):
         run_steps: Optional[int] = None,
     ):
         warmup = resolve_steps(warmup_steps, run_steps, "warmup_steps")
-        period = max(1, resolve_steps(total_steps, run_steps, "total_steps"))
+        period = max(1, resolve_steps(total_steps, run_steps, "total_steps", whole=False))
         if restart_mult is not None and restart_mult < 1:
             raise ValueError(f"restart_mult must be >= 1, got {restart_mult}")
         self.warmup_steps, self.period = warmup, period

@@ -113,7 +113,7 @@ def test_qm9_released_recipe_is_the_default():
     assert noise.sigma == 0.005 and not any(isinstance(t, GaussianCoordinateNoise) for t in evaluation)
     assert [o.loss_weight for o in task.outputs] == [1.0, 0.1]
     assert task.scheduler_cls is WarmupCosineLR and task.scheduler_interval == "step"
-    assert task.scheduler_kwargs == {"warmup_steps": 0.0142857, "total_steps": 0.142857, "restart_mult": 2, "min_lr": 1e-7}
+    assert task.scheduler_kwargs == {"warmup_steps": 1 / 70, "total_steps": 1 / 7, "restart_mult": 2, "min_lr": 1e-7}
     assert task.lr == 4e-4 and cfg.data.batch_size == 128 and cfg.trainer.max_steps == 700_000
     assert "ema" not in cfg.callbacks and "last_checkpoint" in cfg.callbacks
     assert (cfg.data.num_train, cfg.data.num_val, cfg.data.num_test) == (110_000, 10_000, 10_831)

@@ -93,13 +93,17 @@ def test_warmup_cosine_schedule_is_the_released_one():
 
 
 def test_schedule_lengths_as_fractions_of_the_run():
-    released = dict(warmup_steps=0.0142857, total_steps=0.142857, restart_mult=2)
+    released = dict(warmup_steps=1 / 70, total_steps=1 / 7, restart_mult=2)  # qm9_finetune's
     sched = WarmupCosineLR(sgd(), run_steps=700_000, **released)
-    assert (sched.warmup_steps, sched.period) == (10_000, 100_000)  # the released absolute steps
-    opt = sgd()  # 5,000 molecules for 50 epochs at batch 128: three cosine periods that end with the run
-    lrs = lr_trace(opt, WarmupCosineLR(opt, run_steps=2000, **released), 2000)
-    assert lrs[28] == pytest.approx(4e-4) and lrs[27] < 4e-4
-    assert np.all(np.diff(lrs[900:]) < 0) and lrs[-1] < 4e-4 * 1e-3  # the third period is the last: no restart at the end
+    assert sched.warmup_steps == 10_000 and sched.period == pytest.approx(100_000)  # the released absolute steps
+    # three cosine periods that end with the run: 5,000 molecules for 50 epochs at batch 128 (2,000 steps),
+    # and 1,000 labels for 30 epochs at batch 32 (960 steps, where whole 137-step periods restarted on the last step)
+    for run_steps, warmup in ((2000, 29), (960, 14)):
+        opt = sgd()
+        lrs = lr_trace(opt, WarmupCosineLR(opt, run_steps=run_steps, **released), run_steps)
+        assert lrs[warmup - 1] == pytest.approx(4e-4) and lrs[warmup - 2] < 4e-4
+        third = int(np.ceil(3 * run_steps / 7))
+        assert np.all(np.diff(lrs[third:]) < 0) and lrs[-1] < 4e-4 * 1e-3  # no restart at the end
     with pytest.raises(ValueError, match="fraction of the run.*give warmup_steps in steps"):
         WarmupCosineLR(sgd(), warmup_steps=0.1, total_steps=100)
 
@@ -112,10 +116,10 @@ def test_task_sizes_the_schedule_from_the_trainer():
     model = torch.nn.Linear(1, 1)
     model.required_derivatives = []
     task = MolSpectraTask(model, [], optimizer_args={"lr": 4e-4}, scheduler_cls=WarmupCosineLR, scheduler_interval="step",
-                          scheduler_args=dict(warmup_steps=0.0142857, total_steps=0.142857, restart_mult=2))
+                          scheduler_args=dict(warmup_steps=1 / 70, total_steps=1 / 7, restart_mult=2))
     task._trainer = SimpleNamespace(estimated_stepping_batches=7000, val_check_interval=1.0)
     _, (conf,) = task.configure_optimizers()
-    assert (conf["scheduler"].warmup_steps, conf["scheduler"].period, conf["interval"]) == (100, 1000, "step")
+    assert (conf["scheduler"].warmup_steps, conf["interval"]) == (100, "step") and conf["scheduler"].period == pytest.approx(1000)
 
 
 def test_smoothed_loss_trains_with_alpha_times_the_gradient():
