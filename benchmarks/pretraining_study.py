@@ -71,18 +71,21 @@ VARIANTS = {**ABLATIONS, **KNOBS}
 PAPER = {"molspectra_over_coord_gap": 26.8 / 31.8, "coord_over_scratch_gap": 31.8 / 36.1}
 
 
+def stage2_length(arm):
+    """(arm without its ``_x<k>`` suffix, k): ``molspectra_x3`` -> ("molspectra", 3); k = 1 without one."""
+    import re
+
+    longer = re.fullmatch(r"(.+)_x(\d+)", arm)
+    return (longer.group(1), int(longer.group(2))) if longer else (arm, 1)
+
+
 def pretraining_source(arm, stage2_epochs):
     """(run name, experiment, epochs, overrides) of the pre-training run after stage 1 that ``arm``'s
     encoder comes from; ("stage1", ...) for coord and None for scratch."""
-    import re
-
-    base, factor = arm, 1
-    longer = re.fullmatch(r"(.+)_x(\d+)", arm)
-    if longer:
-        base, factor = longer.group(1), int(longer.group(2))
-    suffix = f"_x{factor}" if longer else ""
+    base, factor = stage2_length(arm)
+    suffix = arm[len(base):]
     if base in ("scratch", "coord"):
-        if longer:
+        if suffix:
             raise SystemExit(f"{arm}: only the control and MolSpectra arms take _x<k> (stage 2 length)")
         return None if base == "scratch" else ("stage1", "denoise_pretrain", None, [])
     if base == "control":
@@ -96,7 +99,8 @@ def pretraining_source(arm, stage2_epochs):
 
 def matched_control(arm):
     """The control arm with the same stage 2 length as the MolSpectra-type ``arm``."""
-    return "control" + (arm[arm.rindex("_x"):] if "_x" in arm else "")
+    base, _ = stage2_length(arm)
+    return "control" + arm[len(base):]
 
 
 def best_model(workdir, name):
@@ -190,7 +194,7 @@ def main(argv=None):
     elif any(sources.values()):
         run("stage1", ["experiment=denoise_pretrain", f"data.datapath={stage1_db}", f"trainer.max_epochs={args.stage1_epochs}", *pretrain])
         init = f"globals.pretrained_model={best_model(workdir, 'stage1')}"
-        for name, experiment, epochs, extra in runs_after_stage1.values():  # controls first: the arms' order
+        for name, experiment, epochs, extra in runs_after_stage1.values():  # in the order of --arms
             run(name, [f"experiment={experiment}", f"data.datapath={spectra_db}", f"trainer.max_epochs={epochs}", init, *pretrain, *extra])
 
     # seed-major: every arm's seed 0 first, so an interrupted study already compares all arms
