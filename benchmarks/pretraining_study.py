@@ -7,7 +7,8 @@ pre-training molecule is a fine-tuning validation or test molecule:
   selection[: n_stage1]           stage 1 structures (denoising, no labels); they include
                                   the shipped spectra set (the first shipped molecules)
   shipped molecules with spectra  stage 2 (MolSpectra) and the control (denoising), the
-                                  default dataset broadened from the shipped sticks
+                                  default dataset broadened from the shipped sticks (all of
+                                  them, or the first ``--n-spectra``)
   selection[-n_val-n_test:]       fine-tuning validation and test (never pre-trained on)
   selection[-n_val-n_test-n_train: -n_val-n_test]   fine-tuning labels
 
@@ -26,7 +27,9 @@ Arms (each fine-tuned with ``qm9_finetune``'s released recipe, same encoder, sam
   k times as long: ``control_x3 molspectra_x3`` compare a three times longer stage 2 with its control.
 
 Every run lives in ``--workdir/<name>`` and is skipped when it finished before, so a killed study
-resumes; fine-tuning goes seed by seed (every arm's seed 0 first), and ``--report-only`` makes the
+resumes. A workdir belongs to one spectra set (the molecules are recorded in ``spectra_set.json``);
+a study on another one (more shipped sticks, another ``--n-spectra``) needs a new ``--workdir``, which
+can share the first one's stage 1 by a link: ``ln -s $PWD/runs_a/stage1 runs_b/stage1``; fine-tuning goes seed by seed (every arm's seed 0 first), and ``--report-only`` makes the
 table and PNG from the runs finished so far; results (test MAE, validation curves, wall time per run) go to ``--out`` and a table
 and a PNG of the validation curves are written. Scale it up by the options (more structures,
 labels, epochs, a GPU with ``--accelerator gpu``).
@@ -110,6 +113,31 @@ def best_model(workdir, name):
     return path
 
 
+def check_spectra_set(workdir, n_spectra):
+    """The GDB indices of the spectra set (the first ``n_spectra`` shipped molecules with every
+    spectrum, all if None), recorded in ``<workdir>/spectra_set.json`` on first use; a workdir whose
+    stage 2 and control runs were trained on another set is refused, since its finished runs would be
+    reused as if they had been trained on this one."""
+    from schnetpack_molspectra.data.sticks import load_sticks
+
+    gdbs = [int(m.gdb_index) for m in load_sticks(n_molecules=n_spectra)]
+    if n_spectra is not None and len(gdbs) < n_spectra:
+        raise SystemExit(f"--n-spectra {n_spectra}: only {len(gdbs)} shipped molecules have every spectrum")
+    record = os.path.join(workdir, "spectra_set.json")
+    if os.path.exists(record):
+        before = json.load(open(record))["gdb_indices"]
+        if before != gdbs:
+            asked = "all shipped" if n_spectra is None else f"--n-spectra {n_spectra}"
+            raise SystemExit(
+                f"{record}: this workdir's runs were pre-trained on {len(before)} spectra molecules, this study asks "
+                f"for {len(gdbs)} ({asked}); pass --n-spectra {len(before)} to go on with it, or a new --workdir "
+                "(its stage 1 can be a link to this one's)")
+    else:
+        with open(record, "w") as f:
+            json.dump({"molecules": len(gdbs), "gdb_indices": gdbs}, f)
+    return gdbs
+
+
 def build_data(workdir, args):
     """The stage 1 structures, the spectra set and the fine-tuning database with its split file."""
     from schnetpack_molspectra.data.default import ensure_default_dataset
@@ -118,7 +146,7 @@ def build_data(workdir, args):
 
     table = load_qm9pack()
     selection = shipped_selection(table)
-    spectra_db = ensure_default_dataset()
+    spectra_db = ensure_default_dataset(n_molecules=args.n_spectra)
 
     def qm9_db(name, gdbs):
         path = os.path.join(workdir, name)
@@ -153,6 +181,8 @@ def main(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--n-stage1", type=int, default=20000, help="stage 1 structures")
     p.add_argument("--stage1-epochs", type=int, default=5)
+    p.add_argument("--n-spectra", type=int, default=None,
+                   help="stage 2 and control on the first N shipped molecules with every spectrum (default: all)")
     p.add_argument("--stage2-epochs", type=int, default=20, help="stage 2 and control epochs on the spectra set")
     p.add_argument("--pretrain-batch", type=int, default=32)
     p.add_argument("--n-train", type=int, default=1000, help="fine-tuning labels")
@@ -172,6 +202,7 @@ def main(argv=None):
     start = time.time()
     walls = {}
     t = time.time()
+    n_spectra = len(check_spectra_set(workdir, args.n_spectra))
     stage1_db, spectra_db, ft_db, split = build_data(workdir, args)
     walls["data"] = time.time() - t
     common = [f"model.representation.n_atom_basis={args.width}", f"model.representation.n_interactions={args.interactions}",
@@ -236,7 +267,7 @@ def main(argv=None):
             pretraining[name] = json.load(open(summary_file[0]))
     results["pretraining"] = pretraining
     results["wall_s"] = walls
-    results["settings"] = {**vars(args), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+    results["settings"] = {**vars(args), "spectra_molecules": n_spectra, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                            "total_wall_s": time.time() - start}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
@@ -248,7 +279,7 @@ def main(argv=None):
 
 def report(results, args):
     print(f"\nTest MAE (meV), mean ± std over seeds {args.seeds}; {args.n_train} labels, PaiNN {args.width}x{args.interactions}, "
-          f"{args.ft_epochs} fine-tuning epochs")
+          f"{args.ft_epochs} fine-tuning epochs; stage 2 on {results['settings']['spectra_molecules']} spectra molecules")
     print("| target | " + " | ".join(args.arms) + " | coord / scratch | molspectra / control | molspectra / coord |")
     print("|---" * (len(args.arms) + 4) + "|")
     for target, arms in results["finetune"].items():
