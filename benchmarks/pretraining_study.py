@@ -29,7 +29,8 @@ Arms (each fine-tuned with ``qm9_finetune``'s released recipe, same encoder, sam
 Every run lives in ``--workdir/<name>`` and is skipped when it finished before, so a killed study
 resumes. A workdir belongs to one spectra set (the molecules are recorded in ``spectra_set.json``);
 a study on another one (more shipped sticks, another ``--n-spectra``) needs a new ``--workdir``, which
-can share the first one's stage 1 by a link: ``ln -s $PWD/runs_a/stage1 runs_b/stage1``; fine-tuning goes seed by seed (every arm's seed 0 first), and ``--report-only`` makes the
+can share the runs that do not see the spectra set (stage 1, the scratch and Coord fine-tunes) by links:
+``for r in stage1 ft_*_scratch_* ft_*_coord_*; do ln -s $PWD/runs_a/$r runs_b/; done``; fine-tuning goes seed by seed (every arm's seed 0 first), and ``--report-only`` makes the
 table and PNG from the runs finished so far; results (test MAE, validation curves, wall time per run) go to ``--out`` and a table
 and a PNG of the validation curves are written. Scale it up by the options (more structures,
 labels, epochs, a GPU with ``--accelerator gpu``).
@@ -131,7 +132,7 @@ def check_spectra_set(workdir, n_spectra):
             raise SystemExit(
                 f"{record}: this workdir's runs were pre-trained on {len(before)} spectra molecules, this study asks "
                 f"for {len(gdbs)} ({asked}); pass --n-spectra {len(before)} to go on with it, or a new --workdir "
-                "(its stage 1 can be a link to this one's)")
+                "(its stage 1, scratch and Coord runs can be links to this one's)")
     else:
         with open(record, "w") as f:
             json.dump({"molecules": len(gdbs), "gdb_indices": gdbs}, f)
