@@ -35,7 +35,10 @@ table and PNG from the runs finished so far; results (test MAE, validation curve
 and a PNG of the validation curves are written. Scale it up by the options (more structures,
 labels, epochs, a GPU with ``--accelerator gpu``).
 
-  python benchmarks/pretraining_study.py                       # the README's study
+  python benchmarks/pretraining_study.py --workdir runs5k --targets gap --seeds 0 1 2 --stage2-epochs 6 \
+      --out benchmarks/results/pretraining_study_5k.json      # the README's study (5,197 spectra molecules)
+  python benchmarks/pretraining_study.py --targets gap --seeds 0 1 2 --n-spectra 499   # its first study (499)
+  python benchmarks/pretraining_study.py                       # everything: homo, lumo, gap, 3 seeds, 20 stage-2 epochs
   python benchmarks/pretraining_study.py --targets gap --seeds 0 --ft-epochs 2 --stage1-epochs 1 --stage2-epochs 1   # a quick look
 """
 import argparse
