@@ -37,6 +37,10 @@ labels, epochs, a GPU with ``--accelerator gpu``).
 
   python benchmarks/pretraining_study.py --workdir runs5k --targets gap --seeds 0 1 2 --stage2-epochs 6 \
       --out benchmarks/results/pretraining_study_5k.json      # the README's study (5,197 spectra molecules)
+  python benchmarks/pretraining_study.py --workdir runs5k --targets homo lumo --seeds 0 1 2 --stage2-epochs 6 \
+      --out benchmarks/results/pretraining_study_5k_homo_lumo.json   # homo and lumo, same runs
+  python benchmarks/pretraining_study.py --workdir runs5k --arms control molspectra molspectra_no_mpr molspectra_no_uv \
+      molspectra_no_ir --targets gap --seeds 0 --stage2-epochs 6 --out benchmarks/results/pretraining_ablations_5k.json
   python benchmarks/pretraining_study.py --targets gap --seeds 0 1 2 --n-spectra 499   # its first study (499)
   python benchmarks/pretraining_study.py                       # everything: homo, lumo, gap, 3 seeds, 20 stage-2 epochs
   python benchmarks/pretraining_study.py --targets gap --seeds 0 --ft-epochs 2 --stage1-epochs 1 --stage2-epochs 1   # a quick look
