@@ -27,9 +27,11 @@ Arms (each fine-tuned with ``qm9_finetune``'s released recipe, same encoder, sam
   k times as long: ``control_x3 molspectra_x3`` compare a three times longer stage 2 with its control.
 
 Every run lives in ``--workdir/<name>`` and is skipped when it finished before, so a killed study
-resumes. A workdir belongs to one spectra set (the molecules are recorded in ``spectra_set.json``);
-a study on another one (more shipped sticks, another ``--n-spectra``) needs a new ``--workdir``, which
-can share the runs that do not see the spectra set (stage 1, the scratch and Coord fine-tunes) by links:
+resumes. A workdir belongs to one spectra set (the molecules are recorded in ``spectra_set.json``) and
+to one set of the options that shape its runs (sizes, epochs, labels: ``study_settings.json``);
+a study on another one (more shipped sticks, another ``--n-spectra``, another ``--n-train``) needs a new
+``--workdir``, which can share the runs that the change does not touch by links (for a new spectra set:
+stage 1 and the scratch and Coord fine-tunes; for new fine-tuning options: stage1, control, stage2):
 ``for r in stage1 ft_*_scratch_* ft_*_coord_*; do ln -s $PWD/runs_a/$r runs_b/; done``; fine-tuning goes seed by seed (every arm's seed 0 first), and ``--report-only`` makes the
 table and PNG from the runs finished so far; results (test MAE, validation curves, wall time per run) go to ``--out`` and a table
 and a PNG of the validation curves are written. Scale it up by the options (more structures,
@@ -146,6 +148,32 @@ def check_spectra_set(workdir, n_spectra):
     return gdbs
 
 
+#: the options that shape a run's result: a workdir's finished runs are reused only under the same ones
+RUN_SETTINGS = ("n_stage1", "stage1_epochs", "stage2_epochs", "pretrain_batch", "n_train", "n_val", "n_test",
+                "ft_epochs", "ft_batch", "width", "interactions", "finetune_overrides")
+
+
+def check_run_settings(workdir, args):
+    """The options of ``RUN_SETTINGS``, recorded in ``<workdir>/study_settings.json`` on first use; a
+    workdir whose runs were made under other ones is refused, since a finished run is skipped by its
+    name alone (``ft_gap_control_seed0`` with 1,000 labels would stand for one with 250)."""
+    settings = {key: getattr(args, key) for key in RUN_SETTINGS}
+    record = os.path.join(workdir, "study_settings.json")
+    if not os.path.exists(record):
+        with open(record, "w") as f:
+            json.dump(settings, f, indent=1)
+        return settings
+    before = json.load(open(record))
+    differ = [f"--{key.replace('_', '-')} {before.get(key)} (asked: {settings[key]})" for key in RUN_SETTINGS
+              if key in before and before[key] != settings[key]]
+    if differ:
+        raise SystemExit(
+            f"{record}: this workdir's runs were made with {', '.join(differ)}; pass those to go on with it, or a new "
+            "--workdir (it can link the runs that the changed options do not touch, e.g. stage1, control and stage2 "
+            "when only fine-tuning options change)")
+    return settings
+
+
 def build_data(workdir, args):
     """The stage 1 structures, the spectra set and the fine-tuning database with its split file."""
     from schnetpack_molspectra.data.default import ensure_default_dataset
@@ -211,6 +239,7 @@ def main(argv=None):
     walls = {}
     t = time.time()
     n_spectra = len(check_spectra_set(workdir, args.n_spectra))
+    check_run_settings(workdir, args)
     stage1_db, spectra_db, ft_db, split = build_data(workdir, args)
     walls["data"] = time.time() - t
     common = [f"model.representation.n_atom_basis={args.width}", f"model.representation.n_interactions={args.interactions}",

@@ -12,7 +12,7 @@ killed run resumes. Reported against the reference method, per method:
   cos_cal   the same after a linear energy calibration E' = a E + b fitted on the other half
             of the molecules (2-fold), which is what `uv_energy_scale`-style corrections can reach
 
-  python benchmarks/uv_methods.py --n 20 --methods tddft,fast,stda
+  python benchmarks/uv_methods.py --n 20 --methods tddft,fast,stda --workers 2
 """
 import argparse
 import json
@@ -24,10 +24,42 @@ import time
 import numpy as np
 
 
+def _one(job):
+    """One (method, molecule) result, timed in a single-threaded worker."""
+    from schnetpack_molspectra.data.simulate.uv import uv_spectrum_sticks
+
+    method, index, smiles, atoms, states = job
+    t0 = time.perf_counter()
+    try:
+        uv = uv_spectrum_sticks(atoms, method, states)
+        rec = {"energies": uv["energies"].tolist(), "strengths": uv["strengths"].tolist()}
+    except Exception as err:
+        rec = {"error": f"{type(err).__name__}: {err}"}
+    rec.update(method=method, gdb_index=index, smiles=smiles, seconds=time.perf_counter() - t0)
+    return rec
+
+
+class _Serial:
+    """The in-process stand-in of a pool (``--workers 1``)."""
+
+    imap_unordered = staticmethod(map)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _pool(workers):
+    import multiprocessing
+
+    return _Serial() if workers <= 1 else multiprocessing.get_context("spawn").Pool(workers)
+
+
 def compute(args):
     from schnetpack_molspectra.data.inputs import from_qm9
     from schnetpack_molspectra.data.qm9 import load_qm9pack
-    from schnetpack_molspectra.data.simulate.uv import uv_spectrum_sticks
     from schnetpack_molspectra.data.sticks import shipped_selection
 
     os.makedirs(args.workdir, exist_ok=True)
@@ -43,21 +75,13 @@ def compute(args):
     table = load_qm9pack()
     gdbs = shipped_selection(table)[: args.n]
     molecules = from_qm9(gdb_indices=gdbs, table=table)
-    with open(out, "a") as f:
-        for method in args.methods:
-            for m in molecules:
-                if (method, m.index) in done:
-                    continue
-                t0 = time.perf_counter()
-                try:
-                    uv = uv_spectrum_sticks(m.atoms, method, args.states)
-                    rec = {"energies": uv["energies"].tolist(), "strengths": uv["strengths"].tolist()}
-                except Exception as err:
-                    rec = {"error": f"{type(err).__name__}: {err}"}
-                rec.update(method=method, gdb_index=m.index, smiles=m.smiles, seconds=time.perf_counter() - t0)
-                f.write(json.dumps(rec) + "\n")
-                f.flush()
-                print(f"{method:8s} gdb_{m.index:<6d} {rec['seconds']:7.1f} s {rec.get('error', '')}", flush=True)
+    todo = [(method, m) for method in args.methods for m in molecules if (method, m.index) not in done]
+    with open(out, "a") as f, _pool(args.workers) as pool:
+        # this process is the one writer: each result is appended as soon as its worker returns it
+        for rec in pool.imap_unordered(_one, [(method, m.index, m.smiles, m.atoms, args.states) for method, m in todo]):
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            print(f"{rec['method']:8s} gdb_{rec['gdb_index']:<6d} {rec['seconds']:7.1f} s {rec.get('error', '')}", flush=True)
     return out
 
 
@@ -122,6 +146,7 @@ def main(argv=None):
     p.add_argument("--reference", default="tddft")
     p.add_argument("--states", type=int, default=10)
     p.add_argument("--workdir", default="uv_methods_work")
+    p.add_argument("--workers", type=int, default=1, help="single-threaded worker processes (one per core)")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
