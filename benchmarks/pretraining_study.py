@@ -43,6 +43,9 @@ labels, epochs, a GPU with ``--accelerator gpu``).
       --out benchmarks/results/pretraining_study_5k_homo_lumo.json   # homo and lumo, same runs
   python benchmarks/pretraining_study.py --workdir runs5k --arms control molspectra molspectra_no_mpr molspectra_no_uv \
       molspectra_no_ir --targets gap --seeds 0 --stage2-epochs 6 --out benchmarks/results/pretraining_ablations_5k.json
+  python benchmarks/pretraining_study.py --workdir runs5k_250 --n-train 250 --arms scratch coord control molspectra \
+      --targets gap --seeds 0 1 2 --stage2-epochs 6 --out benchmarks/results/pretraining_study_5k_250labels.json
+      # 250 labels; runs5k_250 holds links to runs5k's stage1, control and stage2
   python benchmarks/pretraining_study.py --targets gap --seeds 0 1 2 --n-spectra 499   # its first study (499)
   python benchmarks/pretraining_study.py                       # everything: homo, lumo, gap, 3 seeds, 20 stage-2 epochs
   python benchmarks/pretraining_study.py --targets gap --seeds 0 --ft-epochs 2 --stage1-epochs 1 --stage2-epochs 1   # a quick look
