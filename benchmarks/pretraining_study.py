@@ -126,6 +126,16 @@ def best_model(workdir, name):
     return path
 
 
+def recorded(path, value):
+    """What the JSON file ``path`` records; ``value``, written there, when it records nothing yet."""
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    with open(path, "w") as f:
+        json.dump(value, f, indent=1)
+    return value
+
+
 def check_spectra_set(workdir, n_spectra):
     """The GDB indices of the spectra set (the first ``n_spectra`` shipped molecules with every
     spectrum, all if None), recorded in ``<workdir>/spectra_set.json`` on first use; a workdir whose
@@ -137,17 +147,13 @@ def check_spectra_set(workdir, n_spectra):
     if n_spectra is not None and len(gdbs) < n_spectra:
         raise SystemExit(f"--n-spectra {n_spectra}: only {len(gdbs)} shipped molecules have every spectrum")
     record = os.path.join(workdir, "spectra_set.json")
-    if os.path.exists(record):
-        before = json.load(open(record))["gdb_indices"]
-        if before != gdbs:
-            asked = "all shipped" if n_spectra is None else f"--n-spectra {n_spectra}"
-            raise SystemExit(
-                f"{record}: this workdir's runs were pre-trained on {len(before)} spectra molecules, this study asks "
-                f"for {len(gdbs)} ({asked}); pass --n-spectra {len(before)} to go on with it, or a new --workdir "
-                "(its stage 1, scratch and Coord runs can be links to this one's)")
-    else:
-        with open(record, "w") as f:
-            json.dump({"molecules": len(gdbs), "gdb_indices": gdbs}, f)
+    before = recorded(record, {"molecules": len(gdbs), "gdb_indices": gdbs})["gdb_indices"]
+    if before != gdbs:
+        asked = "all shipped" if n_spectra is None else f"--n-spectra {n_spectra}"
+        raise SystemExit(
+            f"{record}: this workdir's runs were pre-trained on {len(before)} spectra molecules, this study asks "
+            f"for {len(gdbs)} ({asked}); pass --n-spectra {len(before)} to go on with it, or a new --workdir "
+            "(its stage 1, scratch and Coord runs can be links to this one's)")
     return gdbs
 
 
@@ -162,11 +168,7 @@ def check_run_settings(workdir, args):
     name alone (``ft_gap_control_seed0`` with 1,000 labels would stand for one with 250)."""
     settings = {key: getattr(args, key) for key in RUN_SETTINGS}
     record = os.path.join(workdir, "study_settings.json")
-    if not os.path.exists(record):
-        with open(record, "w") as f:
-            json.dump(settings, f, indent=1)
-        return settings
-    before = json.load(open(record))
+    before = recorded(record, settings)
     differ = [f"--{key.replace('_', '-')} {before.get(key)} (asked: {settings[key]})" for key in RUN_SETTINGS
               if key in before and before[key] != settings[key]]
     if differ:

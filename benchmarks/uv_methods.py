@@ -52,9 +52,9 @@ class _Serial:
 
 
 def _pool(workers):
-    import multiprocessing
+    from schnetpack_molspectra.data.simulate.runner import _start_pool  # one OpenMP thread per worker
 
-    return _Serial() if workers <= 1 else multiprocessing.get_context("spawn").Pool(workers)
+    return _Serial() if workers <= 1 else _start_pool(workers)
 
 
 def compute(args):
