@@ -1,5 +1,5 @@
 """Output modules (SchNetPack ``output_modules``): the pre-training heads and the QM9 extras."""
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -11,7 +11,7 @@ from schnetpack.nn.scatter import scatter_add
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.train.losses import all_reduce_sum
 
-__all__ = ["DenoisingHead", "MoleculeRepresentation", "SpectraEncoder", "ElectronicSpatialExtent", "RunningNoiseScale"]
+__all__ = ["DenoisingHead", "MoleculeRepresentation", "SpectraEncoder", "missing_modality", "ElectronicSpatialExtent", "RunningNoiseScale"]
 
 
 class RunningNoiseScale(nn.Module):
@@ -157,6 +157,26 @@ class MoleculeRepresentation(nn.Module):
         return inputs
 
 
+def missing_modality(
+    spectrum: torch.Tensor, mask: Optional[torch.Tensor], missing: torch.Tensor, n_patches: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """SpecFormer's input for molecules that lack a modality: zeros, every patch masked.
+
+    Args:
+        spectrum: normalised spectra (n_molecules, L) of one modality (rows of missing molecules ignored).
+        mask: their patch masks (n_molecules, n_patches), True = masked, or None (no patch masked).
+        missing: (n_molecules,) bool, True where the molecule lacks the modality.
+        n_patches: patches per spectrum of that modality.
+
+    Returns:
+        (spectrum with the missing rows zeroed, mask with the missing rows all True).
+    """
+    missing = missing.to(spectrum.device)
+    if mask is None:
+        mask = torch.zeros(spectrum.shape[0], n_patches, dtype=torch.bool, device=spectrum.device)
+    return spectrum.masked_fill(missing[:, None], 0.0), mask | missing[:, None]
+
+
 class SpectraEncoder(nn.Module):
     """SpecFormer as an output module: the spectra side of pre-training.
 
@@ -164,6 +184,10 @@ class SpectraEncoder(nn.Module):
     patch mask from the inputs, runs ``specformer`` and writes ``representation_spectra``
     (n_molecules, n_out) and, per modality, the reconstructed and the clean patches at the
     masked positions (n_masked_patches, P; every patch without a mask).
+
+    A molecule whose modality is withheld by modality dropout (``{modality}_dropped`` True) gets
+    that spectrum as :func:`missing_modality` gives a missing one (zeros, every patch masked), and
+    its patches are not reconstruction targets.
     """
 
     def __init__(self, specformer: nn.Module):
@@ -182,12 +206,19 @@ class SpectraEncoder(nn.Module):
             spectra[m] = inputs[key]
             if msp.patch_mask(m) in inputs:
                 masks[m] = inputs[msp.patch_mask(m)]
+        targets = dict(masks)  # the patches to reconstruct
+        for m in self.specformer.modalities:
+            if msp.modality_dropped(m) in inputs:
+                dropped = inputs[msp.modality_dropped(m)].reshape(-1).bool()
+                spectra[m], masks[m] = missing_modality(spectra[m], masks.get(m), dropped, self.specformer.n_patches[m])
+                if m in targets:
+                    targets[m] = targets[m] & ~dropped[:, None]
         representation, reconstructions, patches = self.specformer(spectra, masks)
         inputs[msp.representation_spectra] = representation
         for m in self.specformer.modalities:
             recon, clean = reconstructions[m], patches[m]
-            if m in masks:
-                recon, clean = recon[masks[m]], clean[masks[m]]
+            if m in targets:
+                recon, clean = recon[targets[m]], clean[targets[m]]
             inputs[msp.reconstructed_patches(m)] = recon.reshape(-1, recon.shape[-1])
             inputs[msp.target_patches(m)] = clean.reshape(-1, clean.shape[-1])
         return inputs

@@ -54,6 +54,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.atomistic import missing_modality
 from schnetpack_molspectra.spectra.io import QuerySpectrum, read_spectra, rescale_to_reference
 
 __all__ = [
@@ -178,18 +179,32 @@ def database_elements(path: str) -> Tuple[int, ...]:
 
 
 def load_model(path: str, elements: Optional[Sequence] = None, device: str = "cpu") -> MolSpectraEncoders:
-    """Load a MolSpectra ``best_model`` (or a run directory holding one) for identification.
+    """Load a MolSpectra ``best_model`` (or a run directory holding one), a weights file or a shipped
+    model by name (``molspectra-painn-qm9``) for identification.
 
     Raises:
         IdentifyError: the file is not a saved model, or has no spectra encoder / 3D representation
             (a ``denoise_pretrain`` or fine-tuned model).
     """
     import schnetpack_molspectra  # noqa: F401  (tblite before torch; old class names of saved models)
+    from omegaconf import OmegaConf
+
     from schnetpack_molspectra.atomistic import MoleculeRepresentation, SpectraEncoder
 
-    path = _find_model_file(path)
+    from schnetpack_molspectra.pretrained import PretrainedModelError, model_from_weights, read_weights
+    from schnetpack_molspectra.shipped import resolve_model
+
+    path = _find_model_file(resolve_model(path))  # a shipped model's name -> its weights file
+    card = {}
     try:
-        model = torch.load(path, map_location=device, weights_only=False)
+        if path.endswith(".pt"):  # a weights file (the shipped models): config and card inside
+            stored = read_weights(path)
+            card = stored["card"]
+            model = model_from_weights(path, device=device)
+        else:
+            model = torch.load(path, map_location=device, weights_only=False)
+    except PretrainedModelError as err:
+        raise IdentifyError(str(err)) from err
     except Exception as err:
         raise IdentifyError(f"cannot read model {path}: {type(err).__name__}: {err}") from err
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "representation"):
@@ -211,7 +226,7 @@ def load_model(path: str, elements: Optional[Sequence] = None, device: str = "cp
     cutoff = getattr(representation, "cutoff", None)
     if cutoff is None and hasattr(representation, "cutoff_fn"):
         cutoff = getattr(representation.cutoff_fn, "cutoff", None)
-    cfg = _run_config(path)
+    cfg = _run_config(path) if not card else OmegaConf.create(stored["config"])
     if cutoff is None and cfg is not None:
         cutoff = cfg.get("globals", {}).get("cutoff")
     cutoff = float(cutoff if cutoff is not None else 5.0)
@@ -223,6 +238,9 @@ def load_model(path: str, elements: Optional[Sequence] = None, device: str = "cp
     if elements is not None:
         enc.elements = tuple(sorted(_atomic_number(e) for e in elements))
         enc.elements_source = "given"
+    elif card.get("elements"):
+        enc.elements = tuple(sorted(_atomic_number(e) for e in card["elements"]))
+        enc.elements_source = f"model card of {os.path.basename(path)}"
     elif cfg is not None:
         db = _training_db(cfg)
         if db and os.path.isfile(db):
@@ -270,7 +288,7 @@ def encode_spectra(
     out = []
     for start in range(0, len(queries), batch_size):
         chunk = queries[start : start + batch_size]
-        spectra, masks = {}, {}
+        spectra, absent = {}, {}
         for m in sf.modalities:
             rows, missing = [], []
             for q in chunk:
@@ -284,9 +302,12 @@ def encode_spectra(
                     rows.append(np.zeros(sf.spectrum_length[m], dtype=np.float32))
                     missing.append(True)
             spectra[m] = torch.from_numpy(np.stack(rows).astype(np.float32)).to(enc.device)
-            if any(missing):
-                masks[m] = torch.tensor(missing, device=enc.device)[:, None].expand(-1, sf.n_patches[m]).contiguous()
+            absent[m] = torch.tensor(missing, device=enc.device)
         spectra = _normalise(enc, spectra)
+        masks = {}
+        for m, missing in absent.items():  # as modality dropout feeds a withheld modality in training
+            if bool(missing.any()):
+                spectra[m], masks[m] = missing_modality(spectra[m], None, missing, sf.n_patches[m])
         representation, _, _ = sf(spectra, masks)
         out.append(torch.nn.functional.normalize(representation, dim=-1).cpu().numpy())
     return np.concatenate(out).astype(np.float32)
@@ -622,6 +643,7 @@ def identify(
     exact_below: int = EXACT_BELOW,
     out_csv: Optional[str] = None,
     progress: bool = False,
+    device: str = "cpu",
 ) -> List[Identification]:
     """Rank the library's structures for each spectrum (module docstring); top ``top_k`` each.
 
@@ -634,8 +656,9 @@ def identify(
         rescale: ``auto`` (x,y data in instrument units to the training peak height), ``peak``, ``none``.
         elements: elements the model knows (default: those of its training data, see module docstring).
         out_csv: also write the results there (:func:`write_csv`).
+        device: where the model runs (``cpu``, ``cuda``, ``cuda:1``; :func:`load_model`).
     """
-    enc = model if isinstance(model, MolSpectraEncoders) else load_model(model, elements)
+    enc = model if isinstance(model, MolSpectraEncoders) else load_model(model, elements, device=device)
     if isinstance(spectra, str):
         spectra = [spectra]
     records: List[QuerySpectrum] = []

@@ -63,7 +63,7 @@ def run_data(model_path: str, data: Optional[str] = None) -> str:
 def _normalised(enc, spectra: Dict[str, np.ndarray]) -> Dict[str, torch.Tensor]:
     from schnetpack_molspectra.identify import _normalise
 
-    return _normalise(enc, {m: torch.as_tensor(np.asarray(v, dtype=np.float32)).reshape(1, -1) for m, v in spectra.items()})
+    return _normalise(enc, {m: torch.as_tensor(np.asarray(v, dtype=np.float32), device=enc.device).reshape(1, -1) for m, v in spectra.items()})
 
 
 def _molecule(data: str, index: int, modalities: Sequence[str]):
@@ -102,7 +102,7 @@ def _token_position(sf, token: int) -> str:
 
 def plot_attention(
     model: str, out: str = "attention.png", data: Optional[str] = None, index: int = 0, layer: int = -1,
-    heads: Optional[Sequence[int]] = None, span: float = 2.0,
+    heads: Optional[Sequence[int]] = None, span: float = 2.0, device: str = "cpu",
 ) -> Dict[str, object]:
     """Attention maps (query patches x key patches) of every head (or ``heads``) of ``layer``
     for molecule ``index`` of ``data``. Colour: log10 of the weight relative to uniform
@@ -114,7 +114,7 @@ def plot_attention(
     from schnetpack_molspectra.identify import load_model
 
     plt = _pyplot()
-    enc = load_model(model)
+    enc = load_model(model, device=device)
     sf = enc.specformer
     record = _molecule(run_data(model, data), index, sf.modalities)
     maps = sf.attention_maps(_normalised(enc, {m: record.spectra[m] for m in sf.modalities}))
@@ -182,7 +182,7 @@ def _db_property(data: str, key: str) -> np.ndarray:
 
 def plot_tsne(
     model: str, out: str = "tsne.png", data: Optional[str] = None, color_by: str = "gap", perplexity: float = 30.0,
-    seed: int = 0, max_molecules: Optional[int] = None,
+    seed: int = 0, max_molecules: Optional[int] = None, device: str = "cpu",
 ) -> Dict[str, object]:
     """t-SNE of the spectra and the 3D representations of ``data``'s molecules, coloured by ``color_by``."""
     try:
@@ -195,7 +195,7 @@ def plot_tsne(
     from schnetpack_molspectra.spectra.io import read_spectra
 
     plt = _pyplot()
-    enc = load_model(model)
+    enc = load_model(model, device=device)
     data = run_data(model, data)
     colour = _db_property(data, color_by)
     records = read_spectra(data)
@@ -223,7 +223,7 @@ def plot_tsne(
 # ---------------------------------------------------------------- masked patch reconstruction
 def plot_mpr(
     model: str, out: str = "mpr.png", data: Optional[str] = None, index: int = 0, mask_ratio: Optional[float] = None,
-    seed: int = 0,
+    seed: int = 0, device: str = "cpu",
 ) -> Dict[str, object]:
     """Molecule ``index``'s normalised spectra, randomly masked patches (ratio as in training:
     the run's ``globals.mask_ratio``, else 0.1) shaded, and SpecFormer's reconstructions.
@@ -234,7 +234,7 @@ def plot_mpr(
     from schnetpack_molspectra.transform import MaskSpectraPatches
 
     plt = _pyplot()
-    enc = load_model(model)
+    enc = load_model(model, device=device)
     sf = enc.specformer
     if mask_ratio is None:
         cfg = _run_config(_find_model_file(model))
@@ -242,7 +242,7 @@ def plot_mpr(
     record = _molecule(run_data(model, data), index, sf.modalities)
     torch.manual_seed(seed)
     masker = MaskSpectraPatches(mask_ratio, sf.modalities, sf.patch_length, sf.patch_stride, sf.spectrum_length)
-    masks = {m: masker({})[msp.patch_mask(m)] for m in sf.modalities}
+    masks = {m: masker({})[msp.patch_mask(m)].to(enc.device) for m in sf.modalities}
     spectra = _normalised(enc, {m: record.spectra[m] for m in sf.modalities})
     with torch.no_grad():
         _, reconstructions, _ = sf(spectra, masks)
@@ -250,7 +250,7 @@ def plot_mpr(
     errors = {}
     for ax, m in zip(axes[:, 0], sf.modalities):
         x = GRIDS[m].values()
-        y = spectra[m][0].numpy()
+        y = spectra[m][0].cpu().numpy()
         P, D = sf.patch_length[m], sf.patch_stride[m]
         masked = torch.nonzero(masks[m][0]).flatten().tolist()
         ax.plot(x, y, color="black", lw=0.8, label="normalised spectrum log10(1+x)")
@@ -258,7 +258,7 @@ def plot_mpr(
         for k, p in enumerate(masked):
             lo, hi = p * D, p * D + P
             ax.axvspan(x[lo], x[hi - 1], color="0.85", zorder=0, label="masked patch (zero-filled input)" if k == 0 else None)
-            rec = reconstructions[m][0, p].numpy()
+            rec = reconstructions[m][0, p].cpu().numpy()
             ax.plot(x[lo:hi], rec, color=MODALITY_COLOR[m], lw=1.4, label="reconstruction" if k == 0 else None)
             sq.append(np.mean((rec - y[lo:hi]) ** 2))
             zero.append(np.mean(y[lo:hi] ** 2))

@@ -1,7 +1,10 @@
 """Carry pre-trained weights into a new model.
 
-Reads a ``best_model`` (a whole model saved by SchNetPack) or a Lightning checkpoint
-(keys ``model.*``) written by ``molspectra_pretrain`` / ``denoise_pretrain``. What is taken,
+Reads a ``best_model`` (a whole model saved by SchNetPack), a Lightning checkpoint
+(keys ``model.*``) written by ``molspectra_pretrain`` / ``denoise_pretrain``, or a weights file
+(:func:`save_weights`: the model's weights, in half precision where they are float32, with the
+run's resolved config and a model card; read with ``torch.load(weights_only=True)``, so any
+torch reads it without unpickling code; the shipped pre-trained models are such files). What is taken,
 as in the released MolSpectra code (which loads every matching key):
 
 - the encoder (``representation``), always; it must match the new encoder exactly;
@@ -27,7 +30,14 @@ __all__ = [
     "denoising_head_state",
     "load_state_checked",
     "load_pretrained_weights",
+    "WEIGHTS_FORMAT",
+    "save_weights",
+    "read_weights",
+    "model_from_weights",
 ]
+
+#: the ``format`` entry of a weights file written by :func:`save_weights`
+WEIGHTS_FORMAT = "schnetpack-molspectra-weights/1"
 
 _REPRESENTATION = "representation."
 
@@ -37,18 +47,19 @@ class PretrainedModelError(ValueError):
 
 
 def stored_state(path: str) -> Dict[str, torch.Tensor]:
-    """All weights and buffers stored in ``path`` (a ``best_model`` or a Lightning ``.ckpt``),
-    keyed as in the model (``representation.*``, ``output_modules.0.*``, ...).
+    """All weights and buffers stored in ``path`` (a ``best_model``, a Lightning ``.ckpt``, a weights
+    file or the name of a shipped model), keyed as in the model (``representation.*``, ``output_modules.0.*``, ...).
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        FileNotFoundError: ``path`` does not exist and is not a shipped model's name (they are listed).
         PretrainedModelError: ``path`` is a directory, not readable by ``torch.load``, or holds
             something other than a SchNetPack model or a Lightning checkpoint (named).
     """
+    from schnetpack_molspectra.shipped import resolve_model
+
+    path = resolve_model(path)  # a shipped model's name -> its file
     if os.path.isdir(path):
         raise PretrainedModelError(f"pre-trained model {path} is a directory; give its best_model or a .ckpt file in it")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"pre-trained model {path} does not exist")
     from schnetpack_molspectra.data.files import damaged_zip
 
     damage = damaged_zip(path)  # before unpickling: a damaged pickle can allocate gigabytes
@@ -59,6 +70,8 @@ def stored_state(path: str) -> Dict[str, torch.Tensor]:
     except Exception as err:
         message = " ".join(str(err).split())[:300]
         raise PretrainedModelError(f"cannot read pre-trained model {path}: {type(err).__name__}: {message}") from err
+    if isinstance(stored, dict) and stored.get("format") == WEIGHTS_FORMAT:
+        return {k: v.float() if v.dtype == torch.float16 else v for k, v in _checked_state(stored["state_dict"], path, "").items()}
     if isinstance(stored, nn.Module):
         if not hasattr(stored, "representation"):
             raise PretrainedModelError(f"{path}: model {type(stored).__name__} has no 'representation' (encoder)")
@@ -68,18 +81,18 @@ def stored_state(path: str) -> Dict[str, torch.Tensor]:
     raise PretrainedModelError(f"{path}: neither a SchNetPack model nor a Lightning checkpoint ({type(stored).__name__})")
 
 
-def _checked_state(state_dict, path: str) -> Dict[str, torch.Tensor]:
-    """The ``model.*`` entries of a Lightning ``state_dict``, which must map names to tensors."""
+def _checked_state(state_dict, path: str, prefix: str = "model.") -> Dict[str, torch.Tensor]:
+    """The ``<prefix>*`` entries of a ``state_dict`` (Lightning's: ``model.``), which must map names to tensors."""
     if not isinstance(state_dict, Mapping):
         raise PretrainedModelError(f"{path}: its 'state_dict' is a {type(state_dict).__name__}, not a mapping of names to tensors")
     state = {}
     for key, value in state_dict.items():
         if not isinstance(key, str):
             raise PretrainedModelError(f"{path}: its 'state_dict' has a key {key!r} that is not a parameter name")
-        if key.startswith("model."):
+        if key.startswith(prefix):
             if not isinstance(value, torch.Tensor):
                 raise PretrainedModelError(f"{path}: {key} is a {type(value).__name__}, not a tensor")
-            state[key[len("model."):]] = value
+            state[key[len(prefix):]] = value
     return state
 
 
@@ -182,6 +195,67 @@ def load_pretrained_weights(model: nn.Module, path: str, denoising_head: bool = 
             )
         load_state_checked(heads[0], head_state, path, "denoising head")
     return model
+
+
+def save_weights(path: str, model: nn.Module, config: Optional[dict] = None, card: Optional[dict] = None,
+                 half: bool = True) -> str:
+    """Write ``model``'s weights and buffers to ``path`` as a weights file: float32 tensors in half
+    precision (``half``), the others as they are, with ``config`` (the run's resolved hydra config
+    as a plain dict, which rebuilds the model) and ``card`` (what the model is: data, steps, wall
+    time, measured figures). Written to ``<path>.partial`` and renamed, so ``path`` is whole or absent.
+    """
+    state = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu()
+        state[key] = value.half() if half and value.dtype == torch.float32 else value.clone()
+    partial = path + ".partial"
+    torch.save({"format": WEIGHTS_FORMAT, "state_dict": state, "config": config or {}, "card": card or {}}, partial)
+    os.replace(partial, path)
+    return path
+
+
+def read_weights(path: str) -> dict:
+    """A weights file's entries (``state_dict`` as stored, ``config``, ``card``), read without unpickling code.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        PretrainedModelError: not a weights file of :func:`save_weights` (named).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        message = " ".join(str(err).split())[:300]
+        raise PretrainedModelError(f"cannot read weights file {path}: {type(err).__name__}: {message}") from err
+    if not isinstance(stored, dict) or stored.get("format") != WEIGHTS_FORMAT:
+        raise PretrainedModelError(f"{path}: not a weights file ({WEIGHTS_FORMAT})")
+    return stored
+
+
+def model_from_weights(path: str, device: str = "cpu") -> nn.Module:
+    """The whole model of a weights file (or a shipped model's name), rebuilt from its stored config
+    (``model``, built by hydra as the run built it) with its weights, in eval mode.
+
+    Raises:
+        PretrainedModelError: the file has no model config, or its weights do not fit the model built.
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    import schnetpack_molspectra.configs  # noqa: F401  (the configs' resolvers)
+    from schnetpack_molspectra.shipped import resolve_model
+
+    path = resolve_model(path)
+    stored = read_weights(path)
+    if "model" not in (stored.get("config") or {}):
+        raise PretrainedModelError(f"{path}: the weights file has no model config to rebuild the model from")
+    cfg = OmegaConf.create(stored["config"])
+    cfg.model.pretrained_model = None  # the weights come from this file
+    model = instantiate(cfg.model)
+    state = {k: v.float() if v.dtype == torch.float16 else v for k, v in stored["state_dict"].items()}
+    load_state_checked(model, state, path, "model")
+    return model.to(device).eval()
 
 
 __getattr__ = moved_names(__name__, {"PretrainedNeuralNetworkPotential": "schnetpack_molspectra.model.MolSpectraModel"})

@@ -54,6 +54,12 @@ def patch_mask(modality: str) -> str:
     return f"{modality}_patch_mask"
 
 
+def modality_dropped(modality: str) -> str:
+    """Key of the modality-dropout flag of one modality, (1,) bool per molecule, True = the molecule's
+    spectrum of that modality is withheld (fed to SpecFormer as a missing one: zeros, every patch masked)."""
+    return f"{modality}_dropped"
+
+
 ## model outputs
 #: predicted per-atom noise, in units of the denoising head's running noise scale, (n_atoms, 3)
 predicted_noise: Final[str] = "predicted_noise"

@@ -101,7 +101,9 @@ class MaskedPatchReconstructionOutput(UnsupervisedModelOutput):
             if recon_key not in pred:
                 raise KeyError(f"MPR loss needs '{recon_key}': is the {m} modality enabled in SpecFormer?")
             recon, target = pred[recon_key], pred[target_key]
-            errors[m] = F.mse_loss(recon, target) if recon.numel() else recon.new_zeros(())
+            # no patch to reconstruct (ratio 0, or every molecule withheld the modality): 0, with
+            # the graph kept so that under DDP the reconstruction head still counts as used
+            errors[m] = F.mse_loss(recon, target) if recon.numel() else recon.sum() * 0.0
         return errors
 
     def calculate_loss(self, pred, target=None):
@@ -233,6 +235,17 @@ class MolSpectraTask(AtomisticTask):
         if not isinstance(value, Metric) and len(args) < 7:  # sync_dist is the 7th optional argument
             kwargs.setdefault("sync_dist", True)
         return super().log(name, value, *args, **kwargs)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """``LightningModule.load_from_checkpoint``; a checkpoint of the ``spktrain`` run in progress
+        (``spktrain`` reloads its best one to save ``best_model``) loads with ``weights_only=False`` on
+        torch >= 2.6, every other one with the defaults (``train.trainer``)."""
+        from schnetpack_molspectra.train.trainer import LIGHTNING_WEIGHTS_ONLY, written_by_this_run
+
+        if LIGHTNING_WEIGHTS_ONLY and kwargs.get("weights_only") is None and written_by_this_run(checkpoint_path):
+            kwargs["weights_only"] = False
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def save_model(self, path: str, do_postprocessing: Optional[bool] = None):
         # spktrain saves best_model from a task loaded from the best checkpoint on every rank; that

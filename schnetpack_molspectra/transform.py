@@ -143,6 +143,13 @@ class MaskSpectraPatches(Transform):
     ``{modality}_patch_mask``, boolean (1, N), True = masked; SpecFormer zero-fills those
     patches of the normalised input before embedding them. Patch geometry must match the
     model's SpecFormer (the configs interpolate it from there).
+
+    Modality dropout (``modality_dropout`` p > 0, beyond the paper): per molecule, each modality is
+    withheld with probability p, never all of them (if the draw withholds all, one drawn at random
+    is kept), and ``{modality}_dropped`` (1,) bool records it for every modality. ``SpectraEncoder``
+    feeds a withheld modality exactly as ``identify`` feeds a missing one (zeros, every patch masked)
+    and leaves it out of the reconstruction loss, so the contrastive and MPR losses see every subset
+    of the spectra. p = 0 (the default) writes no flag: the released behaviour.
     """
 
     is_preprocessor = True
@@ -155,11 +162,15 @@ class MaskSpectraPatches(Transform):
         patch_length: Optional[Mapping[str, int]] = None,
         patch_stride: Optional[Mapping[str, int]] = None,
         spectrum_length: Optional[Mapping[str, int]] = None,
+        modality_dropout: float = 0.0,
     ):
         super().__init__()
         if not 0.0 <= ratio < 1.0:
             raise ValueError(f"mask ratio must be in [0, 1), got {ratio}")
+        if not 0.0 <= modality_dropout < 1.0:
+            raise ValueError(f"modality dropout must be in [0, 1), got {modality_dropout}")
         self.ratio = ratio
+        self.modality_dropout = modality_dropout
         self.modalities = list(modalities)
         geometry = patch_geometry(self.modalities, patch_length, patch_stride, spectrum_length)
         self.n_patches = {m: g.n_patches for m, g in geometry.items()}
@@ -175,6 +186,12 @@ class MaskSpectraPatches(Transform):
             mask = torch.zeros(1, n, dtype=torch.bool)
             mask[0, torch.randperm(n, generator=generator)[: self.n_masked(m)]] = True
             inputs[msp.patch_mask(m)] = mask
+        if self.modality_dropout > 0:
+            dropped = torch.rand(len(self.modalities), generator=generator) < self.modality_dropout
+            if bool(dropped.all()):  # never all: keep one
+                dropped[torch.randint(len(self.modalities), (1,), generator=generator)] = False
+            for m, flag in zip(self.modalities, dropped):
+                inputs[msp.modality_dropped(m)] = flag.reshape(1)
         return inputs
 
 

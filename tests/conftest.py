@@ -43,6 +43,31 @@ def write_spectra_db(path, n_molecules=24, seed=0, spectra_fn=None, with_spectra
     return str(path)
 
 
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request):
+    """Each available device: the CPU, and the first GPU where torch sees one (skipped otherwise)."""
+    import torch
+
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    return torch.device(request.param)
+
+
 @pytest.fixture
 def spectra_db(tmp_path):
     return write_spectra_db(tmp_path / "spectra.db")
+
+
+@pytest.fixture(scope="session")
+def main_job(tmp_path_factory):
+    """The README's main job as a new user runs it - ``spktrain experiment=molspectra_pretrain`` in an
+    empty directory, on the embedded default dataset - with a tiny model and 160 training molecules:
+    ``(spktrain's CompletedProcess, run directory)``. Shared by the tests that start from its model."""
+    from spktrain import TINY_PRETRAIN, TINY_SPECFORMER, run_dir, spktrain
+
+    cwd = tmp_path_factory.mktemp("main_job")
+    proc = spktrain(
+        cwd, "experiment=molspectra_pretrain", *TINY_PRETRAIN, *TINY_SPECFORMER, "data.num_train=160",
+        "trainer.max_epochs=2", "globals.warmup_steps=0.25", "globals.total_steps=1.0", timeout=900,
+    )
+    return proc, run_dir(cwd)

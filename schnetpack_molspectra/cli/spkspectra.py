@@ -127,6 +127,15 @@ def _default(args):
     return 0
 
 
+def _device(name: str) -> str:
+    """``auto``: the first GPU if torch sees one, else the CPU; anything else as given."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _identify(args):
     from schnetpack_molspectra.identify import format_results, identify
 
@@ -134,7 +143,7 @@ def _identify(args):
     results = identify(
         args.model, args.spectra, args.library, top_k=args.top_k, modality=args.modality,
         one_molecule=args.one_molecule, rescale=args.rescale, elements=elements, cache=not args.no_cache,
-        exact_below=args.exact_below, out_csv=args.csv, progress=True,
+        exact_below=args.exact_below, out_csv=args.csv, progress=True, device=_device(args.device),
     )
     print(format_results(results))
     if args.csv:
@@ -146,16 +155,17 @@ def _plot(args):
     from schnetpack_molspectra import plots
 
     out = args.out or f"{args.kind}.png"
+    device = _device(args.device)
     if args.kind == "curves":
         result = plots.plot_curves(args.model_run, out)
     elif args.kind == "attention":
-        result = plots.plot_attention(args.model_run, out, data=args.data, index=args.index, layer=args.layer)
+        result = plots.plot_attention(args.model_run, out, data=args.data, index=args.index, layer=args.layer, device=device)
         for head, key in result["top_key"].items():
             print(f"  head {head}: most attended key patch {key}")
     elif args.kind == "tsne":
-        result = plots.plot_tsne(args.model_run, out, data=args.data, color_by=args.color_by)
+        result = plots.plot_tsne(args.model_run, out, data=args.data, color_by=args.color_by, device=device)
     else:
-        result = plots.plot_mpr(args.model_run, out, data=args.data, index=args.index)
+        result = plots.plot_mpr(args.model_run, out, data=args.data, index=args.index, device=device)
         for m, e in result["errors"].items():
             print(f"  {m}: MSE on masked patches {e['mse']:.4f} (predicting zero {e['mse_zero']:.4f})")
     print(result["out"])
@@ -260,6 +270,7 @@ def parser() -> argparse.ArgumentParser:
     ident.add_argument("--elements", default=None, help="elements the model knows, e.g. H,C,N,O,F (default: its training data)")
     ident.add_argument("--csv", default=None, help="also write the results to this CSV")
     ident.add_argument("--no-cache", action="store_true", help="do not read or write the library's embedding cache")
+    ident.add_argument("--device", default="auto", help="where the model runs: auto (a GPU if there is one), cpu, cuda, cuda:1, ...")
     ident.add_argument("--exact-below", type=int, default=5000, help="exact search below this library size, FAISS HNSW above")
     ident.set_defaults(run=_identify)
 
@@ -270,6 +281,7 @@ def parser() -> argparse.ArgumentParser:
     plot.add_argument("--data", default=None, help="spectra database (default: the one the run trained on)")
     plot.add_argument("--index", type=int, default=0, help="attention, mpr: molecule (row) of the database")
     plot.add_argument("--layer", type=int, default=-1, help="attention: SpecFormer layer (default: the last)")
+    plot.add_argument("--device", default="auto", help="where the model runs: auto (a GPU if there is one), cpu, cuda, ...")
     plot.add_argument("--color-by", default="gap", help="tsne: property to colour by (a QM9 label, n_atoms, n_O, ...)")
     plot.set_defaults(run=_plot)
     return p

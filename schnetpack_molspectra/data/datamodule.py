@@ -1,16 +1,18 @@
-"""DataModules: ``MolSpectraDataModule`` (databases with spectra) and ``MD17DataModule`` (energies + forces)."""
+"""DataModules: ``MolSpectraDataModule`` (databases with spectra), ``QM9DataModule`` (QM9, offline) and
+``MD17DataModule`` (energies + forces)."""
 import os
 from typing import List, Optional, Sequence
 
 from schnetpack import properties as structure
 from schnetpack.data import ASEAtomsData, AtomsDataModule
 from schnetpack.data.splitting import RandomSplit, absolute_split_sizes
+from schnetpack.datasets import QM9
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.tblite_process import run_spkspectra, tblite_loads
 from schnetpack_molspectra.spectra.checks import SpectrumError
 
-__all__ = ["MolSpectraDataModule", "MD17DataModule", "BoundedTestSplit"]
+__all__ = ["MolSpectraDataModule", "QM9DataModule", "MD17DataModule", "BoundedTestSplit"]
 
 
 class BoundedTestSplit(RandomSplit):
@@ -90,6 +92,31 @@ class MolSpectraDataModule(AtomsDataModule):
                 )
         super().setup(stage)
         check_split(self)
+
+
+class QM9DataModule(QM9):
+    """``schnetpack.datasets.QM9`` that never downloads: a database that is not there is written from
+    the ``qm9pack`` package (all 130,831 molecules, SchNetPack's names, units and atom references;
+    about a minute), and ``datapath=None`` is QM9 built once into the cache
+    (:func:`schnetpack_molspectra.data.default.qm9_dataset_path`). An existing ``datapath`` (a database
+    of ``spkspectra qm9`` or SchNetPack's own ``qm9.db``) is used as it is.
+    """
+
+    def __init__(self, datapath: Optional[str] = None, **kwargs):
+        if datapath is None:
+            from schnetpack_molspectra.data.default import qm9_dataset_path
+
+            datapath = qm9_dataset_path()
+        super().__init__(datapath, **kwargs)
+
+    def prepare_data(self):
+        if not os.path.exists(self.datapath):
+            from schnetpack_molspectra.data.qm9 import build_qm9_db
+
+            folder = os.path.dirname(os.path.abspath(self.datapath))
+            os.makedirs(folder, exist_ok=True)
+            build_qm9_db(self.datapath)
+        super().prepare_data()
 
 
 class MD17DataModule(AtomsDataModule):

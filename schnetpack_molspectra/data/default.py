@@ -1,4 +1,5 @@
-"""The embedded default dataset: the shipped QM9 stick spectra, broadened, with QM9 labels.
+"""The embedded default datasets: the shipped QM9 stick spectra, broadened, with QM9 labels (for
+pre-training), and where all of QM9 is built for fine-tuning (:func:`qm9_dataset_path`).
 
 Every molecule of ``schnetpack_molspectra/data/qm9_sticks`` (:mod:`.sticks`) that has IR,
 Raman and UV sticks is broadened onto the QM9S grids once, on first use, into
@@ -14,7 +15,7 @@ from typing import Optional
 
 from schnetpack_molspectra.data.sticks import SHIPPED_UV_METHOD, build_db_from_sticks, shipped_chunks
 
-__all__ = ["cache_dir", "default_dataset_path", "ensure_default_dataset", "build_default_dataset"]
+__all__ = ["cache_dir", "default_dataset_path", "ensure_default_dataset", "build_default_dataset", "qm9_dataset_path"]
 
 _VERSION = 3
 
@@ -36,6 +37,14 @@ def default_dataset_path(n_molecules: Optional[int] = None, uv_method: str = SHI
     first ``n_molecules`` of them."""
     suffix = "" if n_molecules is None else f"_n{n_molecules}"
     return os.path.join(cache_dir(), f"default_spectra_v{_VERSION}_{uv_method}_{_signature(uv_method)}{suffix}.db")
+
+
+def qm9_dataset_path() -> str:
+    """Where all of QM9 (from ``qm9pack``, :func:`schnetpack_molspectra.data.qm9.build_qm9_db`) is
+    built once for ``experiment=qm9_finetune`` without ``data.datapath``."""
+    from importlib.metadata import version
+
+    return os.path.join(cache_dir(), f"qm9_qm9pack-{version('qm9pack')}.db")
 
 
 def build_default_dataset(path: Optional[str] = None, n_molecules: Optional[int] = None) -> str:

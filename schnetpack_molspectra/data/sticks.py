@@ -40,7 +40,9 @@ __all__ = [
     "SELECTION_SEED",
     "SHIPPED_UV_METHOD",
     "MoleculeSticks",
+    "HELD_OUT",
     "shipped_selection",
+    "held_out_selection",
     "chunk_path",
     "write_chunk",
     "read_chunk",
@@ -56,6 +58,10 @@ SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "qm9_stic
 CHUNK_SIZE = 250
 #: seed of the permutation of all QM9 molecules that fixes the shipped selection and its order
 SELECTION_SEED = 0
+#: molecules at the end of the selection that no shipped pre-trained model was trained on: the
+#: benchmarks take their fine-tuning labels, validation and test molecules and their retrieval
+#: queries from them (:func:`held_out_selection`)
+HELD_OUT = 10_000
 #: the UV level whose sticks the default dataset uses
 SHIPPED_UV_METHOD = "stda"
 
@@ -85,6 +91,12 @@ def shipped_selection(table=None) -> np.ndarray:
     table = load_qm9pack() if table is None else table
     gdb = np.sort(table["Index"].to_numpy().astype(np.int64))
     return np.random.default_rng(SELECTION_SEED).permutation(gdb)
+
+
+def held_out_selection(table=None) -> np.ndarray:
+    """GDB indices of the last :data:`HELD_OUT` molecules of :func:`shipped_selection`, in that order:
+    the molecules no shipped pre-trained model saw."""
+    return shipped_selection(table)[-HELD_OUT:]
 
 
 def chunk_path(kind: str, chunk: int, folder: Optional[str] = None) -> str:

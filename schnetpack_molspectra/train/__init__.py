@@ -4,6 +4,7 @@ from .losses import InfoNCELoss, SmoothedLoss, info_nce
 from .lr_scheduler import WarmupCosineLR, resolve_steps
 from .metrics import InfoNCE, RetrievalAccuracy, ScaledMeanAbsoluteError, retrieval_hits
 from .summary import PretrainingSummary, summarise_validation
+from .trainer import Trainer
 
 __all__ = [
     "info_nce",
@@ -17,4 +18,5 @@ __all__ = [
     "ScaledMeanAbsoluteError",
     "PretrainingSummary",
     "summarise_validation",
+    "Trainer",
 ]

@@ -1,8 +1,9 @@
 """End-of-run summary of pre-training: did it learn, where is the model, what to run next."""
+import atexit
 import json
 import os
 import shlex
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 from pytorch_lightning import Callback
@@ -13,7 +14,7 @@ import schnetpack.properties as structure
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.train.metrics import retrieval_hits
 
-__all__ = ["PretrainingSummary", "summarise_validation"]
+__all__ = ["PretrainingSummary", "summarise_validation", "encoder_overrides"]
 
 
 def summarise_validation(task, dataloader, max_molecules: Optional[int] = None) -> Dict[str, float]:
@@ -63,14 +64,29 @@ def summarise_validation(task, dataloader, max_molecules: Optional[int] = None) 
     return summary
 
 
+def encoder_overrides() -> List[str]:
+    """The command-line overrides of the hydra run in progress that shape the encoder
+    (``model/representation=...``, ``model.representation.*``, ``globals.cutoff``): a fine-tuning run
+    must repeat them to take the pre-trained encoder. Empty outside a hydra run."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+    except (ImportError, ValueError):  # ValueError: no hydra run in progress
+        return []
+    return [o for o in overrides if o.lstrip("+~").startswith(("model.representation.", "model/representation=", "globals.cutoff="))]
+
+
 class PretrainingSummary(Callback):
     """Prints, at the end of a pre-training run, each loss on the validation split at the start
     and at the end, the 3D -> spectra retrieval top-1 next to chance, where ``best_model`` is,
-    and the command that fine-tunes it; also written to ``<run dir>/pretraining_summary.json``.
+    and the command that fine-tunes it, once, after the test stage (or when the process ends); also
+    written to ``<run dir>/pretraining_summary.{json,txt}`` as soon as fitting ends.
 
     Args:
         max_molecules: validation molecules to evaluate (all if None).
-        finetune_command: the command printed with the model's path appended.
+        finetune_command: the command printed with the model's path appended, and the run's
+            encoder overrides (:func:`encoder_overrides`) after it.
     """
 
     def __init__(
@@ -82,6 +98,7 @@ class PretrainingSummary(Callback):
         self.finetune_command = finetune_command
         self.start: Optional[Dict[str, float]] = None
         self.text: Optional[str] = None
+        self.printed = False
 
     def _evaluate(self, trainer, task) -> Dict[str, float]:
         return summarise_validation(task, trainer.datamodule.val_dataloader(), self.max_molecules)
@@ -95,8 +112,13 @@ class PretrainingSummary(Callback):
             self._report(trainer, task)
 
     def teardown(self, trainer, task, stage):
-        if stage == "test" and self.text and trainer.is_global_zero:  # spktrain tests after fitting:
-            print("\n" + self.text, flush=True)  # repeat the summary after the test output
+        if stage == "test" and trainer.is_global_zero:  # spktrain tests after fitting: after its output
+            self._print_once()
+
+    def _print_once(self):
+        if self.text and not self.printed:
+            self.printed = True
+            print("\n" + self.text, flush=True)
 
     @staticmethod
     def _best_model(trainer) -> Optional[str]:
@@ -123,13 +145,14 @@ class PretrainingSummary(Callback):
             )
         if best and os.path.exists(best):
             lines.append(f"  best model: {best}")
-            command = self.finetune_command + shlex.quote(best)
+            command = " ".join([self.finetune_command + shlex.quote(best), *map(shlex.quote, encoder_overrides())])
             lines.append(f"  fine-tune it: {command}")
             result["finetune_command"] = command
         else:
             lines.append("  best model: none written (no validation improvement logged)")
         text = self.text = "\n".join(lines)
-        print("\n" + text, flush=True)
+        # printed once: after the test stage that spktrain runs next, or when the process ends
+        atexit.register(self._print_once)
         root = os.getcwd()  # spktrain runs in the run directory (hydra.job.chdir)
         with open(os.path.join(root, "pretraining_summary.json"), "w") as f:
             json.dump(result, f, indent=1)

@@ -9,7 +9,7 @@ from ase.io import write
 
 from conftest import write_spectra_db
 from schnetpack_molspectra.data.md17 import generate_xtb_md, npz_to_db
-from spktrain import TINY_ENCODER, TINY_PRETRAIN, logged_scalars, run_dir, spktrain
+from spktrain import TINY_ENCODER, logged_scalars, run_dir, spktrain
 
 pytestmark = pytest.mark.slow
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "ase_md.py")
@@ -71,10 +71,10 @@ def test_npz_reader_and_its_errors(npz, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["a.db", "noforces.npz"]  # no half-written database
 
 
-def test_md17_finetune_from_scratch_and_pretrained_then_md(tmp_path, xtb_db, npz):
+def test_md17_finetune_from_scratch_and_pretrained_then_md(tmp_path, xtb_db, npz, main_job):
+    """The user's flow after the main job: md17_finetune from its model, then MD on the result."""
     env = {"MOLSPECTRA_CACHE": str(tmp_path / "cache")}
-    spktrain(tmp_path / "pre", "experiment=denoise_pretrain", f"data.datapath={xtb_db}", *TINY_PRETRAIN)
-    pretrained = os.path.join(run_dir(tmp_path / "pre"), "best_model")
+    pretrained = os.path.join(main_job[1], "best_model")
     spktrain(tmp_path / "scratch", "experiment=md17_finetune", f"data.datapath={npz}", *MD17, env=env)
     spktrain(tmp_path / "ft", "experiment=md17_finetune", f"data.datapath={xtb_db}", f"globals.pretrained_model={pretrained}", *MD17, env=env)
     run = run_dir(tmp_path / "ft")

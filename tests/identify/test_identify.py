@@ -35,10 +35,10 @@ def write_jcamp(path, x, y, title, data_type="INFRARED SPECTRUM", x_units="1/CM"
 
 
 @pytest.mark.parametrize("library", ["smi", "xyz"])
-def test_database_queries_find_themselves(tiny, library, tmp_path):
+def test_database_queries_find_themselves(tiny, library, tmp_path, device):
     out_csv = tmp_path / "hits.csv"
     results = identify(tiny["models"]["all"], tiny["db"], tiny[library], top_k=3, out_csv=str(out_csv),
-                       cache_dir=str(tmp_path))
+                       cache_dir=str(tmp_path), device=str(device))
     assert [r.query for r in results] == tiny["names"]
     assert [r.hits[0].index for r in results] == list(range(len(SMILES)))
     assert all(r.used == ["uv", "ir", "raman"] and not r.filled for r in results)

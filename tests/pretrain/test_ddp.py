@@ -348,10 +348,10 @@ def test_sync_batchnorm_is_batchnorm_on_the_concatenated_batch(ranks):
     torch.testing.assert_close(results[0]["bn3d"][3] + results[1]["bn3d"][3], bn.bias.grad)
 
 
-def test_sync_batchnorm_is_batchnorm_outside_distributed_steps():
+def test_sync_batchnorm_is_batchnorm_outside_distributed_steps(device):
     torch.manual_seed(0)
-    sync, plain = SyncBatchNorm1d(4), torch.nn.BatchNorm1d(4)
-    x = torch.randn(10, 4) * 3 + 1
+    sync, plain = SyncBatchNorm1d(4).to(device), torch.nn.BatchNorm1d(4).to(device)
+    x = (torch.randn(10, 4) * 3 + 1).to(device)
     torch.testing.assert_close(sync(x), plain(x))
     torch.testing.assert_close(sync.running_var, plain.running_var)
     assert sync.state_dict().keys() == plain.state_dict().keys()

@@ -21,13 +21,13 @@ def hand_infonce(a, b, tau):
     return total / len(a)
 
 
-def test_contrastive_loss_matches_hand_computation():
+def test_contrastive_loss_matches_hand_computation(device):
     a = [[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]
     b = [[0.5, 0.1], [0.2, 1.0], [-1.0, 0.3]]
     tau = 0.07
-    one_way = InfoNCELoss(temperature=tau)(torch.tensor(a), torch.tensor(b))
+    one_way = InfoNCELoss(temperature=tau)(torch.tensor(a, device=device), torch.tensor(b, device=device))
     assert one_way.item() == pytest.approx(hand_infonce(a, b, tau), rel=1e-5)
-    symmetric = InfoNCELoss(temperature=tau, symmetric=True)(torch.tensor(a), torch.tensor(b))
+    symmetric = InfoNCELoss(temperature=tau, symmetric=True)(torch.tensor(a, device=device), torch.tensor(b, device=device))
     expected = 0.5 * (hand_infonce(a, b, tau) + hand_infonce(b, a, tau))
     assert symmetric.item() == pytest.approx(expected, rel=1e-5)
     assert one_way.item() != pytest.approx(symmetric.item())
@@ -43,18 +43,18 @@ def test_contrastive_loss_is_low_for_aligned_pairs():
     assert top1.compute() == 1.0
 
 
-def test_mpr_sums_per_modality_mse_over_masked_patches():
+def test_mpr_sums_per_modality_mse_over_masked_patches(device):
     rng = torch.Generator().manual_seed(0)
     pred = {}
     expected = 0.0
     for m, p in (("uv", 20), ("ir", 50)):
         recon, target = torch.rand(7, p, generator=rng), torch.rand(7, p, generator=rng)
-        pred[msp.reconstructed_patches(m)], pred[msp.target_patches(m)] = recon, target
+        pred[msp.reconstructed_patches(m)], pred[msp.target_patches(m)] = recon.to(device), target.to(device)
         expected += ((recon - target) ** 2).mean().item()
     out = MaskedPatchReconstructionOutput(modalities=["uv", "ir"], loss_weight=2.0)
     assert out.calculate_loss(pred).item() == pytest.approx(2 * expected, rel=1e-6)
-    pred[msp.reconstructed_patches("uv")] = torch.zeros(0, 20)  # mask ratio 0: no masked patch
-    pred[msp.target_patches("uv")] = torch.zeros(0, 20)
+    pred[msp.reconstructed_patches("uv")] = torch.zeros(0, 20, device=device)  # mask ratio 0: no masked patch
+    pred[msp.target_patches("uv")] = torch.zeros(0, 20, device=device)
     assert torch.isfinite(out.calculate_loss(pred))
     with pytest.raises(KeyError, match="raman"):
         MaskedPatchReconstructionOutput(modalities=["raman"]).calculate_loss(pred)

@@ -1,4 +1,5 @@
 """The pre-training model with PaiNN, SchNet and SO3net: equivariance and one training step each."""
+import numpy as np
 import pytest
 import torch
 import schnetpack as spk
@@ -85,12 +86,12 @@ def test_denoising_head_is_rotation_equivariant(spectra_db, name, mode):
 
 
 @pytest.mark.parametrize("name", ["painn", "schnet", "so3net"])
-def test_each_encoder_completes_a_pretraining_step(spectra_db, name):
+def test_each_encoder_completes_a_pretraining_step(spectra_db, name, device):
     torch.manual_seed(0)
     model = build_model(name)
-    task = MolSpectraTask(model=model, outputs=pretraining_outputs(), optimizer_args={"lr": 1e-3})
+    task = MolSpectraTask(model=model, outputs=pretraining_outputs(), optimizer_args={"lr": 1e-3}).to(device)
     optimizer = torch.optim.Adam(task.parameters(), lr=1e-3)
-    batch = next(iter(datamodule(spectra_db).train_dataloader()))
+    batch = {k: v.to(device) for k, v in next(iter(datamodule(spectra_db).train_dataloader())).items()}
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     task.train()
     pred = task.predict_without_postprocessing({k: v.clone() for k, v in batch.items()})
@@ -131,3 +132,43 @@ def test_batch_without_an_enabled_modality_is_named(spectra_db):
     batch.pop(msp.raman_spectrum)
     with pytest.raises(KeyError, match="raman_spectrum"):
         model(batch)
+
+
+def test_withheld_modality_is_fed_as_identify_feeds_a_missing_one_and_left_out_of_mpr(spectra_db):
+    """Modality dropout: SpecFormer sees a withheld modality exactly as ``identify`` gives a missing
+    one, so the training signal covers the queries identify makes; MPR is computed on the rest."""
+    from schnetpack_molspectra.identify import MolSpectraEncoders, encode_spectra
+    from schnetpack_molspectra.spectra.io import read_spectra
+
+    torch.manual_seed(0)
+    model = build_model("painn").eval()
+    encoder = model.output_modules[2]
+    batch = next(iter(datamodule(spectra_db).train_dataloader()))
+    n_mol = len(batch[structure.n_atoms])
+    withheld = {"uv": [1], "ir": [0, 3], "raman": []}  # molecule 2 keeps all three
+    for m, rows in withheld.items():
+        flags = torch.zeros(n_mol, dtype=torch.bool)
+        flags[rows] = True
+        batch[msp.modality_dropped(m)] = flags
+    unmasked = {k: v for k, v in batch.items() if not k.endswith("_patch_mask")}
+    with torch.no_grad():
+        trained_on = torch.nn.functional.normalize(encoder(dict(unmasked))[msp.representation_spectra], dim=-1)
+
+    records = read_spectra(spectra_db)  # one per database row, in order
+    queries = []
+    for i, row in enumerate(batch[structure.idx][:4].tolist()):  # the batch's rows
+        record = records[row]
+        kept = {m: v for m, v in record.spectra.items() if i not in withheld[m]}
+        queries.append(type(record)(record.name, kept, record.source))
+    enc = MolSpectraEncoders("tiny", model, encoder, model.output_modules[1], CUTOFF)
+    identified = encode_spectra(enc, queries, rescale="none")
+    assert identified.shape == (4, 16)
+    np.testing.assert_allclose(identified, trained_on[:4].numpy(), atol=1e-5)
+
+    # with the patch masks of MPR: the withheld modalities' patches are no reconstruction targets
+    task = MolSpectraTask(model=model.train(), outputs=pretraining_outputs(), optimizer_args={"lr": 1e-3})
+    pred = task.predict_without_postprocessing({k: v.clone() for k, v in batch.items()})
+    assert pred[msp.reconstructed_patches("ir")].shape == (14 * (n_mol - 2), 50)
+    assert pred[msp.reconstructed_patches("uv")].shape == (7 * (n_mol - 1), 20)
+    assert pred[msp.target_patches("raman")].shape == (14 * n_mol, 50)
+    assert all(torch.isfinite(o.calculate_loss(pred)) for o in task.outputs)

@@ -91,3 +91,17 @@ def test_validation_names_file_molecule_and_problem(corrupt, message):
         ValidateSpectra(source="/data/qm9s.db")(inputs)
     assert str(err.value).startswith("/data/qm9s.db: molecule 13:")
     assert message in str(err.value)
+
+
+def test_modality_dropout_withholds_whole_modalities_never_all():
+    torch.manual_seed(0)
+    transform = MaskSpectraPatches(0.1, modality_dropout=0.5)
+    outputs = [transform({}) for _ in range(3000)]
+    draws = torch.stack([torch.cat([out[msp.modality_dropped(m)] for m in transform.modalities]) for out in outputs])
+    assert draws.dtype == torch.bool and not draws.all(1).any()  # never all three
+    # each withheld with p = 0.5, less the all-withheld draws (1/8) that keep one of the three
+    torch.testing.assert_close(draws.float().mean(0), torch.full((3,), 0.5 - 0.125 / 3), atol=0.03, rtol=0)
+    assert len({tuple(row.tolist()) for row in draws}) == 7  # every non-empty subset of spectra is given
+    assert not any(k.endswith("_dropped") for k in MaskSpectraPatches(0.1)({}))  # off: the released behaviour
+    with pytest.raises(ValueError, match="modality dropout"):
+        MaskSpectraPatches(0.1, modality_dropout=1.0)

@@ -1,0 +1,140 @@
+"""Train the shipped pre-trained models in pieces, each a real ``spktrain`` run that finishes within
+about an hour here, and write each finished piece's weights into the package (half precision,
+with the run's config and a model card), so a new machine goes on from the last committed piece.
+
+  denoise-painn-qm9      stage 1 (Coord-style denoising) on every QM9 structure outside the held-out
+                         set (``data.sticks.held_out_selection``: the last 10,000 of the seeded order)
+  molspectra-painn-qm9   stage 2 (denoising + MPR + contrastive, modality dropout on) on the shipped
+                         spectra molecules, from the newest ``denoise-painn-qm9`` piece
+
+Every piece starts from the weights of the previous piece's file (``globals.pretrained_model``), with
+a fresh optimiser and its own warm-up + cosine schedule (warm restarts between pieces); nothing but
+the weights is carried, so pieces committed on one machine continue on another. A killed piece
+started again resumes from its ``last.ckpt`` (same ``run.id``) on the same machine.
+
+  python scripts/train_shipped.py denoise-painn-qm9 --steps 3000           # the next stage-1 piece
+  python scripts/train_shipped.py molspectra-painn-qm9 --steps 1500        # the next stage-2 piece
+  python scripts/train_shipped.py denoise-painn-qm9 --steps 40000 --accelerator gpu --batch-size 128 --workers 8
+                                                                           # a GPU: one long piece
+The run directories go to ``--workdir`` (``shipped_runs/``, not committed).
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+MODELS = {
+    "denoise-painn-qm9": {"experiment": "denoise_pretrain", "source": None, "data": "qm9"},
+    "molspectra-painn-qm9": {"experiment": "molspectra_pretrain", "source": "denoise-painn-qm9", "data": "spectra"},
+}
+VALIDATION = 1000  # stage 1: validation molecules drawn from the pre-training structures
+TEST = 200
+
+
+def pretraining_structures(workdir):
+    """The QM9 database of every structure outside the held-out set, and its split file."""
+    from schnetpack_molspectra.data.qm9 import build_qm9_db, load_qm9pack
+    from schnetpack_molspectra.data.sticks import HELD_OUT, shipped_selection
+
+    db = os.path.join(workdir, "qm9_pretrain.db")
+    if not os.path.exists(db):
+        selection = shipped_selection(load_qm9pack())
+        build_qm9_db(db, gdb_indices=sorted(int(g) for g in selection[:-HELD_OUT]))
+    split = os.path.join(workdir, "qm9_pretrain_split.npz")
+    if not os.path.exists(split):
+        from ase.db import connect
+
+        with connect(db) as conn:
+            n = conn.count()
+        order = np.random.default_rng(0).permutation(n)
+        np.savez(split, val_idx=order[:VALIDATION], test_idx=order[VALIDATION:VALIDATION + TEST],
+                 train_idx=order[VALIDATION + TEST:])
+    return db, split
+
+
+def piece_overrides(name, args, previous):
+    spec = MODELS[name]
+    overrides = [f"experiment={spec['experiment']}", f"trainer.max_steps={args.steps}",
+                 f"data.batch_size={args.batch_size}", f"data.num_workers={args.workers}",
+                 f"trainer.accelerator={args.accelerator}", f"+seed={args.seed}"]
+    if spec["data"] == "qm9":
+        db, split = pretraining_structures(args.workdir)
+        overrides += [f"data.datapath={db}", f"data.split_file={split}",
+                      f"data.num_train={len(np.load(split)['train_idx'])}", f"data.num_val={VALIDATION}"]
+    else:
+        overrides += ["globals.modality_dropout=0.5"]
+    if previous is not None:
+        overrides.append(f"globals.pretrained_model={previous}")
+    return overrides + list(args.overrides)
+
+
+def run_piece(name, args):
+    from schnetpack_molspectra.pretrained import read_weights, save_weights
+    from schnetpack_molspectra.shipped import model_file
+
+    out = model_file(name, must_exist=False)
+    card = read_weights(out)["card"] if os.path.exists(out) else {"name": name, "elements": ["H", "C", "N", "O", "F"], "pieces": []}
+    source = MODELS[name]["source"]
+    if card["pieces"]:
+        previous = out
+    elif source is not None:
+        previous = model_file(source)  # stage 2 starts from the newest stage-1 piece
+    else:
+        previous = None
+    piece = len(card["pieces"]) + 1
+    run_dir = os.path.abspath(os.path.join(args.workdir, name))
+    overrides = piece_overrides(name, args, previous) + [f"run.path={run_dir}", f"run.id=piece{piece}"]
+    spktrain = os.path.join(os.path.dirname(sys.executable), "spktrain")
+    print(f"{name} piece {piece}: spktrain {' '.join(overrides)}", flush=True)
+    start = time.time()
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    with open(os.path.join(args.workdir, f"{name}_piece{piece}.log"), "a") as log:
+        proc = subprocess.run([spktrain, *overrides], cwd=args.workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} piece {piece} failed (exit {proc.returncode}); see {log.name}")
+    wall = time.time() - start
+
+    import torch
+    from omegaconf import OmegaConf
+
+    import schnetpack_molspectra.configs  # noqa: F401  (resolvers of the run's config)
+
+    piece_dir = os.path.join(run_dir, f"piece{piece}")
+    model = torch.load(os.path.join(piece_dir, "best_model"), map_location="cpu", weights_only=False)
+    config = OmegaConf.to_container(OmegaConf.load(os.path.join(piece_dir, "config.yaml")), resolve=False)
+    summary_file = os.path.join(piece_dir, "pretraining_summary.json")
+    summary = json.load(open(summary_file)) if os.path.exists(summary_file) else {}
+    card["pieces"].append({
+        "piece": piece, "steps": args.steps, "batch_size": args.batch_size, "wall_s": round(wall, 1),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores" if args.accelerator == "cpu" else args.accelerator,
+        "threads": args.threads, "started_from": os.path.basename(previous) if previous else None,
+        "summary": summary,
+    })
+    save_weights(out, model, config=config, card=card)
+    print(f"{name} piece {piece}: {wall:.0f} s, weights in {out} ({os.path.getsize(out) / 1e6:.1f} MB)")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", choices=sorted(MODELS))
+    p.add_argument("--steps", type=int, required=True, help="optimiser steps of this piece")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=1, help="dataloader worker processes")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (OMP_NUM_THREADS)")
+    p.add_argument("--accelerator", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", default="shipped_runs")
+    p.add_argument("overrides", nargs="*", help="further spktrain overrides")
+    args = p.parse_args(argv)
+    os.makedirs(args.workdir, exist_ok=True)
+    args.workdir = os.path.abspath(args.workdir)
+    run_piece(args.name, args)
+
+
+if __name__ == "__main__":
+    main()
