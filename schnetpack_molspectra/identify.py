@@ -441,7 +441,7 @@ def load_library(path: str) -> Library:
             raise IdentifyError(f"{path}: cannot read structures ({type(err).__name__}: {err})") from err
         atoms = [m.atoms for m in molecules]
         names = [str(m.atoms.info.get("name") or m.name) for m in molecules]
-        smiles = [str(m.atoms.info.get("smiles") or "") for m in molecules]
+        smiles = [m.smiles for m in molecules]  # from_file reads the extxyz "smiles" info key
     elif ext in (".smi", ".txt", ".csv"):
         names, smiles, atoms = _read_smiles_list(path)
     else:

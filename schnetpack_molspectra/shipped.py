@@ -11,7 +11,7 @@ held-out molecules (``data.sticks.held_out_selection``) that the benchmarks test
 import os
 from typing import Dict, List
 
-__all__ = ["MODELS_DIR", "available_models", "model_file", "resolve_model", "model_card", "UnknownModelError"]
+__all__ = ["MODELS_DIR", "available_models", "model_file", "resolve_model", "model_card", "format_card", "UnknownModelError"]
 
 #: the folder of shipped weights files inside the installed package
 MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained_models")
@@ -62,3 +62,23 @@ def model_card(name: str) -> Dict:
     from schnetpack_molspectra.pretrained import read_weights
 
     return read_weights(model_file(name))["card"]
+
+
+def format_card(card: Dict) -> str:
+    """A model card as a few lines of text: what it is, its data, its training (steps, wall time,
+    machine, per piece) and what was measured with it."""
+    pieces = card.get("pieces", [])
+    steps = sum(p["steps"] for p in pieces)
+    wall = sum(p["wall_s"] for p in pieces)
+    machines = sorted({p["machine"] for p in pieces})
+    lines = [f"{card.get('name', '?')}: {card.get('description', '')}",
+             f"  data: {card.get('trained_on', '?')}",
+             f"  training: {len(pieces)} piece(s), {steps:,} steps, {wall / 3600:.1f} h on {', '.join(machines) or '?'}"]
+    for piece in pieces:
+        summary = piece.get("summary", {}).get("end", {})
+        figures = ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if isinstance(v, float) and k != "retrieval_chance")
+        lines.append(f"    piece {piece['piece']}: {piece['steps']:,} steps of batch {piece['batch_size']}, "
+                     f"{piece['wall_s'] / 60:.0f} min; validation at its end: {figures or 'n/a'}")
+    for key, value in (card.get("measured") or {}).items():
+        lines.append(f"  {key}: {value}")
+    return "\n".join(lines)

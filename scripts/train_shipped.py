@@ -29,8 +29,17 @@ import time
 import numpy as np
 
 MODELS = {
-    "denoise-painn-qm9": {"experiment": "denoise_pretrain", "source": None, "data": "qm9"},
-    "molspectra-painn-qm9": {"experiment": "molspectra_pretrain", "source": "denoise-painn-qm9", "data": "spectra"},
+    "denoise-painn-qm9": {
+        "experiment": "denoise_pretrain", "source": None, "data": "qm9",
+        "description": "PaiNN 128 x 3 pre-trained by denoising (Coord-style, stage 1): encoder and denoising head",
+        "trained_on": "120,831 QM9 structures (all but the 10,000 held out), 1,000 of them for validation",
+    },
+    "molspectra-painn-qm9": {
+        "experiment": "molspectra_pretrain", "source": "denoise-painn-qm9", "data": "spectra",
+        "description": "PaiNN 128 x 3 + SpecFormer, MolSpectra stage 2 (denoising + MPR + contrastive) from "
+                       "denoise-painn-qm9, modality dropout 0.5: fine-tuning and identification from any spectra",
+        "trained_on": "the 5,197 shipped spectra molecules (xTB IR/Raman, sTDA UV; 80/10/10 split), none held out",
+    },
 }
 VALIDATION = 1000  # stage 1: validation molecules drawn from the pre-training structures
 TEST = 200
@@ -78,7 +87,12 @@ def run_piece(name, args):
     from schnetpack_molspectra.shipped import model_file
 
     out = model_file(name, must_exist=False)
-    card = read_weights(out)["card"] if os.path.exists(out) else {"name": name, "elements": ["H", "C", "N", "O", "F"], "pieces": []}
+    if os.path.exists(out):
+        card = read_weights(out)["card"]
+    else:
+        spec = MODELS[name]
+        card = {"name": name, "description": spec["description"], "trained_on": spec["trained_on"],
+                "elements": ["H", "C", "N", "O", "F"], "pieces": [], "measured": {}}
     source = MODELS[name]["source"]
     if card["pieces"]:
         previous = out

@@ -66,3 +66,16 @@ def logged_scalars(run):
         acc.Reload()
         tags |= set(acc.Tags()["scalars"])
     return tags
+
+
+def scalar_values(run):
+    """Every value of every scalar in the run's TensorBoard event files: tag -> list of values."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = {}
+    for events in glob.glob(os.path.join(run, "**", "events.out.tfevents.*"), recursive=True):
+        acc = EventAccumulator(events)
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            values.setdefault(tag, []).extend(s.value for s in acc.Scalars(tag))
+    return values

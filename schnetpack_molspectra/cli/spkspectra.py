@@ -127,6 +127,17 @@ def _default(args):
     return 0
 
 
+def _models(args):
+    from schnetpack_molspectra.shipped import available_models, format_card, model_card
+
+    names = args.names or available_models()
+    if not names:
+        print("no pre-trained models are shipped with this installation")
+    for name in names:
+        print(format_card(model_card(name)) + "\n")
+    return 0
+
+
 def _device(name: str) -> str:
     """``auto``: the first GPU if torch sees one, else the CPU; anything else as given."""
     if name != "auto":
@@ -261,7 +272,8 @@ def parser() -> argparse.ArgumentParser:
 
     ident = sub.add_parser("identify", help="rank candidate structures for spectra with a pre-trained MolSpectra model")
     ident.add_argument("spectra", nargs="+", help="spectra: .db, .npy/.npz, .csv (rows on the grid or two columns x,y), JCAMP-DX .jdx/.dx")
-    ident.add_argument("--model", required=True, help="best_model of molspectra_pretrain (or its run directory)")
+    ident.add_argument("--model", required=True,
+                       help="a shipped model's name (spkspectra models: molspectra-painn-qm9), or the best_model of molspectra_pretrain (or its run directory)")
     ident.add_argument("--library", required=True, help="candidate structures: .db, .xyz/.extxyz, or a SMILES list (.smi/.txt/.csv)")
     ident.add_argument("--top-k", type=int, default=5)
     ident.add_argument("--modality", choices=list(msp.modalities), default=None, help="modality of files that do not say (.npy, CSV, JCAMP-DX)")
@@ -284,6 +296,10 @@ def parser() -> argparse.ArgumentParser:
     plot.add_argument("--device", default="auto", help="where the model runs: auto (a GPU if there is one), cpu, cuda, ...")
     plot.add_argument("--color-by", default="gap", help="tsne: property to colour by (a QM9 label, n_atoms, n_O, ...)")
     plot.set_defaults(run=_plot)
+
+    models = sub.add_parser("models", help="the pre-trained models shipped with the package, with their model cards")
+    models.add_argument("names", nargs="*", help="only these (default: all)")
+    models.set_defaults(run=_models)
     return p
 
 

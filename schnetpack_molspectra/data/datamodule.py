@@ -165,8 +165,8 @@ class MD17DataModule(AtomsDataModule):
         super().__init__(datapath=str(datapath), **kwargs)
 
     def prepare_data(self):
-        if os.path.exists(self.datapath):
-            return
+        if os.path.exists(self.datapath) and (self.source != "xtb" or self._frames() >= self.n_frames):
+            return  # a generation killed part-way (frames are written as they come) is continued below
         from schnetpack_molspectra.data.md17 import generate_xtb_md, npz_to_db
 
         os.makedirs(os.path.dirname(os.path.abspath(self.datapath)), exist_ok=True)
@@ -178,6 +178,12 @@ class MD17DataModule(AtomsDataModule):
             run_spkspectra("md", str(self.molecule), self.datapath, "--frames", str(self.n_frames), "--temperature", str(self.temperature))
         else:
             generate_xtb_md(self.molecule, self.datapath, self.n_frames, self.temperature)
+
+    def _frames(self) -> int:
+        from ase.db import connect
+
+        with connect(self.datapath, use_lock_file=False) as conn:
+            return conn.count()
 
     def setup(self, stage: Optional[str] = None):
         self.prepare_data()

@@ -119,7 +119,8 @@ def _read_structures(path: str) -> List[Atoms]:
 
 
 def from_file(path: str) -> List[MoleculeInput]:
-    """Every structure in an xyz/extxyz file or an ASE/SchNetPack db (read by ``ase.io``).
+    """Every structure in an xyz/extxyz file or an ASE/SchNetPack db (read by ``ase.io``), with the
+    SMILES an extxyz frame carries in its ``smiles`` info key.
 
     Raises:
         FileNotFoundError: ``path`` is not a file.
@@ -138,7 +139,9 @@ def from_file(path: str) -> List[MoleculeInput]:
         problem = _structure_problem(atoms)
         if problem is not None:
             raise StructureInputError(f"{path}: structure {i} {problem}")
-    return [MoleculeInput(i, a, name=f"{os.path.basename(path)}:{i}") for i, a in enumerate(frames)]
+    # extxyz frames may carry their SMILES (info key ``smiles``): it goes into the database with them
+    return [MoleculeInput(i, a, name=f"{os.path.basename(path)}:{i}", smiles=str(a.info.get("smiles") or ""))
+            for i, a in enumerate(frames)]
 
 
 def from_qm9(

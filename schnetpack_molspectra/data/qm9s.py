@@ -108,7 +108,10 @@ def _csv_header(raw: bytes, path: str, n_points: int) -> None:
         raise QM9SFormatError(f"{path}: empty file (expected a header line and one row per molecule)")
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise QM9SFormatError(f"{path}: UTF-16 text; expected UTF-8/ASCII CSV as the QM9S release writes it")
-    header = raw.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n").split(",")
+    import csv
+
+    # parsed as CSV: an index cell written as "" (quoted empty) is the empty cell it stands for
+    header = next(csv.reader([raw.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")]), [])
     if len(header) != n_points + 1 or header[0].strip() not in ("", "Unnamed: 0"):
         raise QM9SFormatError(
             f"{path}: header has {len(header)} columns (expected an empty index column + {n_points} grid values)"

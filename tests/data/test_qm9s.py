@@ -78,6 +78,18 @@ def test_every_mismatch_is_reported_and_nothing_dropped_unseen(tmp_path):
     assert summary["written"] == 9
 
 
+def test_quoted_empty_index_header_cell_is_read(tmp_path):
+    """Several CSV writers quote the index column's empty header cell: ``"",1,1.02,...``."""
+    pt, csvs = write_qm9s(str(tmp_path), n=3)
+    for path in csvs.values():
+        lines = open(path).read().splitlines(keepends=True)
+        assert lines[0].startswith(",")
+        lines[0] = '""' + lines[0]  # the empty header cell, quoted
+        open(path, "w").writelines(lines)
+    summary = convert_qm9s(pt, csvs, str(tmp_path / "quoted.db"))
+    assert summary["written"] == 3 and not summary["bad_rows"]
+
+
 def test_bad_files_are_named(tmp_path):
     pt, csvs = write_qm9s(str(tmp_path), n=3)
     with pytest.raises(FileNotFoundError, match="raman spectra .*nope.csv do not exist"):

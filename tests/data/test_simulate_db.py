@@ -94,3 +94,21 @@ def test_structures_from_an_xyz_file(tmp_path):
     write(path, [molecule("H2O"), molecule("NH3")])
     inputs = from_file(str(path))
     assert [len(m.atoms) for m in inputs] == [3, 4] and inputs[1].name == "mols.xyz:1"
+    assert [m.smiles for m in inputs] == ["", ""]
+
+
+def test_smiles_of_extxyz_frames_reach_the_database(tmp_path):
+    """``simulate --file x.extxyz`` keeps the SMILES the frames carry (``info['smiles']``), as identify reads it."""
+    from ase.build import molecule
+    from ase.io import write
+
+    water = molecule("H2O")
+    water.info["smiles"] = "O"
+    write(tmp_path / "water.extxyz", [water], format="extxyz")
+    out = str(tmp_path / "water.db")
+    proc = subprocess.run([sys.executable, "-m", "schnetpack_molspectra.cli.spkspectra", "simulate", out, "--file",
+                           str(tmp_path / "water.extxyz"), "--uv-method", "fast", "--uv-states", "3"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = rows(out)
+    assert row.smiles == "O" and row.data[msp.ir_spectrum].shape == (1, 3501)

@@ -55,6 +55,24 @@ def test_xtb_md_frames_and_resume(xtb_db, tmp_path):
     assert step < 0.5  # continues the trajectory (10 steps of 0.5 fs), not a new start
 
 
+def test_datamodule_continues_a_killed_generation(xtb_db, tmp_path, monkeypatch):
+    """``md17_finetune`` without a datapath generates xTB MD into the cache, frame by frame: a generation
+    killed after 20 of 24 frames is continued to 24 by the next run, never trained on as it is."""
+    import shutil
+
+    from schnetpack_molspectra.data.datamodule import MD17DataModule
+
+    monkeypatch.setenv("MOLSPECTRA_CACHE", str(tmp_path))
+    dm = MD17DataModule("ethanol", n_frames=24, num_train=16, num_val=4, batch_size=4, num_workers=0)
+    shutil.copy(xtb_db, dm.datapath)  # what the killed run left: its first 20 frames
+    dm.prepare_data()
+    with connect(dm.datapath) as conn:
+        energies = [r.data["energy"][0] for r in conn.select()]
+    with connect(xtb_db) as conn:
+        assert energies[:20] == [r.data["energy"][0] for r in conn.select()]  # kept, not regenerated
+    assert len(energies) == 24
+
+
 def test_npz_reader_and_its_errors(npz, tmp_path):
     from schnetpack_molspectra.data.md17 import MD17FormatError
 

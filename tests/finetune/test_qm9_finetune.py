@@ -2,6 +2,7 @@
 import glob
 import os
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_module
@@ -11,7 +12,7 @@ from schnetpack_molspectra.atomistic import DenoisingHead
 from schnetpack_molspectra.data.qm9 import build_qm9_db
 from schnetpack_molspectra.data.qm9 import QM9_TARGETS, qm9_target
 from schnetpack_molspectra.pretrained import PretrainedModelError, representation_state
-from spktrain import TINY_ENCODER, TINY_PRETRAIN, logged_scalars, run_dir, spktrain
+from spktrain import TINY_ENCODER, TINY_PRETRAIN, run_dir, scalar_values, spktrain
 
 pytestmark = pytest.mark.slow
 FINETUNE = ["data.num_train=60", "data.num_val=20", "data.batch_size=20", "data.num_workers=0", "trainer.max_epochs=1", *TINY_ENCODER]
@@ -72,13 +73,15 @@ def test_encoder_and_denoising_head_are_the_pretrained_ones(pretrained):
 def test_finetune_runs_from_scratch_and_from_pretrained(tmp_path, qm9_db, pretrained):
     source = f"globals.pretrained_model='{pretrained[0]}'"
     plain = "globals.aux_denoising=false"
-    for name, extra in (("scratch", [plain]), ("pretrained", [source, plain]), ("aux", [source])):
+    bf16 = "trainer.precision=bf16-mixed"  # mixed precision (on the CPU here) with the released recipe
+    for name, extra in (("scratch", [plain]), ("pretrained", [source, plain]), ("aux", [source, bf16])):
         spktrain(tmp_path / name, "experiment=qm9_finetune", f"data.datapath={qm9_db}", "globals.property=gap", *FINETUNE, *extra)
         run = run_dir(tmp_path / name)
         model = torch.load(os.path.join(run, "best_model"), weights_only=False)
         has_head = any(type(m).__name__ == "DenoisingHead" for m in model.output_modules)
         assert has_head == (name == "aux")
-        assert "val_gap_mae_meV" in logged_scalars(run)
+        values = scalar_values(run)
+        assert "val_gap_mae_meV" in values and all(np.isfinite(v).all() for v in values.values())
 
 
 def test_aux_denoising_perturbs_only_the_training_split():

@@ -1,11 +1,12 @@
 """End-to-end: the stock ``spktrain`` / ``spk-train`` CLI runs MolSpectra pre-training from any directory."""
 import os
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import write_spectra_db
-from spktrain import TINY_ENCODER, TINY_PRETRAIN, TINY_SPECFORMER, cli, logged_scalars, run_dir, spktrain
+from spktrain import TINY_ENCODER, TINY_PRETRAIN, TINY_SPECFORMER, cli, logged_scalars, run_dir, scalar_values, spktrain
 
 pytestmark = pytest.mark.slow
 
@@ -15,10 +16,14 @@ def db(tmp_path_factory):
     return write_spectra_db(tmp_path_factory.mktemp("data") / "spectra.db", n_molecules=40)
 
 
-@pytest.mark.parametrize("command", ["spktrain", "spk-train"])
-def test_molspectra_pretrain_writes_best_model_and_logs_three_terms(tmp_path, db, command):
-    spktrain(tmp_path, "experiment=molspectra_pretrain", f"data.datapath={db}", *TINY_PRETRAIN, *TINY_SPECFORMER, command=command)
+@pytest.mark.parametrize("command,precision", [("spktrain", "32-true"), ("spk-train", "bf16-mixed")])
+def test_molspectra_pretrain_writes_best_model_and_logs_three_terms(tmp_path, db, command, precision):
+    """Both console scripts; the second in bf16 mixed precision (on the CPU here), with finite losses."""
+    spktrain(tmp_path, "experiment=molspectra_pretrain", f"data.datapath={db}", *TINY_PRETRAIN, *TINY_SPECFORMER,
+             f"trainer.precision={precision}", command=command)
     run = run_dir(tmp_path)
+    losses = {tag: v for tag, v in scalar_values(run).items() if tag.endswith(("_loss", "_mse", "_infonce"))}
+    assert len(losses) >= 8 and all(np.isfinite(v).all() for v in losses.values()), losses
     model = torch.load(os.path.join(run, "best_model"), weights_only=False)
     assert type(model).__name__ == "MolSpectraModel" and type(model.output_modules[2]).__name__ == "SpectraEncoder"
     assert os.path.exists(os.path.join(run, "checkpoints", "last.ckpt"))
