@@ -1,4 +1,5 @@
 """Helpers of the benchmark scripts: real ``spktrain`` runs that resume, and their logged scalars."""
+
 import glob
 import json
 import os
@@ -36,9 +37,16 @@ def finished_run(workdir, name):
 def qm9_finetune_overrides(db, split, target, n_train, n_val, n_test, batch_size, epochs, seed):
     """``qm9_finetune`` on a QM9 database with a fixed split file: the overrides every benchmark shares."""
     return [
-        "experiment=qm9_finetune", f"data.datapath={db}", f"+data.split_file={split}", f"globals.property={target}",
-        f"data.num_train={n_train}", f"data.num_val={n_val}", f"data.num_test={n_test}",
-        f"data.batch_size={batch_size}", f"trainer.max_epochs={epochs}", f"+seed={seed}",
+        "experiment=qm9_finetune",
+        f"data.datapath={db}",
+        f"+data.split_file={split}",
+        f"globals.property={target}",
+        f"data.num_train={n_train}",
+        f"data.num_val={n_val}",
+        f"data.num_test={n_test}",
+        f"data.batch_size={batch_size}",
+        f"trainer.max_epochs={epochs}",
+        f"+seed={seed}",
     ]
 
 
@@ -55,8 +63,9 @@ def spktrain(workdir, name, overrides, env=None):
         shutil.rmtree(cwd)
     os.makedirs(cwd)
     start = time.time()
-    proc = subprocess.run(["spktrain", *overrides], cwd=cwd, env=dict(os.environ, PWD=cwd, **(env or {})),
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["spktrain", *overrides], cwd=cwd, env=dict(os.environ, PWD=cwd, **(env or {})), capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     (run,) = glob.glob(os.path.join(cwd, "runs", "*"))
@@ -68,4 +77,8 @@ def spktrain(workdir, name, overrides, env=None):
 
 def summary(values):
     values = np.asarray(values, dtype=float)
-    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "n": len(values)}
+    return {
+        "mean": float(values.mean()),
+        "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }

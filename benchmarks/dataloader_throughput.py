@@ -9,6 +9,7 @@ epoch of ``MolSpectraDataModule``'s train loader with the pre-training transform
 
 Writes benchmarks/results/dataloader_throughput.json.
 """
+
 import argparse
 import json
 import os

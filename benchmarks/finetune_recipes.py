@@ -19,6 +19,7 @@ and skipped when the script is started again, so a killed benchmark resumes. Res
   python benchmarks/finetune_recipes.py                         # the README's figures (hours on 2 cores)
   python benchmarks/finetune_recipes.py --targets gap --seeds 0 --epochs 2   # a quick look
 """
+
 import argparse
 import json
 import os
@@ -28,7 +29,6 @@ import sys
 import time
 
 import numpy as np
-
 from _runs import qm9_finetune_overrides, spktrain, summary
 
 QM9_RECIPES = {
@@ -50,7 +50,9 @@ def old_worktree(ref, workdir):
     path = os.path.join(workdir, f"old-{ref}")
     if not os.path.isdir(path):
         repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        subprocess.run(["git", "-C", repo, "worktree", "add", "--detach", "-f", path, ref], check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-C", repo, "worktree", "add", "--detach", "-f", path, ref], check=True, capture_output=True
+        )
     return path
 
 
@@ -70,8 +72,12 @@ def qm9_split(workdir, n_molecules, n_train, n_val, n_test, seed):
         os.replace(partial, db)
     if not os.path.exists(split):
         order = np.random.default_rng(seed + 1).permutation(n_molecules)
-        np.savez(split, train_idx=order[:n_train], val_idx=order[n_train:n_train + n_val],
-                 test_idx=order[n_train + n_val:n_train + n_val + n_test])
+        np.savez(
+            split,
+            train_idx=order[:n_train],
+            val_idx=order[n_train : n_train + n_val],
+            test_idx=order[n_train + n_val : n_train + n_val + n_test],
+        )
     return db, split
 
 
@@ -101,7 +107,10 @@ def main():
     workdir = os.path.abspath(args.workdir)
     os.makedirs(workdir, exist_ok=True)
     start = time.time()
-    encoder = [f"model.representation.n_atom_basis={args.width}", f"model.representation.n_interactions={args.interactions}"]
+    encoder = [
+        f"model.representation.n_atom_basis={args.width}",
+        f"model.representation.n_interactions={args.interactions}",
+    ]
     common = [*encoder, "trainer.accelerator=cpu", "data.num_workers=2"]
     results = {"qm9": {}, "md17": {}}
 
@@ -112,15 +121,20 @@ def main():
             runs = []
             for seed in args.seeds:
                 overrides = [
-                    *qm9_finetune_overrides(db, split, target, args.n_train, args.n_val, args.n_test, args.batch_size,
-                                            args.epochs, seed),
-                    *common, *QM9_RECIPES[recipe],
+                    *qm9_finetune_overrides(
+                        db, split, target, args.n_train, args.n_val, args.n_test, args.batch_size, args.epochs, seed
+                    ),
+                    *common,
+                    *QM9_RECIPES[recipe],
                 ]
                 env = {"PYTHONPATH": old_worktree(args.old_ref, workdir)} if recipe == "old" else None
                 result = spktrain(workdir, f"qm9_{target}_{recipe}_seed{seed}", overrides, env)
                 runs.append(result)
-                print(f"qm9 {target:5s} {recipe:9s} seed {seed}: test MAE {result[f'test_{QM9_KEYS[target]}_mae_meV']:.1f} meV "
-                      f"({result['wall_s']:.0f} s)", flush=True)
+                print(
+                    f"qm9 {target:5s} {recipe:9s} seed {seed}: test MAE {result[f'test_{QM9_KEYS[target]}_mae_meV']:.1f} meV "
+                    f"({result['wall_s']:.0f} s)",
+                    flush=True,
+                )
             results["qm9"].setdefault(target, {})[recipe] = {
                 "test_mae_meV": summary([r[f"test_{QM9_KEYS[target]}_mae_meV"] for r in runs]),
                 "val_mae_meV_curves": [r[f"val_{QM9_KEYS[target]}_mae_meV_curve"] for r in runs],
@@ -131,35 +145,55 @@ def main():
         for recipe, extra in MD17_RECIPES.items():
             runs = []
             for seed in args.md17_seeds:
-                overrides = ["experiment=md17_finetune", f"data.molecule={args.md17_molecule}",
-                             f"data.n_frames={args.md17_frames}", f"data.num_train={args.md17_train}",
-                             f"data.num_val={args.md17_val}", f"trainer.max_epochs={args.md17_epochs}",
-                             f"+seed={seed}", *common, *extra]
+                overrides = [
+                    "experiment=md17_finetune",
+                    f"data.molecule={args.md17_molecule}",
+                    f"data.n_frames={args.md17_frames}",
+                    f"data.num_train={args.md17_train}",
+                    f"data.num_val={args.md17_val}",
+                    f"trainer.max_epochs={args.md17_epochs}",
+                    f"+seed={seed}",
+                    *common,
+                    *extra,
+                ]
                 result = spktrain(workdir, f"md17_{args.md17_molecule}_{recipe}_seed{seed}", overrides)
                 runs.append(result)
-                print(f"md17 {args.md17_molecule} {recipe:8s} seed {seed}: energy {result['test_energy_mae_kcal_mol']:.3f} kcal/mol, "
-                      f"forces {result['test_forces_mae_kcal_mol_Ang']:.3f} kcal/mol/A ({result['wall_s']:.0f} s)", flush=True)
+                print(
+                    f"md17 {args.md17_molecule} {recipe:8s} seed {seed}: energy {result['test_energy_mae_kcal_mol']:.3f} kcal/mol, "
+                    f"forces {result['test_forces_mae_kcal_mol_Ang']:.3f} kcal/mol/A ({result['wall_s']:.0f} s)",
+                    flush=True,
+                )
             results["md17"][recipe] = {
                 "energy_mae_kcal_mol": summary([r["test_energy_mae_kcal_mol"] for r in runs]),
                 "forces_mae_kcal_mol_Ang": summary([r["test_forces_mae_kcal_mol_Ang"] for r in runs]),
                 "wall_s": [r["wall_s"] for r in runs],
             }
 
-    results["settings"] = {**vars(args), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                           "wall_s": time.time() - start}
+    results["settings"] = {
+        **vars(args),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "wall_s": time.time() - start,
+    }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
 
-    print(f"\nQM9 test MAE (meV), mean ± std over seeds {args.seeds}; {args.n_train}/{args.n_val}/{args.n_test}, "
-          f"PaiNN {args.width}x{args.interactions}, {args.epochs} epochs")
+    print(
+        f"\nQM9 test MAE (meV), mean ± std over seeds {args.seeds}; {args.n_train}/{args.n_val}/{args.n_test}, "
+        f"PaiNN {args.width}x{args.interactions}, {args.epochs} epochs"
+    )
     print("| target | " + " | ".join(args.recipes) + " |")
     for target, by_recipe in results["qm9"].items():
-        cells = [f"{by_recipe[r]['test_mae_meV']['mean']:.1f} ± {by_recipe[r]['test_mae_meV']['std']:.1f}" for r in args.recipes]
+        cells = [
+            f"{by_recipe[r]['test_mae_meV']['mean']:.1f} ± {by_recipe[r]['test_mae_meV']['std']:.1f}"
+            for r in args.recipes
+        ]
         print(f"| {target} | " + " | ".join(cells) + " |")
     for recipe, r in results["md17"].items():
-        print(f"MD17 {args.md17_molecule} {recipe}: energy {r['energy_mae_kcal_mol']['mean']:.3f} ± {r['energy_mae_kcal_mol']['std']:.3f} "
-              f"kcal/mol, forces {r['forces_mae_kcal_mol_Ang']['mean']:.3f} ± {r['forces_mae_kcal_mol_Ang']['std']:.3f} kcal/mol/A")
+        print(
+            f"MD17 {args.md17_molecule} {recipe}: energy {r['energy_mae_kcal_mol']['mean']:.3f} ± {r['energy_mae_kcal_mol']['std']:.3f} "
+            f"kcal/mol, forces {r['forces_mae_kcal_mol_Ang']['mean']:.3f} ± {r['forces_mae_kcal_mol_Ang']['std']:.3f} kcal/mol/A"
+        )
     print(f"wall time {time.time() - start:.0f} s; {results['settings']['machine']}")
 
 

@@ -18,6 +18,7 @@ GPU gives every answer. Dry-run it on the CPU with tiny sizes first:
 
 Writes ``--out`` (default ``gpu_check.json``) with every figure.
 """
+
 import argparse
 import json
 import os
@@ -33,8 +34,13 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-TEST_FILES = ["tests/pretrain/test_model.py", "tests/pretrain/test_losses.py", "tests/pretrain/test_specformer.py",
-              "tests/pretrain/test_ddp.py", "tests/identify/test_identify.py"]
+TEST_FILES = [
+    "tests/pretrain/test_model.py",
+    "tests/pretrain/test_losses.py",
+    "tests/pretrain/test_specformer.py",
+    "tests/pretrain/test_ddp.py",
+    "tests/identify/test_identify.py",
+]
 
 
 def script(name):
@@ -44,9 +50,11 @@ def script(name):
 
 
 def run(cmd, cwd, timeout):
+    os.makedirs(cwd, exist_ok=True)
     start = time.time()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, PWD=str(cwd)))
+    proc = subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=dict(os.environ, PWD=str(cwd))
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{shlex.join(cmd[:3])} ... exit {proc.returncode}: {(proc.stdout + proc.stderr)[-1500:]}")
     return proc, time.time() - start
@@ -61,8 +69,25 @@ def sync(device):
 
 # ---------------------------------------------------------------- 1. tests
 def device_tests(args, work):
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", args.device.split(":")[0],
-                           "-W", "ignore", *TEST_FILES], cwd=ROOT, capture_output=True, text=True, timeout=args.timeout)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            args.device.split(":")[0],
+            "-W",
+            "ignore",
+            *TEST_FILES,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=args.timeout,
+    )
     tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|error)", tail)}
     if proc.returncode != 0:
@@ -78,8 +103,15 @@ def released_task(device, batch_size):
     from hydra.utils import instantiate
 
     with initialize_config_module(config_module="schnetpack.configs", version_base=None):
-        cfg = compose("train", overrides=["experiment=molspectra_pretrain", f"data.batch_size={batch_size}",
-                                          "data.num_workers=0", "data.split_file=null"])
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=molspectra_pretrain",
+                f"data.batch_size={batch_size}",
+                "data.num_workers=0",
+                "data.split_file=null",
+            ],
+        )
     task = instantiate(cfg.task, model=instantiate(cfg.model))
     return cfg, task.to(device)
 
@@ -123,8 +155,11 @@ def throughput(args, work):
                 times.append(time.perf_counter() - start)
         if not np.isfinite(float(loss)):
             raise RuntimeError(f"{precision}: loss {float(loss)}")
-        out[precision] = {"molecules_per_s": args.batch / float(np.median(times)), "step_s": float(np.median(times)),
-                          "final_loss": float(loss)}
+        out[precision] = {
+            "molecules_per_s": args.batch / float(np.median(times)),
+            "step_s": float(np.median(times)),
+            "final_loss": float(loss),
+        }
         if device.type == "cuda":
             out[precision]["peak_memory_GiB"] = torch.cuda.max_memory_allocated() / 2**30
     return out
@@ -187,34 +222,77 @@ def user_flow(args, work):
     common = ["data.num_workers=4", f"trainer.accelerator={accel}", "trainer.devices=1"]
     out = {}
     pre, out["molspectra_pretrain_s"] = run(
-        [script("spktrain"), "experiment=molspectra_pretrain", f"trainer.max_steps={sizes['pretrain_steps']}",
-         "trainer.precision=bf16-mixed", f"data.batch_size={sizes['batch']}", *common, *sizes["encoder"]],
-        work / "pre", args.timeout)
+        [
+            script("spktrain"),
+            "experiment=molspectra_pretrain",
+            f"trainer.max_steps={sizes['pretrain_steps']}",
+            "trainer.precision=bf16-mixed",
+            f"data.batch_size={sizes['batch']}",
+            *common,
+            *sizes["encoder"],
+        ],
+        work / "pre",
+        args.timeout,
+    )
     best = re.search(r"best model: (\S+)", pre.stdout).group(1)
     qm9 = str(work / "qm9.db")
     if not os.path.exists(qm9):
         build_qm9_db(qm9, limit=sizes["qm9_molecules"])
     _, out["qm9_finetune_s"] = run(
-        [script("spktrain"), "experiment=qm9_finetune", f"data.datapath={qm9}", "globals.property=gap",
-         f"globals.pretrained_model={best}", f"data.num_train={sizes['qm9_molecules'] - 1000}", "data.num_val=500",
-         "data.num_test=500", f"trainer.max_steps={sizes['finetune_steps']}", *common, *sizes["encoder"]],
-        work / "qm9", args.timeout)
+        [
+            script("spktrain"),
+            "experiment=qm9_finetune",
+            f"data.datapath={qm9}",
+            "globals.property=gap",
+            f"globals.pretrained_model={best}",
+            f"data.num_train={sizes['qm9_molecules'] - 1000}",
+            "data.num_val=500",
+            "data.num_test=500",
+            f"trainer.max_steps={sizes['finetune_steps']}",
+            *common,
+            *sizes["encoder"],
+        ],
+        work / "qm9",
+        args.timeout,
+    )
     md = str(work / "ethanol.db")
     if not os.path.exists(md):
         generate_xtb_md("ethanol", md, n_frames=sizes["md_frames"], progress=False)
     ft, out["md17_finetune_s"] = run(
-        [script("spktrain"), "experiment=md17_finetune", f"data.datapath={md}", "data.molecule=ethanol",
-         f"globals.pretrained_model={best}", f"data.num_train={sizes['md_frames'] - 40}", "data.num_val=20",
-         "data.num_test=20", f"trainer.max_steps={sizes['finetune_steps']}", *common, *sizes["encoder"]],
-        work / "md17", args.timeout)
+        [
+            script("spktrain"),
+            "experiment=md17_finetune",
+            f"data.datapath={md}",
+            "data.molecule=ethanol",
+            f"globals.pretrained_model={best}",
+            f"data.num_train={sizes['md_frames'] - 40}",
+            "data.num_val=20",
+            "data.num_test=20",
+            f"trainer.max_steps={sizes['finetune_steps']}",
+            *common,
+            *sizes["encoder"],
+        ],
+        work / "md17",
+        args.timeout,
+    )
     md_model = re.findall(r"Best model stored at (\S+)", ft.stdout + ft.stderr)[-1]
     start = str(work / "ethanol.xyz")
     with connect(md) as conn:
         write(start, conn.get(1).toatoms())
     _, out["spkmd_s"] = run(
-        [script("spkmd"), "simulation_dir=md_run", f"system.molecule_file={start}", f"calculator.model_file={md_model}",
-         "dynamics=nvt", f"dynamics.n_steps={sizes['md_steps']}", "dynamics.progress=false", f"device={args.device}"],
-        work, args.timeout)
+        [
+            script("spkmd"),
+            "simulation_dir=md_run",
+            f"system.molecule_file={start}",
+            f"calculator.model_file={md_model}",
+            "dynamics=nvt",
+            f"dynamics.n_steps={sizes['md_steps']}",
+            "dynamics.progress=false",
+            f"device={args.device}",
+        ],
+        work,
+        args.timeout,
+    )
     library = str(work / "library.db")
     if not os.path.exists(library):
         build_qm9_db(library, limit=sizes["library"])
@@ -238,14 +316,34 @@ def main(argv=None):
     args = p.parse_args(argv)
     args.batch, args.steps = (8, 4) if args.quick else (128, 20)
     args.workers = [0, 2] if args.quick else [0, 2, 4, 8, 12]
-    tiny = ["model.representation.n_atom_basis=16", "model.representation.n_interactions=1",
-            "model.output_modules.spectra.specformer.d_model=16", "model.output_modules.spectra.specformer.n_heads=4"]
+    tiny = [
+        "model.representation.n_atom_basis=16",
+        "model.representation.n_interactions=1",
+        "model.output_modules.spectra.specformer.d_model=16",
+        "model.output_modules.spectra.specformer.n_heads=4",
+    ]
     args.flow_sizes = (
-        {"pretrain_steps": 20, "batch": 8, "finetune_steps": 20, "qm9_molecules": 1600, "md_frames": 80,
-         "md_steps": 20, "library": 200, "encoder": tiny}
-        if args.quick else
-        {"pretrain_steps": 300, "batch": 128, "finetune_steps": 300, "qm9_molecules": 20000, "md_frames": 200,
-         "md_steps": 200, "library": 5000, "encoder": []}
+        {
+            "pretrain_steps": 20,
+            "batch": 8,
+            "finetune_steps": 20,
+            "qm9_molecules": 1600,
+            "md_frames": 80,
+            "md_steps": 20,
+            "library": 200,
+            "encoder": tiny,
+        }
+        if args.quick
+        else {
+            "pretrain_steps": 300,
+            "batch": 128,
+            "finetune_steps": 300,
+            "qm9_molecules": 20000,
+            "md_frames": 200,
+            "md_steps": 200,
+            "library": 5000,
+            "encoder": [],
+        }
     )
     import pathlib
 
@@ -255,8 +353,13 @@ def main(argv=None):
     report = {"device": args.device, "torch": torch.__version__, "machine": platform.machine(), "quick": args.quick}
     if args.device.startswith("cuda"):
         report["gpu"] = torch.cuda.get_device_name(0)
-    parts = [("tests", device_tests), ("throughput", throughput), ("attention", specformer_attention),
-             ("workers", None), ("flow", user_flow)]
+    parts = [
+        ("tests", device_tests),
+        ("throughput", throughput),
+        ("attention", specformer_attention),
+        ("workers", None),
+        ("flow", user_flow),
+    ]
     for name, fn in parts:
         if name in args.skip:
             continue
@@ -290,17 +393,25 @@ def print_table(r):
         elif name == "throughput":
             for prec in ("fp32", "bf16"):
                 mem = f", peak {v[prec]['peak_memory_GiB']:.1f} GiB" if "peak_memory_GiB" in v[prec] else ""
-                print(f"| pre-training, {prec}, batch {v['batch_size']} | {v[prec]['molecules_per_s']:.0f} molecules/s{mem} |")
+                print(
+                    f"| pre-training, {prec}, batch {v['batch_size']} | {v[prec]['molecules_per_s']:.0f} molecules/s{mem} |"
+                )
         elif name == "attention":
-            print(f"| SpecFormer fwd+bwd fused / explicit | {v['fused (ours)']['fwd_bwd_ms']:.1f} / "
-                  f"{v['explicit (released)']['fwd_bwd_ms']:.1f} ms ({v['speed-up']:.2f}x) |")
+            print(
+                f"| SpecFormer fwd+bwd fused / explicit | {v['fused (ours)']['fwd_bwd_ms']:.1f} / "
+                f"{v['explicit (released)']['fwd_bwd_ms']:.1f} ms ({v['speed-up']:.2f}x) |"
+            )
         elif name == "workers":
             rates = ", ".join(f"{w}: {m:.0f}" for w, m in v["molecules_per_s"].items())
-            print(f"| dataloader molecules/s by workers | {rates}; needed for the bf16 step rate: {v['workers_needed']} |")
+            print(
+                f"| dataloader molecules/s by workers | {rates}; needed for the bf16 step rate: {v['workers_needed']} |"
+            )
         elif name == "flow":
-            print("| spktrain pretrain / qm9 / md17, spkmd, identify (s) | "
-                  f"{v['molspectra_pretrain_s']:.0f} / {v['qm9_finetune_s']:.0f} / {v['md17_finetune_s']:.0f}, "
-                  f"{v['spkmd_s']:.0f}, {v['identify_s']:.0f} ({v['identify_queries']} queries) |")
+            print(
+                "| spktrain pretrain / qm9 / md17, spkmd, identify (s) | "
+                f"{v['molspectra_pretrain_s']:.0f} / {v['qm9_finetune_s']:.0f} / {v['md17_finetune_s']:.0f}, "
+                f"{v['spkmd_s']:.0f}, {v['identify_s']:.0f} ({v['identify_queries']} queries) |"
+            )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ Measures, side by side in one run, at batch 32 with the default (released) sizes
 
 Writes benchmarks/results/pretrain_step.json.
 """
+
 import argparse
 import json
 import os
@@ -30,12 +31,11 @@ import time
 from unittest import mock
 
 import numpy as np
+import schnetpack as spk
 import torch
 from ase.collections import g2
-from torch.utils.flop_counter import FlopCounterMode
-
-import schnetpack as spk
 from schnetpack import properties as structure
+from torch.utils.flop_counter import FlopCounterMode
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.atomistic import DenoisingHead, MoleculeRepresentation, SpectraEncoder
@@ -221,7 +221,9 @@ def main():
     n_heads = spec.layers[0].n_heads
     sdpa = {}
     for width in (8, 16, 24, 32):
-        q, k, v = (torch.randn(args.batch, n_heads, spec.n_tokens, width, device=device, requires_grad=True) for _ in range(3))
+        q, k, v = (
+            torch.randn(args.batch, n_heads, spec.n_tokens, width, device=device, requires_grad=True) for _ in range(3)
+        )
         sdpa[width] = lambda q=q, k=k, v=v: torch.nn.functional.scaled_dot_product_attention(q, k, v).sum().backward()
     for width, seconds_ in timed_side_by_side(sdpa, device, args.repeats).items():
         results[f"sdpa_width{width}_fwd_bwd_s"] = seconds_

@@ -32,7 +32,8 @@ to one set of the options that shape its runs (sizes, epochs, labels: ``study_se
 a study on another one (more shipped sticks, another ``--n-spectra``, another ``--n-train``) needs a new
 ``--workdir``, which can share the runs that the change does not touch by links (for a new spectra set:
 stage 1 and the scratch and Coord fine-tunes; for new fine-tuning options: stage1, control, stage2):
-``for r in stage1 ft_*_scratch_* ft_*_coord_*; do ln -s $PWD/runs_a/$r runs_b/; done``; fine-tuning goes seed by seed (every arm's seed 0 first), and ``--report-only`` makes the
+``for r in stage1 ft_*_scratch_* ft_*_coord_*; do ln -s $PWD/runs_a/$r runs_b/; done``; fine-tuning goes seed by
+seed (every arm's seed 0 first), and ``--report-only`` makes the
 table and PNG from the runs finished so far; results (test MAE, validation curves, wall time per run) go to ``--out`` and a table
 and a PNG of the validation curves are written. Scale it up by the options (more structures,
 labels, epochs, a GPU with ``--accelerator gpu``).
@@ -50,6 +51,7 @@ labels, epochs, a GPU with ``--accelerator gpu``).
   python benchmarks/pretraining_study.py                       # everything: homo, lumo, gap, 3 seeds, 20 stage-2 epochs
   python benchmarks/pretraining_study.py --targets gap --seeds 0 --ft-epochs 2 --stage1-epochs 1 --stage2-epochs 1   # a quick look
 """
+
 import argparse
 import json
 import os
@@ -58,7 +60,6 @@ import sys
 import time
 
 import numpy as np
-
 from _runs import finished_run, qm9_finetune_overrides, spktrain, summary
 
 #: arm -> the pre-training run its encoder comes from (ablation arms: "stage2_<arm>")
@@ -99,7 +100,7 @@ def pretraining_source(arm, stage2_epochs):
     """(run name, experiment, epochs, overrides) of the pre-training run after stage 1 that ``arm``'s
     encoder comes from; ("stage1", ...) for coord and None for scratch."""
     base, factor = stage2_length(arm)
-    suffix = arm[len(base):]
+    suffix = arm[len(base) :]
     if base in ("scratch", "coord"):
         if suffix:
             raise SystemExit(f"{arm}: only the control and MolSpectra arms take _x<k> (stage 2 length)")
@@ -110,13 +111,15 @@ def pretraining_source(arm, stage2_epochs):
         return f"stage2{suffix}", "molspectra_pretrain", stage2_epochs * factor, []
     if base in VARIANTS:
         return f"stage2_{base}{suffix}", "molspectra_pretrain", stage2_epochs * factor, VARIANTS[base]
-    raise SystemExit(f"unknown arm {arm}; choose from {list(ARMS) + list(VARIANTS)}, optionally with _x<k> (control, MolSpectra)")
+    raise SystemExit(
+        f"unknown arm {arm}; choose from {list(ARMS) + list(VARIANTS)}, optionally with _x<k> (control, MolSpectra)"
+    )
 
 
 def matched_control(arm):
     """The control arm with the same stage 2 length as the MolSpectra-type ``arm``."""
     base, _ = stage2_length(arm)
-    return "control" + arm[len(base):]
+    return "control" + arm[len(base) :]
 
 
 def best_model(workdir, name):
@@ -153,13 +156,26 @@ def check_spectra_set(workdir, n_spectra):
         raise SystemExit(
             f"{record}: this workdir's runs were pre-trained on {len(before)} spectra molecules, this study asks "
             f"for {len(gdbs)} ({asked}); pass --n-spectra {len(before)} to go on with it, or a new --workdir "
-            "(its stage 1, scratch and Coord runs can be links to this one's)")
+            "(its stage 1, scratch and Coord runs can be links to this one's)"
+        )
     return gdbs
 
 
 #: the options that shape a run's result: a workdir's finished runs are reused only under the same ones
-RUN_SETTINGS = ("n_stage1", "stage1_epochs", "stage2_epochs", "pretrain_batch", "n_train", "n_val", "n_test",
-                "ft_epochs", "ft_batch", "width", "interactions", "finetune_overrides")
+RUN_SETTINGS = (
+    "n_stage1",
+    "stage1_epochs",
+    "stage2_epochs",
+    "pretrain_batch",
+    "n_train",
+    "n_val",
+    "n_test",
+    "ft_epochs",
+    "ft_batch",
+    "width",
+    "interactions",
+    "finetune_overrides",
+)
 
 
 def check_run_settings(workdir, args):
@@ -169,13 +185,17 @@ def check_run_settings(workdir, args):
     settings = {key: getattr(args, key) for key in RUN_SETTINGS}
     record = os.path.join(workdir, "study_settings.json")
     before = recorded(record, settings)
-    differ = [f"--{key.replace('_', '-')} {before.get(key)} (asked: {settings[key]})" for key in RUN_SETTINGS
-              if key in before and before[key] != settings[key]]
+    differ = [
+        f"--{key.replace('_', '-')} {before.get(key)} (asked: {settings[key]})"
+        for key in RUN_SETTINGS
+        if key in before and before[key] != settings[key]
+    ]
     if differ:
         raise SystemExit(
             f"{record}: this workdir's runs were made with {', '.join(differ)}; pass those to go on with it, or a new "
             "--workdir (it can link the runs that the changed options do not touch, e.g. stage1, control and stage2 "
-            "when only fine-tuning options change)")
+            "when only fine-tuning options change)"
+        )
     return settings
 
 
@@ -201,15 +221,21 @@ def build_data(workdir, args):
 
     stage1_db = qm9_db(f"stage1_{args.n_stage1}.db", sorted(selection[: args.n_stage1]))
     n_hold = args.n_val + args.n_test
-    ft_gdbs = selection[-(n_hold + args.n_train):]
+    ft_gdbs = selection[-(n_hold + args.n_train) :]
     ft_db = qm9_db(f"finetune_{args.n_train}_{args.n_val}_{args.n_test}.db", ft_gdbs)  # written in this order
     split = os.path.join(workdir, f"finetune_split_{args.n_train}_{args.n_val}_{args.n_test}.npz")
     if not os.path.exists(split):
-        np.savez(split, train_idx=np.arange(args.n_train), val_idx=np.arange(args.n_train, args.n_train + args.n_val),
-                 test_idx=np.arange(args.n_train + args.n_val, args.n_train + n_hold))
+        np.savez(
+            split,
+            train_idx=np.arange(args.n_train),
+            val_idx=np.arange(args.n_train, args.n_train + args.n_val),
+            test_idx=np.arange(args.n_train + args.n_val, args.n_train + n_hold),
+        )
     overlap = set(selection[: args.n_stage1].tolist()) & set(selection[-n_hold:].tolist())
     if overlap:
-        raise ValueError(f"{len(overlap)} stage 1 molecules are fine-tuning validation/test molecules: lower --n-stage1")
+        raise ValueError(
+            f"{len(overlap)} stage 1 molecules are fine-tuning validation/test molecules: lower --n-stage1"
+        )
     return stage1_db, spectra_db, ft_db, split
 
 
@@ -217,13 +243,22 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", default="pretraining_study_runs")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "pretraining_study.json"))
-    p.add_argument("--arms", nargs="+", default=list(ARMS), help=f"of {list(ARMS) + list(VARIANTS)}; control and MolSpectra arms also with _x<k>")
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        default=list(ARMS),
+        help=f"of {list(ARMS) + list(VARIANTS)}; control and MolSpectra arms also with _x<k>",
+    )
     p.add_argument("--targets", nargs="+", default=["homo", "lumo", "gap"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--n-stage1", type=int, default=20000, help="stage 1 structures")
     p.add_argument("--stage1-epochs", type=int, default=5)
-    p.add_argument("--n-spectra", type=int, default=None,
-                   help="stage 2 and control on the first N shipped molecules with every spectrum (default: all)")
+    p.add_argument(
+        "--n-spectra",
+        type=int,
+        default=None,
+        help="stage 2 and control on the first N shipped molecules with every spectrum (default: all)",
+    )
     p.add_argument("--stage2-epochs", type=int, default=20, help="stage 2 and control epochs on the spectra set")
     p.add_argument("--pretrain-batch", type=int, default=32)
     p.add_argument("--n-train", type=int, default=1000, help="fine-tuning labels")
@@ -231,10 +266,14 @@ def main(argv=None):
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--ft-epochs", type=int, default=30)
     p.add_argument("--ft-batch", type=int, default=32)
-    p.add_argument("--width", type=int, default=64, help="PaiNN n_atom_basis (the paper's QM9 encoder: 256 channels, 8 layers)")
+    p.add_argument(
+        "--width", type=int, default=64, help="PaiNN n_atom_basis (the paper's QM9 encoder: 256 channels, 8 layers)"
+    )
     p.add_argument("--interactions", type=int, default=3, help="PaiNN n_interactions")
     p.add_argument("--accelerator", default="cpu")
-    p.add_argument("--report-only", action="store_true", help="tables and PNG from the runs finished so far; runs nothing")
+    p.add_argument(
+        "--report-only", action="store_true", help="tables and PNG from the runs finished so far; runs nothing"
+    )
     p.add_argument("--finetune-overrides", nargs="*", default=[], help="extra qm9_finetune overrides (all arms)")
     args = p.parse_args(argv)
 
@@ -247,8 +286,12 @@ def main(argv=None):
     check_run_settings(workdir, args)
     stage1_db, spectra_db, ft_db, split = build_data(workdir, args)
     walls["data"] = time.time() - t
-    common = [f"model.representation.n_atom_basis={args.width}", f"model.representation.n_interactions={args.interactions}",
-              f"trainer.accelerator={args.accelerator}", "data.num_workers=2"]
+    common = [
+        f"model.representation.n_atom_basis={args.width}",
+        f"model.representation.n_interactions={args.interactions}",
+        f"trainer.accelerator={args.accelerator}",
+        "data.num_workers=2",
+    ]
     pretrain = [*common, f"data.batch_size={args.pretrain_batch}", "trainer.max_steps=-1", "+seed=0"]
 
     def run(name, overrides):
@@ -265,10 +308,28 @@ def main(argv=None):
             if result is not None:
                 walls[name] = result["wall_s"]
     elif any(sources.values()):
-        run("stage1", ["experiment=denoise_pretrain", f"data.datapath={stage1_db}", f"trainer.max_epochs={args.stage1_epochs}", *pretrain])
+        run(
+            "stage1",
+            [
+                "experiment=denoise_pretrain",
+                f"data.datapath={stage1_db}",
+                f"trainer.max_epochs={args.stage1_epochs}",
+                *pretrain,
+            ],
+        )
         init = f"globals.pretrained_model={best_model(workdir, 'stage1')}"
         for name, experiment, epochs, extra in runs_after_stage1.values():  # in the order of --arms
-            run(name, [f"experiment={experiment}", f"data.datapath={spectra_db}", f"trainer.max_epochs={epochs}", init, *pretrain, *extra])
+            run(
+                name,
+                [
+                    f"experiment={experiment}",
+                    f"data.datapath={spectra_db}",
+                    f"trainer.max_epochs={epochs}",
+                    init,
+                    *pretrain,
+                    *extra,
+                ],
+            )
 
     # seed-major: every arm's seed 0 first, so an interrupted study already compares all arms
     finished = {}
@@ -283,9 +344,11 @@ def main(argv=None):
                         walls[name] = result["wall_s"]
                     continue
                 overrides = [
-                    *qm9_finetune_overrides(ft_db, split, target, args.n_train, args.n_val, args.n_test, args.ft_batch,
-                                            args.ft_epochs, seed),
-                    *common, *args.finetune_overrides,
+                    *qm9_finetune_overrides(
+                        ft_db, split, target, args.n_train, args.n_val, args.n_test, args.ft_batch, args.ft_epochs, seed
+                    ),
+                    *common,
+                    *args.finetune_overrides,
                 ]
                 if sources[arm]:
                     overrides.append(f"globals.pretrained_model={best_model(workdir, sources[arm][0])}")
@@ -304,13 +367,22 @@ def main(argv=None):
             }
     pretraining = {}
     for name in sorted({src[0] for src in sources.values() if src}):
-        summary_file = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(workdir, name)) for f in fs if f == "pretraining_summary.json"]
+        summary_file = [
+            os.path.join(d, f)
+            for d, _, fs in os.walk(os.path.join(workdir, name))
+            for f in fs
+            if f == "pretraining_summary.json"
+        ]
         if summary_file:
             pretraining[name] = json.load(open(summary_file[0]))
     results["pretraining"] = pretraining
     results["wall_s"] = walls
-    results["settings"] = {**vars(args), "spectra_molecules": n_spectra, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                           "total_wall_s": time.time() - start}
+    results["settings"] = {
+        **vars(args),
+        "spectra_molecules": n_spectra,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "total_wall_s": time.time() - start,
+    }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
@@ -320,28 +392,43 @@ def main(argv=None):
 
 
 def report(results, args):
-    print(f"\nTest MAE (meV), mean ± std over seeds {args.seeds}; {args.n_train} labels, PaiNN {args.width}x{args.interactions}, "
-          f"{args.ft_epochs} fine-tuning epochs; stage 2 on {results['settings']['spectra_molecules']} spectra molecules")
+    print(
+        f"\nTest MAE (meV), mean ± std over seeds {args.seeds}; {args.n_train} labels, PaiNN {args.width}x{args.interactions}, "
+        f"{args.ft_epochs} fine-tuning epochs; stage 2 on {results['settings']['spectra_molecules']} spectra molecules"
+    )
     print("| target | " + " | ".join(args.arms) + " | coord / scratch | molspectra / control | molspectra / coord |")
     print("|---" * (len(args.arms) + 4) + "|")
     for target, arms in results["finetune"].items():
         mean = {a: arms[a]["test_mae_meV"]["mean"] for a in arms}
-        cells = [f"{mean[a]:.1f} ± {arms[a]['test_mae_meV']['std']:.1f} (n={arms[a]['test_mae_meV']['n']})" if a in arms else "–"
-                 for a in args.arms]
+        cells = [
+            f"{mean[a]:.1f} ± {arms[a]['test_mae_meV']['std']:.1f} (n={arms[a]['test_mae_meV']['n']})"
+            if a in arms
+            else "–"
+            for a in args.arms
+        ]
 
         def ratio(a, b):
             return f"{mean[a] / mean[b]:.3f}" if a in mean and b in mean else "–"
 
-        print(f"| {target} | " + " | ".join(cells) + f" | {ratio('coord', 'scratch')} | {ratio('molspectra', 'control')} | {ratio('molspectra', 'coord')} |")
+        print(
+            f"| {target} | "
+            + " | ".join(cells)
+            + f" | {ratio('coord', 'scratch')} | {ratio('molspectra', 'control')} | {ratio('molspectra', 'coord')} |"
+        )
     others = [a for a in args.arms if a not in ARMS and not a.startswith("control")]
     for target, arms in results["finetune"].items():
         for arm in others:
             control = matched_control(arm)
             if arm in arms and control in arms:
                 a, c = arms[arm]["test_mae_meV"], arms[control]["test_mae_meV"]
-                print(f"  {target} {arm}: {a['mean']:.1f} ± {a['std']:.1f} (n={a['n']}); / {control} "
-                      f"{a['mean'] / c['mean']:.3f}")
-    print(f"paper (gap, full QM9): MolSpectra / Coord = {PAPER['molspectra_over_coord_gap']:.2f}, Coord / scratch = {PAPER['coord_over_scratch_gap']:.2f}")
+                print(
+                    f"  {target} {arm}: {a['mean']:.1f} ± {a['std']:.1f} (n={a['n']}); / {control} "
+                    f"{a['mean'] / c['mean']:.3f}"
+                )
+    print(
+        f"paper (gap, full QM9): MolSpectra / Coord = {PAPER['molspectra_over_coord_gap']:.2f}, "
+        f"Coord / scratch = {PAPER['coord_over_scratch_gap']:.2f}"
+    )
     for name, wall in results["wall_s"].items():
         print(f"  wall {name}: {wall:.0f} s")
 

@@ -8,6 +8,7 @@ Writes synthetic QM9S files in the real format (torch_geometric ``qm9s.pt`` + th
 
 Writes benchmarks/results/qm9s_convert_memory.json.
 """
+
 import argparse
 import json
 import os
@@ -40,7 +41,9 @@ def main():
         with tempfile.TemporaryDirectory() as folder:
             write_qm9s(folder, n=n)
             csv_bytes = sum(os.path.getsize(os.path.join(folder, f"{m}_boraden.csv")) for m in ("uv", "ir", "raman"))
-            out = subprocess.run([sys.executable, "-c", CHILD, folder], capture_output=True, text=True, check=True).stdout.split()
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, folder], capture_output=True, text=True, check=True
+            ).stdout.split()
             written, seconds, peak_mb = int(out[0]), float(out[1]), float(out[2])
         results[n] = {"csv_MB": csv_bytes / 1e6, "written": written, "seconds": seconds, "peak_rss_MB": peak_mb}
         print(f"{n} molecules: CSVs {csv_bytes / 1e6:.0f} MB, {seconds:.1f} s, peak RSS {peak_mb:.0f} MB")

@@ -34,6 +34,7 @@ uses there is checked against it (fraction of exact top-10 lists it returns).
 Writes ``benchmarks/results/retrieval.json`` (one entry per ``--tag``) and prints markdown tables.
 QM9 3D embeddings are cached per model (``--workdir``), so a rerun costs minutes.
 """
+
 import argparse
 import glob
 import json
@@ -46,7 +47,13 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_RUN = "/work/study_runs/stage2/runs"
-SUBSETS = {"uv+ir+raman": ("uv", "ir", "raman"), "ir+raman": ("ir", "raman"), "ir": ("ir",), "raman": ("raman",), "uv": ("uv",)}
+SUBSETS = {
+    "uv+ir+raman": ("uv", "ir", "raman"),
+    "ir+raman": ("ir", "raman"),
+    "ir": ("ir",),
+    "raman": ("raman",),
+    "uv": ("uv",),
+}
 PERTURBATION = dict(frequency_scale=0.97, ir_width=20.0, raman_width=16.0, uv_energy_scale=1.03, uv_width=0.25)
 
 
@@ -68,12 +75,16 @@ def read_run_db(path):
     rows = []
     with connect(path, use_lock_file=False) as db:
         for row in db.select():
-            rows.append({
-                "gdb": int(np.asarray(row.data[msp.gdb_index]).reshape(-1)[0]),
-                "smiles": row.get("smiles", ""),
-                "spectra": {m: np.asarray(row.data[msp.spectra[m]], np.float32).reshape(-1) for m in msp.modalities},
-                "atoms": row.toatoms(),
-            })
+            rows.append(
+                {
+                    "gdb": int(np.asarray(row.data[msp.gdb_index]).reshape(-1)[0]),
+                    "smiles": row.get("smiles", ""),
+                    "spectra": {
+                        m: np.asarray(row.data[msp.spectra[m]], np.float32).reshape(-1) for m in msp.modalities
+                    },
+                    "atoms": row.toatoms(),
+                }
+            )
     return rows
 
 
@@ -84,9 +95,16 @@ def ranks(scores, truth):
 
 
 def recall(r, n):
-    return {"recall@1": float(np.mean(r <= 1)), "recall@5": float(np.mean(r <= 5)), "recall@10": float(np.mean(r <= 10)),
-            "median_rank": float(np.median(r)), "library": int(n),
-            "chance@1": 1.0 / n, "chance@5": min(5, n) / n, "chance@10": min(10, n) / n}
+    return {
+        "recall@1": float(np.mean(r <= 1)),
+        "recall@5": float(np.mean(r <= 5)),
+        "recall@10": float(np.mean(r <= 10)),
+        "median_rank": float(np.median(r)),
+        "library": int(n),
+        "chance@1": 1.0 / n,
+        "chance@5": min(5, n) / n,
+        "chance@10": min(10, n) / n,
+    }
 
 
 def raw_vectors(spectra_list, modalities):
@@ -101,17 +119,18 @@ def raw_vectors(spectra_list, modalities):
 
 def perturbed_spectra(gdbs):
     """The shipped sticks of these molecules re-broadened with PERTURBATION."""
+    import schnetpack_molspectra.properties as msp
     from schnetpack_molspectra.data.simulate.runner import SimulationSettings
     from schnetpack_molspectra.data.sticks import load_sticks, sticks_to_spectra
-
-    import schnetpack_molspectra.properties as msp
 
     wanted = set(gdbs)
     settings = SimulationSettings(**PERTURBATION)
     found = {s.gdb_index: s for s in load_sticks() if s.gdb_index in wanted}
     missing = wanted - set(found)
     if missing:
-        raise SystemExit(f"no shipped sticks for GDB {sorted(missing)[:5]}: the run's database is not the default dataset")
+        raise SystemExit(
+            f"no shipped sticks for GDB {sorted(missing)[:5]}: the run's database is not the default dataset"
+        )
     out = []
     for g in gdbs:
         spectra = sticks_to_spectra(found[g], settings)
@@ -170,7 +189,14 @@ def benchmark_run(run, sizes, workdir, seed, quick, log):
     import torch
 
     from schnetpack_molspectra.data.qm9 import gdb_positions, load_qm9pack
-    from schnetpack_molspectra.identify import VectorIndex, _run_config, _training_db, encode_spectra, encode_structures, load_model
+    from schnetpack_molspectra.identify import (
+        VectorIndex,
+        _run_config,
+        _training_db,
+        encode_spectra,
+        encode_structures,
+        load_model,
+    )
 
     timings = {}
     t = time.time()
@@ -228,7 +254,7 @@ def benchmark_run(run, sizes, workdir, seed, quick, log):
             r = ranks(vectors @ lib_vectors.T, truth)
             entry[f"{kind}:{name}"] = recall(r, n)
             if kind == "clean" and name == "uv+ir+raman":
-                entry["clean:uv+ir+raman:test_only"] = recall(r[len(val):], n)
+                entry["clean:uv+ir+raman:test_only"] = recall(r[len(val) :], n)
                 entry["clean:uv+ir+raman:val_only"] = recall(r[: len(val)], n)
                 if n >= 5000:  # the FAISS index identify uses at this size vs exact search
                     t_index = time.time()
@@ -239,8 +265,12 @@ def benchmark_run(run, sizes, workdir, seed, quick, log):
                     _, exact_top = exact.search(vectors, 10)
                     agree = float(np.mean([set(a) == set(b) for a, b in zip(approx_top, exact_top)]))
                     approx_rank1 = float(np.mean(approx_top[:, 0] == truth))
-                    results["hnsw"][str(n)] = {"top10_lists_identical": agree, "recall@1_hnsw": approx_rank1,
-                                               "recall@1_exact": entry[f"{kind}:{name}"]["recall@1"], "build_s": built}
+                    results["hnsw"][str(n)] = {
+                        "top10_lists_identical": agree,
+                        "recall@1_hnsw": approx_rank1,
+                        "recall@1_exact": entry[f"{kind}:{name}"]["recall@1"],
+                        "build_s": built,
+                    }
         results["library_qm9"][str(n)] = entry
         log(f"  QM9 library {n}: recall@1 (uv+ir+raman) {entry['clean:uv+ir+raman']['recall@1']:.3f}")
     timings["qm9_search"] = time.time() - t
@@ -272,18 +302,28 @@ def benchmark_run(run, sizes, workdir, seed, quick, log):
                 if name in ("uv+ir+raman", "ir") or geo == "qm9":
                     entry[f"molspectra[{geo}]:{kind}:{name}"] = recall(ranks(vectors @ lib_vectors.T, truth), n)
         results["shipped"][set_name] = entry
-        log(f"  shipped library {set_name} ({n}): MolSpectra[qm9] {entry['molspectra[qm9]:clean:uv+ir+raman']['recall@1']:.3f}, "
+        log(
+            f"  shipped library {set_name} ({n}): MolSpectra[qm9] {entry['molspectra[qm9]:clean:uv+ir+raman']['recall@1']:.3f}, "
             f"raw perturbed {entry['raw:perturbed:uv+ir+raman']['recall@1']:.3f}, MolSpectra perturbed "
-            f"{entry['molspectra[qm9]:perturbed:uv+ir+raman']['recall@1']:.3f}")
+            f"{entry['molspectra[qm9]:perturbed:uv+ir+raman']['recall@1']:.3f}"
+        )
     timings["shipped"] = time.time() - t
     return {
         "run": run,
         "model_sha256": enc.sha256,
         "database": db,
-        "queries": {"val": len(val), "test": len(test), "train_molecules": len(train),
-                    "queries_with_qm9_inchi_duplicates": n_dup},
-        "model": {"encoder": type(enc.model.representation).__name__, "n_features": int(qm9_vectors.shape[1]),
-                  "modalities": enc.modalities, "torch_threads": torch.get_num_threads()},
+        "queries": {
+            "val": len(val),
+            "test": len(test),
+            "train_molecules": len(train),
+            "queries_with_qm9_inchi_duplicates": n_dup,
+        },
+        "model": {
+            "encoder": type(enc.model.representation).__name__,
+            "n_features": int(qm9_vectors.shape[1]),
+            "modalities": enc.modalities,
+            "torch_threads": torch.get_num_threads(),
+        },
         "perturbation": PERTURBATION,
         "results": results,
         "timings_s": timings,
@@ -301,8 +341,12 @@ def recall_rows(by_size, queries, subsets, chance):
         for n, results in by_size.items():
             r = results.get(f"{queries}:{name}")
             if r:
-                cells = [name if queries == "clean" else f"{name} ({queries})", f"{int(n):,}",
-                         *(fmt(r[f"recall@{k}"]) for k in (1, 5, 10)), f"{r['median_rank']:g}"]
+                cells = [
+                    name if queries == "clean" else f"{name} ({queries})",
+                    f"{int(n):,}",
+                    *(fmt(r[f"recall@{k}"]) for k in (1, 5, 10)),
+                    f"{r['median_rank']:g}",
+                ]
                 cells += [fmt(r["chance@1"]), fmt(r["chance@10"])] if chance else []
                 rows.append("| " + " | ".join(cells) + " |")
     return rows
@@ -311,8 +355,10 @@ def recall_rows(by_size, queries, subsets, chance):
 def markdown(entry):
     lines = []
     res = entry["results"]
-    lines.append(f"Queries: {entry['queries']['val']} validation + {entry['queries']['test']} test molecules; "
-                 f"library = the queries + random QM9 molecules (qm9pack B3LYP geometries).")
+    lines.append(
+        f"Queries: {entry['queries']['val']} validation + {entry['queries']['test']} test molecules; "
+        f"library = the queries + random QM9 molecules (qm9pack B3LYP geometries)."
+    )
     lines.append("")
     lines.append("| spectra given | library | recall@1 | recall@5 | recall@10 | median rank | chance@1 | chance@10 |")
     lines.append("|---|---|---|---|---|---|---|---|")
@@ -324,26 +370,43 @@ def markdown(entry):
     lines.append("|---|---|---|---|---|---|")
     lines += recall_rows(res["library_qm9"], "perturbed", ("uv+ir+raman", "ir"), chance=False)
     lines.append("")
-    lines.append("Libraries with candidate spectra (shipped molecules): raw-spectra nearest neighbour vs MolSpectra, recall@1 (recall@10):")
+    lines.append(
+        "Libraries with candidate spectra (shipped molecules): raw-spectra nearest neighbour vs MolSpectra, recall@1 (recall@10):"
+    )
     lines.append("")
     keys = [k for k, v in res["shipped"]["queries"].items() if isinstance(v, dict)]
-    lines.append("| method : query spectra : modalities | " + " | ".join(f"{s} ({len(entry['results']['shipped'][s]) and int(res['shipped'][s][keys[0]]['library'])})" for s in res["shipped"]) + " |")
+    lines.append(
+        "| method : query spectra : modalities | "
+        + " | ".join(
+            f"{s} ({len(entry['results']['shipped'][s]) and int(res['shipped'][s][keys[0]]['library'])})"
+            for s in res["shipped"]
+        )
+        + " |"
+    )
     lines.append("|---|" + "---|" * len(res["shipped"]))
     for k in keys:
         if k.startswith("molspectra[qm9]") and k.split(":")[2] not in ("uv+ir+raman", "ir"):
             continue
-        cells = [f"{fmt(res['shipped'][s][k]['recall@1'])} ({fmt(res['shipped'][s][k]['recall@10'])})" for s in res["shipped"]]
+        cells = [
+            f"{fmt(res['shipped'][s][k]['recall@1'])} ({fmt(res['shipped'][s][k]['recall@10'])})"
+            for s in res["shipped"]
+        ]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     failed = {s: v.get("rdkit_failed") for s, v in res["shipped"].items() if v.get("rdkit_failed") is not None}
     if failed:
         lines.append("")
-        lines.append("RDKit could not embed " + ", ".join(f"{n} of the {s} library" for s, n in failed.items())
-                     + " (their xTB geometry stands in).")
+        lines.append(
+            "RDKit could not embed "
+            + ", ".join(f"{n} of the {s} library" for s, n in failed.items())
+            + " (their xTB geometry stands in)."
+        )
     if res["hnsw"]:
         lines.append("")
         for n, h in res["hnsw"].items():
-            lines.append(f"FAISS HNSW at {int(n):,}: top-10 lists identical to exact search for {h['top10_lists_identical']:.0%} of queries, "
-                         f"recall@1 {h['recall@1_hnsw']:.3f} vs exact {h['recall@1_exact']:.3f}, built in {h['build_s']:.1f} s.")
+            lines.append(
+                f"FAISS HNSW at {int(n):,}: top-10 lists identical to exact search for {h['top10_lists_identical']:.0%} of queries, "
+                f"recall@1 {h['recall@1_hnsw']:.3f} vs exact {h['recall@1_exact']:.3f}, built in {h['build_s']:.1f} s."
+            )
     return "\n".join(lines)
 
 
@@ -352,7 +415,9 @@ def main(argv=None):
     p.add_argument("--run", default=DEFAULT_RUN, help="run directory (or a folder with exactly one run below it)")
     p.add_argument("--tag", default="stage2", help="name of this entry in the results file")
     p.add_argument("--sizes", default="100,1000,10000,all", help="library sizes (all = 130,831)")
-    p.add_argument("--workdir", default=None, help="cache of QM9 embeddings (default: $MOLSPECTRA_CACHE/retrieval_benchmark)")
+    p.add_argument(
+        "--workdir", default=None, help="cache of QM9 embeddings (default: $MOLSPECTRA_CACHE/retrieval_benchmark)"
+    )
     p.add_argument("--out", default=os.path.join(HERE, "results", "retrieval.json"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="leave out the RDKit geometries")
@@ -380,7 +445,10 @@ def main(argv=None):
         json.dump(results, f, indent=1)
     print(f"## retrieval, {args.tag} ({run})\n")
     print(markdown(entry))
-    print(f"\nwall {entry['wall_s']:.0f} s on {entry['machine']}; timings {json.dumps({k: round(v, 1) for k, v in entry['timings_s'].items()})}")
+    print(
+        f"\nwall {entry['wall_s']:.0f} s on {entry['machine']}; "
+        f"timings {json.dumps({k: round(v, 1) for k, v in entry['timings_s'].items()})}"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 
 Writes benchmarks/results/simulator_validation.{json,png}.
 """
+
 import argparse
 import json
 import os

@@ -18,6 +18,7 @@ the whole training batch; and the wall time of the run. The runs take a few minu
 
 Writes benchmarks/results/training_overhead.json.
 """
+
 import argparse
 import glob
 import json
@@ -73,38 +74,65 @@ def main(argv=None):
     os.makedirs(workdir, exist_ok=True)
     db = os.path.join(workdir, f"qm9_{args.n}.db")
     if not os.path.exists(db):
-        build_qm9_db(db[:-3] + ".part.db", gdb_indices=sorted(int(g) for g in shipped_selection(load_qm9pack())[: args.n]))
+        build_qm9_db(
+            db[:-3] + ".part.db", gdb_indices=sorted(int(g) for g in shipped_selection(load_qm9pack())[: args.n])
+        )
         os.replace(db[:-3] + ".part.db", db)
     n_val = args.batch  # one validation batch per epoch, the same in every run
     common = [
-        f"data.datapath={db}", f"data.batch_size={args.batch}", f"data.num_train={args.n - n_val}", f"data.num_val={n_val}",
-        "data.num_test=0", f"model.representation.n_atom_basis={args.width}",
-        f"model.representation.n_interactions={args.interactions}", "trainer.accelerator=cpu",
-        f"++trainer.max_steps={args.steps}", "++trainer.max_epochs=-1", "+seed=0",
+        f"data.datapath={db}",
+        f"data.batch_size={args.batch}",
+        f"data.num_train={args.n - n_val}",
+        f"data.num_val={n_val}",
+        "data.num_test=0",
+        f"model.representation.n_atom_basis={args.width}",
+        f"model.representation.n_interactions={args.interactions}",
+        "trainer.accelerator=cpu",
+        f"++trainer.max_steps={args.steps}",
+        "++trainer.max_epochs=-1",
+        "+seed=0",
         "+trainer.profiler._target_=pytorch_lightning.profilers.SimpleProfiler",
-        "+trainer.profiler.dirpath=.", "+trainer.profiler.filename=profile",
+        "+trainer.profiler.dirpath=.",
+        "+trainer.profiler.filename=profile",
     ]
-    arms = {f"stock_w{args.workers[0]}": ["experiment=qm9_atomwise", "globals.property=energy_U0",
-                                          f"data.num_workers={args.workers[0]}"]}
+    arms = {
+        f"stock_w{args.workers[0]}": [
+            "experiment=qm9_atomwise",
+            "globals.property=energy_U0",
+            f"data.num_workers={args.workers[0]}",
+        ]
+    }
     for w in args.workers:
-        arms[f"denoise_w{w}"] = ["experiment=denoise_pretrain", f"data.num_workers={w}", "~callbacks.pretraining_summary"]
+        arms[f"denoise_w{w}"] = [
+            "experiment=denoise_pretrain",
+            f"data.num_workers={w}",
+            "~callbacks.pretraining_summary",
+        ]
     results = {}
     for name, overrides in arms.items():
         run = spktrain(workdir, name, [*overrides, *common])
         per_step = profile_per_step(os.path.join(workdir, name), args.steps)
         results[name] = {"wall_s": run["wall_s"], "ms_per_step": per_step}
-        print(f"{name}: {run['wall_s']:.0f} s, " + ", ".join(f"{k} {v:.0f} ms" for k, v in per_step.items()), flush=True)
+        print(
+            f"{name}: {run['wall_s']:.0f} s, " + ", ".join(f"{k} {v:.0f} ms" for k, v in per_step.items()), flush=True
+        )
     settings = {**vars(args), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"runs": results, "settings": settings}, f, indent=1)
     names = list(ACTIONS.values())
-    print(f"\nms per optimiser step; {args.n} QM9 molecules, batch {args.batch}, PaiNN {args.width}x{args.interactions}, "
-          f"{args.steps} steps, {settings['machine']}")
+    print(
+        f"\nms per optimiser step; {args.n} QM9 molecules, batch {args.batch}, PaiNN {args.width}x{args.interactions}, "
+        f"{args.steps} steps, {settings['machine']}"
+    )
     print("| run | wall (s) | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 2) + "|")
     for name, r in results.items():
-        print(f"| {name} | {r['wall_s']:.0f} | " + " | ".join(f"{r['ms_per_step'].get(k, float('nan')):.0f}" for k in names) + " |")
+        print(
+            f"| {name} | {r['wall_s']:.0f} | "
+            + " | ".join(f"{r['ms_per_step'].get(k, float('nan')):.0f}" for k in names)
+            + " |"
+        )
     stock = results[f"stock_w{args.workers[0]}"]["ms_per_step"]["training batch (all)"]
     ours = results[f"denoise_w{args.workers[0]}"]["ms_per_step"]["training batch (all)"]
     print(f"denoising / stock, training batch: {ours / stock:.2f}")

@@ -14,6 +14,7 @@ killed run resumes. Reported against the reference method, per method:
 
   python benchmarks/uv_methods.py --n 20 --methods tddft,fast,stda --workers 2
 """
+
 import argparse
 import json
 import os
@@ -81,7 +82,10 @@ def compute(args):
         for rec in pool.imap_unordered(_one, [(method, m.index, m.smiles, m.atoms, args.states) for method, m in todo]):
             f.write(json.dumps(rec) + "\n")
             f.flush()
-            print(f"{rec['method']:8s} gdb_{rec['gdb_index']:<6d} {rec['seconds']:7.1f} s {rec.get('error', '')}", flush=True)
+            print(
+                f"{rec['method']:8s} gdb_{rec['gdb_index']:<6d} {rec['seconds']:7.1f} s {rec.get('error', '')}",
+                flush=True,
+            )
     return out
 
 
@@ -129,8 +133,23 @@ def report(path, reference, methods):
             y = np.concatenate([np.array(ref[g]["energies"])[:3] for g in fit])
             a, b = np.polyfit(x, y, 1)
             for g in score:
-                cos_cal.append(cosine(broadened(mine[g]["energies"], mine[g]["strengths"], a, b), broadened(ref[g]["energies"], ref[g]["strengths"])))
-        rows.append((method, len(gdbs), np.mean(secs), np.mean(de1), np.mean(debright), np.mean(cos), np.mean(cos_cal) if cos_cal else float("nan")))
+                cos_cal.append(
+                    cosine(
+                        broadened(mine[g]["energies"], mine[g]["strengths"], a, b),
+                        broadened(ref[g]["energies"], ref[g]["strengths"]),
+                    )
+                )
+        rows.append(
+            (
+                method,
+                len(gdbs),
+                np.mean(secs),
+                np.mean(de1),
+                np.mean(debright),
+                np.mean(cos),
+                np.mean(cos_cal) if cos_cal else float("nan"),
+            )
+        )
     print(f"reference: {reference}; {platform.processor() or platform.machine()}, one core")
     print("| method | molecules | s / molecule | dE1 (eV) | dE bright (eV) | cosine | cosine, calibrated |")
     print("|---|---|---|---|---|---|---|")

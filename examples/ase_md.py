@@ -9,6 +9,7 @@ and prints the total-energy drift per atom per ps over the NVE run.
 The start structure is the first frame of ``--structure`` (any ASE-readable file or a
 SchNetPack db) or the named MD17 molecule built from SMILES.
 """
+
 import argparse
 import json
 import sys
@@ -29,8 +30,19 @@ def energy_drift(times_fs: np.ndarray, total_energy_ev: np.ndarray, n_atoms: int
     return float(slope / n_atoms)
 
 
-def run(model, molecule="ethanol", structure=None, cutoff=5.0, temperature=300.0, timestep=0.5,
-        langevin_steps=200, nve_steps=1000, trajectory="md.traj", energy_unit="kcal/mol", seed=0):
+def run(
+    model,
+    molecule="ethanol",
+    structure=None,
+    cutoff=5.0,
+    temperature=300.0,
+    timestep=0.5,
+    langevin_steps=200,
+    nve_steps=1000,
+    trajectory="md.traj",
+    energy_unit="kcal/mol",
+    seed=0,
+):
     """Langevin then NVE MD; returns a summary dict (drift in eV/atom/ps, energy fluctuation)."""
     from schnetpack_molspectra.data.md17 import md17_atoms
 
@@ -46,7 +58,9 @@ def run(model, molecule="ethanol", structure=None, cutoff=5.0, temperature=300.0
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
     Stationary(atoms)
     ZeroRotation(atoms)
-    Langevin(atoms, timestep * units.fs, temperature_K=temperature, friction=0.02, rng=np.random.default_rng(seed)).run(langevin_steps)
+    Langevin(atoms, timestep * units.fs, temperature_K=temperature, friction=0.02, rng=np.random.default_rng(seed)).run(
+        langevin_steps
+    )
 
     times, energies, temperatures = [], [], []
     dyn = VelocityVerlet(atoms, timestep * units.fs)
@@ -87,8 +101,17 @@ def main(argv=None):
     p.add_argument("--nve-steps", type=int, default=1000)
     p.add_argument("--trajectory", default="md.traj")
     args = p.parse_args(argv)
-    summary = run(args.model, args.molecule, args.structure, args.cutoff, args.temperature, args.timestep,
-                  args.langevin_steps, args.nve_steps, args.trajectory)
+    summary = run(
+        args.model,
+        args.molecule,
+        args.structure,
+        args.cutoff,
+        args.temperature,
+        args.timestep,
+        args.langevin_steps,
+        args.nve_steps,
+        args.trajectory,
+    )
     print(json.dumps(summary, indent=2))
     print(f"NVE energy drift: {summary['drift_eV_per_atom_per_ps']:.3e} eV/atom/ps over {args.nve_steps} steps")
 

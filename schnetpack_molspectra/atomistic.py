@@ -1,17 +1,25 @@
 """Output modules (SchNetPack ``output_modules``): the pre-training heads and the QM9 extras."""
+
 from typing import Dict, Optional, Tuple
 
-import torch
-from torch import nn
 import schnetpack as spk
+import torch
 from schnetpack import properties as structure
 from schnetpack.datasets import QM9
 from schnetpack.nn.scatter import scatter_add
+from torch import nn
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.train.losses import all_reduce_sum
 
-__all__ = ["DenoisingHead", "MoleculeRepresentation", "SpectraEncoder", "missing_modality", "ElectronicSpatialExtent", "RunningNoiseScale"]
+__all__ = [
+    "DenoisingHead",
+    "MoleculeRepresentation",
+    "SpectraEncoder",
+    "missing_modality",
+    "ElectronicSpatialExtent",
+    "RunningNoiseScale",
+]
 
 
 class RunningNoiseScale(nn.Module):
@@ -241,7 +249,10 @@ class ElectronicSpatialExtent(nn.Module):
         n_molecules = int(idx_m[-1]) + 1
         positions = inputs[structure.R]
         masses = self.masses.to(positions.dtype)[inputs[structure.Z]]
-        com = scatter_add(masses[:, None] * positions, idx_m, n_molecules) / scatter_add(masses, idx_m, n_molecules)[:, None]
+        com = (
+            scatter_add(masses[:, None] * positions, idx_m, n_molecules)
+            / scatter_add(masses, idx_m, n_molecules)[:, None]
+        )
         r2 = ((positions - com[idx_m]) ** 2).sum(-1)
         q = self.net(inputs[msp.scalar_representation]).squeeze(-1)
         inputs[self.output_key] = scatter_add(q * r2, idx_m, n_molecules)

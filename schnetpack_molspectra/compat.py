@@ -5,6 +5,7 @@ A saved ``best_model`` or Lightning checkpoint is a pickle: it names each class 
 was defined in when saved. A module whose classes moved keeps a module ``__getattr__`` made by
 :func:`moved_names`, so those files still load; new code imports each name from its one home.
 """
+
 import importlib
 from typing import Callable, Dict
 

@@ -5,6 +5,7 @@ mu, alpha, homo, lumo, gap, r2, zpve, U0, U, H, G, Cv, or SchNetPack's key) come
 ``data.qm9.QM9_TARGETS`` through the ``qm9`` resolver (:func:`qm9_attribute`), and the logged MAE,
 named by the paper's unit (``{subset}_{key}_mae_meV``, ``..._mae_D``, ...), from :func:`qm9_metrics`.
 """
+
 from typing import Any, Dict, Optional
 
 from schnetpack_molspectra.compat import moved_names

@@ -39,6 +39,7 @@ Every element of the library must be one the model was trained on: the elements 
 training database named in the run's ``config.yaml`` (``data.datapath``, or the default
 dataset), else ``elements=`` / ``--elements``, else QM9's H, C, N, O, F.
 """
+
 import csv
 import hashlib
 import json
@@ -186,11 +187,10 @@ def load_model(path: str, elements: Optional[Sequence] = None, device: str = "cp
         IdentifyError: the file is not a saved model, or has no spectra encoder / 3D representation
             (a ``denoise_pretrain`` or fine-tuned model).
     """
-    import schnetpack_molspectra  # noqa: F401  (tblite before torch; old class names of saved models)
     from omegaconf import OmegaConf
 
+    import schnetpack_molspectra  # noqa: F401  (tblite before torch; old class names of saved models)
     from schnetpack_molspectra.atomistic import MoleculeRepresentation, SpectraEncoder
-
     from schnetpack_molspectra.pretrained import PretrainedModelError, model_from_weights, read_weights
     from schnetpack_molspectra.shipped import resolve_model
 
@@ -505,16 +505,27 @@ def library_embeddings(
     if not os.path.exists(path):
         raise FileNotFoundError(f"library {path} does not exist")
     stat = os.stat(path)
-    meta = {"model_sha256": enc.sha256, "library": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-            "elements": list(enc.elements)}
+    meta = {
+        "model_sha256": enc.sha256,
+        "library": os.path.abspath(path),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "elements": list(enc.elements),
+    }
     cache_file = _cache_path(path, enc.sha256, cache_dir) if cache else None
     if cache_file and os.path.isfile(cache_file):
         try:
             with np.load(cache_file, allow_pickle=False) as f:
                 stored = json.loads(str(f["meta"]))
                 if all(stored.get(k) == meta[k] for k in ("model_sha256", "size", "mtime_ns", "elements")):
-                    return LibraryEmbeddings(path, [str(s) for s in f["names"]], [str(s) for s in f["smiles"]],
-                                             f["vectors"], cache_file, True)
+                    return LibraryEmbeddings(
+                        path,
+                        [str(s) for s in f["names"]],
+                        [str(s) for s in f["smiles"]],
+                        f["vectors"],
+                        cache_file,
+                        True,
+                    )
         except Exception:
             pass  # unreadable cache: recompute
     lib = library if isinstance(library, Library) else load_library(path)
@@ -525,8 +536,13 @@ def library_embeddings(
         if os.path.exists(stale_index):  # built on the old library
             os.remove(stale_index)
         tmp = cache_file[: -len(".npz")] + ".partial.npz"
-        np.savez(tmp, vectors=vectors, names=np.array(lib.names, dtype=str), smiles=np.array(lib.smiles, dtype=str),
-                 meta=np.array(json.dumps(meta)))
+        np.savez(
+            tmp,
+            vectors=vectors,
+            names=np.array(lib.names, dtype=str),
+            smiles=np.array(lib.smiles, dtype=str),
+            meta=np.array(json.dumps(meta)),
+        )
         os.replace(tmp, cache_file)
     return LibraryEmbeddings(path, lib.names, lib.smiles, vectors, cache_file, False, lib.atoms)
 
@@ -537,8 +553,14 @@ class VectorIndex:
 
     ``index_path``: where to keep the built FAISS index (loaded if present)."""
 
-    def __init__(self, vectors: np.ndarray, exact_below: int = EXACT_BELOW, index_path: Optional[str] = None,
-                 hnsw_m: int = 32, ef_search: int = 256):
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        exact_below: int = EXACT_BELOW,
+        index_path: Optional[str] = None,
+        hnsw_m: int = 32,
+        ef_search: int = 256,
+    ):
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.exact = len(self.vectors) < exact_below
         self.index = None
@@ -741,12 +763,38 @@ def write_csv(results: Sequence[Identification], path: str) -> str:
     os.makedirs(folder, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["query", "source", "modalities", "missing_modalities", "rank", "cosine", "candidate", "smiles",
-                    "library_index", "query_smiles", "match"])
+        w.writerow(
+            [
+                "query",
+                "source",
+                "modalities",
+                "missing_modalities",
+                "rank",
+                "cosine",
+                "candidate",
+                "smiles",
+                "library_index",
+                "query_smiles",
+                "match",
+            ]
+        )
         for r in results:
             truth = _canonical(r.query_smiles)
             for h in r.hits:
                 match = "" if truth is None else int(_canonical(h.smiles) == truth)
-                w.writerow([r.query, r.source, "+".join(r.used), "+".join(r.filled), h.rank, f"{h.score:.6f}", h.name,
-                            h.smiles, h.index, r.query_smiles or "", match])
+                w.writerow(
+                    [
+                        r.query,
+                        r.source,
+                        "+".join(r.used),
+                        "+".join(r.filled),
+                        h.rank,
+                        f"{h.score:.6f}",
+                        h.name,
+                        h.smiles,
+                        h.index,
+                        r.query_smiles or "",
+                        match,
+                    ]
+                )
     return path

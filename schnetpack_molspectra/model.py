@@ -1,10 +1,11 @@
 """The one model class of every MolSpectra experiment: SchNetPack's ``NeuralNetworkPotential``."""
+
 from typing import Dict, List, Optional
 
 import torch
-from torch import nn
 from schnetpack.model import NeuralNetworkPotential
 from schnetpack.transform import Transform
+from torch import nn
 
 from schnetpack_molspectra.atomistic import DenoisingHead, SpectraEncoder
 

@@ -13,6 +13,7 @@
 ``model`` is a ``best_model`` or a run directory; ``data`` a spectra database (default: the
 database the run trained on, from its ``config.yaml``, e.g. the embedded default dataset).
 """
+
 import glob
 import os
 from typing import Dict, List, Optional, Sequence
@@ -63,7 +64,13 @@ def run_data(model_path: str, data: Optional[str] = None) -> str:
 def _normalised(enc, spectra: Dict[str, np.ndarray]) -> Dict[str, torch.Tensor]:
     from schnetpack_molspectra.identify import _normalise
 
-    return _normalise(enc, {m: torch.as_tensor(np.asarray(v, dtype=np.float32), device=enc.device).reshape(1, -1) for m, v in spectra.items()})
+    return _normalise(
+        enc,
+        {
+            m: torch.as_tensor(np.asarray(v, dtype=np.float32), device=enc.device).reshape(1, -1)
+            for m, v in spectra.items()
+        },
+    )
 
 
 def _molecule(data: str, index: int, modalities: Sequence[str]):
@@ -101,8 +108,14 @@ def _token_position(sf, token: int) -> str:
 
 
 def plot_attention(
-    model: str, out: str = "attention.png", data: Optional[str] = None, index: int = 0, layer: int = -1,
-    heads: Optional[Sequence[int]] = None, span: float = 2.0, device: str = "cpu",
+    model: str,
+    out: str = "attention.png",
+    data: Optional[str] = None,
+    index: int = 0,
+    layer: int = -1,
+    heads: Optional[Sequence[int]] = None,
+    span: float = 2.0,
+    device: str = "cpu",
 ) -> Dict[str, object]:
     """Attention maps (query patches x key patches) of every head (or ``heads``) of ``layer``
     for molecule ``index`` of ``data``. Colour: log10 of the weight relative to uniform
@@ -140,23 +153,35 @@ def plot_attention(
             ax.axvline(b - 0.5, color="black", lw=0.5)
         ax.set_xticks(centres, labels, fontsize=6)
         ax.set_yticks(centres, labels, fontsize=6, rotation=90, va="center")
-        mass = [[float(a[bounds[i]:bounds[i + 1], bounds[j]:bounds[j + 1]].sum(1).mean()) for j in range(len(bounds) - 1)]
-                for i in range(len(bounds) - 1)]
+        mass = [
+            [
+                float(a[bounds[i] : bounds[i + 1], bounds[j] : bounds[j + 1]].sum(1).mean())
+                for j in range(len(bounds) - 1)
+            ]
+            for i in range(len(bounds) - 1)
+        ]
         block_mass[h] = mass
         top = int(a.mean(0).argmax())
         top_key[h] = _token_position(sf, top)
         ax.set_title(f"head {h}: top key {top_key[h]}", fontsize=6.5)
-    for ax in list(axes.flat)[len(heads):]:
+    for ax in list(axes.flat)[len(heads) :]:
         ax.axis("off")
     fig.suptitle(
         f"SpecFormer attention, layer {layer_index + 1}/{n_layers}, molecule {record.name}"
         f"{' (' + record.smiles + ')' if record.smiles else ''}\nrows: query patches, columns: key patches; "
-        f"colour: log10(weight x {n_tokens} tokens), 0 = uniform attention", fontsize=9,
+        f"colour: log10(weight x {n_tokens} tokens), 0 = uniform attention",
+        fontsize=9,
     )
     fig.tight_layout(rect=(0, 0, 0.93, 1))
     cax = fig.add_axes((0.945, 0.3, 0.012, 0.4))
     fig.colorbar(image, cax=cax, label="log10(weight / uniform)")
-    return {"out": _save(fig, out, dpi=100), "molecule": record.name, "layer": layer_index, "block_mass": block_mass, "top_key": top_key}
+    return {
+        "out": _save(fig, out, dpi=100),
+        "molecule": record.name,
+        "layer": layer_index,
+        "block_mass": block_mass,
+        "top_key": top_key,
+    }
 
 
 # ---------------------------------------------------------------- t-SNE
@@ -176,13 +201,21 @@ def _db_property(data: str, key: str) -> np.ndarray:
                 values.append(float(row.key_value_pairs[key]))
             else:
                 have = sorted(k for k, v in row.data.items() if np.asarray(v).size == 1)
-                raise KeyError(f"{data}: row {row.id} has no property {key!r}; scalar properties: {have}, or n_atoms, n_C, n_O, ...")
+                raise KeyError(
+                    f"{data}: row {row.id} has no property {key!r}; scalar properties: {have}, or n_atoms, n_C, n_O, ..."
+                )
     return np.array(values, dtype=np.float64)
 
 
 def plot_tsne(
-    model: str, out: str = "tsne.png", data: Optional[str] = None, color_by: str = "gap", perplexity: float = 30.0,
-    seed: int = 0, max_molecules: Optional[int] = None, device: str = "cpu",
+    model: str,
+    out: str = "tsne.png",
+    data: Optional[str] = None,
+    color_by: str = "gap",
+    perplexity: float = 30.0,
+    seed: int = 0,
+    max_molecules: Optional[int] = None,
+    device: str = "cpu",
 ) -> Dict[str, object]:
     """t-SNE of the spectra and the 3D representations of ``data``'s molecules, coloured by ``color_by``."""
     try:
@@ -207,8 +240,12 @@ def plot_tsne(
     structures = encode_structures(enc, atoms)
     perplexity = min(perplexity, (len(records) - 1) / 3)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
-    for ax, (title, x) in zip(axes, (("spectra representation (SpecFormer)", spectra), ("3D representation (encoder)", structures))):
-        xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, metric="cosine").fit_transform(x)
+    for ax, (title, x) in zip(
+        axes, (("spectra representation (SpecFormer)", spectra), ("3D representation (encoder)", structures))
+    ):
+        xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, metric="cosine").fit_transform(
+            x
+        )
         sc = ax.scatter(xy[:, 0], xy[:, 1], c=colour, s=9, cmap="viridis")
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])
@@ -216,14 +253,22 @@ def plot_tsne(
     with connect(data, use_lock_file=False) as db:
         unit = (db.metadata.get("_property_unit_dict") or {}).get(color_by)
     fig.colorbar(sc, ax=axes, label=f"{color_by} ({unit})" if unit and unit != "1" else color_by, shrink=0.85)
-    fig.suptitle(f"t-SNE (cosine, perplexity {perplexity:g}) of {len(records)} molecules of {os.path.basename(data)}", fontsize=10)
+    fig.suptitle(
+        f"t-SNE (cosine, perplexity {perplexity:g}) of {len(records)} molecules of {os.path.basename(data)}",
+        fontsize=10,
+    )
     return {"out": _save(fig, out), "molecules": len(records), "color_by": color_by}
 
 
 # ---------------------------------------------------------------- masked patch reconstruction
 def plot_mpr(
-    model: str, out: str = "mpr.png", data: Optional[str] = None, index: int = 0, mask_ratio: Optional[float] = None,
-    seed: int = 0, device: str = "cpu",
+    model: str,
+    out: str = "mpr.png",
+    data: Optional[str] = None,
+    index: int = 0,
+    mask_ratio: Optional[float] = None,
+    seed: int = 0,
+    device: str = "cpu",
 ) -> Dict[str, object]:
     """Molecule ``index``'s normalised spectra, randomly masked patches (ratio as in training:
     the run's ``globals.mask_ratio``, else 0.1) shaded, and SpecFormer's reconstructions.
@@ -257,17 +302,25 @@ def plot_mpr(
         sq, zero = [], []
         for k, p in enumerate(masked):
             lo, hi = p * D, p * D + P
-            ax.axvspan(x[lo], x[hi - 1], color="0.85", zorder=0, label="masked patch (zero-filled input)" if k == 0 else None)
+            ax.axvspan(
+                x[lo], x[hi - 1], color="0.85", zorder=0, label="masked patch (zero-filled input)" if k == 0 else None
+            )
             rec = reconstructions[m][0, p].cpu().numpy()
             ax.plot(x[lo:hi], rec, color=MODALITY_COLOR[m], lw=1.4, label="reconstruction" if k == 0 else None)
             sq.append(np.mean((rec - y[lo:hi]) ** 2))
             zero.append(np.mean(y[lo:hi] ** 2))
         errors[m] = {"mse": float(np.mean(sq)), "mse_zero": float(np.mean(zero)), "masked_patches": len(masked)}
-        ax.set_title(f"{MODALITY_LABEL[m]}: {len(masked)} of {sf.n_patches[m]} patches masked, "
-                     f"MSE {errors[m]['mse']:.4f} (predicting zero: {errors[m]['mse_zero']:.4f})", fontsize=9)
+        ax.set_title(
+            f"{MODALITY_LABEL[m]}: {len(masked)} of {sf.n_patches[m]} patches masked, "
+            f"MSE {errors[m]['mse']:.4f} (predicting zero: {errors[m]['mse_zero']:.4f})",
+            fontsize=9,
+        )
         ax.set_xlabel(GRIDS[m].unit)
         ax.legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"masked patch reconstruction, molecule {record.name}{' (' + record.smiles + ')' if record.smiles else ''}", fontsize=10)
+    fig.suptitle(
+        f"masked patch reconstruction, molecule {record.name}{' (' + record.smiles + ')' if record.smiles else ''}",
+        fontsize=10,
+    )
     fig.tight_layout()
     return {"out": _save(fig, out), "molecule": record.name, "errors": errors}
 
@@ -320,7 +373,7 @@ def plot_curves(run: str, out: str = "curves.png") -> Dict[str, object]:
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(f"learning curves of {os.path.basename(os.path.normpath(run))}", fontsize=10)
     fig.tight_layout()

@@ -15,6 +15,7 @@ as in the released MolSpectra code (which loads every matching key):
 
 SpecFormer and the other pre-training heads stay behind.
 """
+
 import os
 from typing import Dict, Mapping, Optional
 
@@ -59,7 +60,9 @@ def stored_state(path: str) -> Dict[str, torch.Tensor]:
 
     path = resolve_model(path)  # a shipped model's name -> its file
     if os.path.isdir(path):
-        raise PretrainedModelError(f"pre-trained model {path} is a directory; give its best_model or a .ckpt file in it")
+        raise PretrainedModelError(
+            f"pre-trained model {path} is a directory; give its best_model or a .ckpt file in it"
+        )
     from schnetpack_molspectra.data.files import damaged_zip
 
     damage = damaged_zip(path)  # before unpickling: a damaged pickle can allocate gigabytes
@@ -71,20 +74,27 @@ def stored_state(path: str) -> Dict[str, torch.Tensor]:
         message = " ".join(str(err).split())[:300]
         raise PretrainedModelError(f"cannot read pre-trained model {path}: {type(err).__name__}: {message}") from err
     if isinstance(stored, dict) and stored.get("format") == WEIGHTS_FORMAT:
-        return {k: v.float() if v.dtype == torch.float16 else v for k, v in _checked_state(stored["state_dict"], path, "").items()}
+        return {
+            k: v.float() if v.dtype == torch.float16 else v
+            for k, v in _checked_state(stored["state_dict"], path, "").items()
+        }
     if isinstance(stored, nn.Module):
         if not hasattr(stored, "representation"):
             raise PretrainedModelError(f"{path}: model {type(stored).__name__} has no 'representation' (encoder)")
         return stored.state_dict()
     if isinstance(stored, dict) and "state_dict" in stored:
         return _checked_state(stored["state_dict"], path)
-    raise PretrainedModelError(f"{path}: neither a SchNetPack model nor a Lightning checkpoint ({type(stored).__name__})")
+    raise PretrainedModelError(
+        f"{path}: neither a SchNetPack model nor a Lightning checkpoint ({type(stored).__name__})"
+    )
 
 
 def _checked_state(state_dict, path: str, prefix: str = "model.") -> Dict[str, torch.Tensor]:
     """The ``<prefix>*`` entries of a ``state_dict`` (Lightning's: ``model.``), which must map names to tensors."""
     if not isinstance(state_dict, Mapping):
-        raise PretrainedModelError(f"{path}: its 'state_dict' is a {type(state_dict).__name__}, not a mapping of names to tensors")
+        raise PretrainedModelError(
+            f"{path}: its 'state_dict' is a {type(state_dict).__name__}, not a mapping of names to tensors"
+        )
     state = {}
     for key, value in state_dict.items():
         if not isinstance(key, str):
@@ -92,12 +102,12 @@ def _checked_state(state_dict, path: str, prefix: str = "model.") -> Dict[str, t
         if key.startswith(prefix):
             if not isinstance(value, torch.Tensor):
                 raise PretrainedModelError(f"{path}: {key} is a {type(value).__name__}, not a tensor")
-            state[key[len(prefix):]] = value
+            state[key[len(prefix) :]] = value
     return state
 
 
 def _sub_state(state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def representation_state(path: str, state: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
@@ -108,7 +118,9 @@ def representation_state(path: str, state: Optional[Dict[str, torch.Tensor]] = N
     return encoder
 
 
-def denoising_head_state(path: str, state: Optional[Dict[str, torch.Tensor]] = None) -> Optional[Dict[str, torch.Tensor]]:
+def denoising_head_state(
+    path: str, state: Optional[Dict[str, torch.Tensor]] = None
+) -> Optional[Dict[str, torch.Tensor]]:
     """Weights and noise statistics of the stored model's denoising head, or None if it has none.
 
     The head is the output module whose state holds ``scale.sum_squares`` (``DenoisingHead``).
@@ -153,8 +165,12 @@ def load_state_checked(module: nn.Module, state: Dict[str, torch.Tensor], path: 
     )
     if missing or unexpected or mis_shaped or mis_typed:
         problems = []
-        for label, names in (("missing in checkpoint", missing), (f"not in this {what}", unexpected),
-                             (f"shape (checkpoint vs {what})", mis_shaped), (f"type (checkpoint vs {what})", mis_typed)):
+        for label, names in (
+            ("missing in checkpoint", missing),
+            (f"not in this {what}", unexpected),
+            (f"shape (checkpoint vs {what})", mis_shaped),
+            (f"type (checkpoint vs {what})", mis_typed),
+        ):
             if names:
                 problems.append(f"{label}: {names[:8]}{' ...' if len(names) > 8 else ''}")
         raise PretrainedModelError(f"{path}: its {what} does not match {type(module).__name__}: " + "; ".join(problems))
@@ -197,8 +213,9 @@ def load_pretrained_weights(model: nn.Module, path: str, denoising_head: bool = 
     return model
 
 
-def save_weights(path: str, model: nn.Module, config: Optional[dict] = None, card: Optional[dict] = None,
-                 half: bool = True) -> str:
+def save_weights(
+    path: str, model: nn.Module, config: Optional[dict] = None, card: Optional[dict] = None, half: bool = True
+) -> str:
     """Write ``model``'s weights and buffers to ``path`` as a weights file: float32 tensors in half
     precision (``half``), the others as they are, with ``config`` (the run's resolved hydra config
     as a plain dict, which rebuilds the model) and ``card`` (what the model is: data, steps, wall

@@ -4,6 +4,7 @@ Every key MolSpectra reads or writes lives here, as ``schnetpack.properties`` do
 SchNetPack's own; import it as ``import schnetpack_molspectra.properties as msp``. The
 *values* are stored in databases and in saved models' output lists: never change them.
 """
+
 from typing import Final, Tuple
 
 ## broadened spectra, one row per molecule (float32), on the QM9S grids (spectra/grids.py)

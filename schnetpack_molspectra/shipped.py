@@ -8,10 +8,19 @@ A name works wherever a path to a pre-trained model does (``globals.pretrained_m
 ``scripts/train_shipped.py`` on QM9 structures and the shipped spectra molecules, never on the
 held-out molecules (``data.sticks.held_out_selection``) that the benchmarks test on.
 """
+
 import os
 from typing import Dict, List
 
-__all__ = ["MODELS_DIR", "available_models", "model_file", "resolve_model", "model_card", "format_card", "UnknownModelError"]
+__all__ = [
+    "MODELS_DIR",
+    "available_models",
+    "model_file",
+    "resolve_model",
+    "model_card",
+    "format_card",
+    "UnknownModelError",
+]
 
 #: the folder of shipped weights files inside the installed package
 MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained_models")
@@ -71,14 +80,20 @@ def format_card(card: Dict) -> str:
     steps = sum(p["steps"] for p in pieces)
     wall = sum(p["wall_s"] for p in pieces)
     machines = sorted({p["machine"] for p in pieces})
-    lines = [f"{card.get('name', '?')}: {card.get('description', '')}",
-             f"  data: {card.get('trained_on', '?')}",
-             f"  training: {len(pieces)} piece(s), {steps:,} steps, {wall / 3600:.1f} h on {', '.join(machines) or '?'}"]
+    lines = [
+        f"{card.get('name', '?')}: {card.get('description', '')}",
+        f"  data: {card.get('trained_on', '?')}",
+        f"  training: {len(pieces)} piece(s), {steps:,} steps, {wall / 3600:.1f} h on {', '.join(machines) or '?'}",
+    ]
     for piece in pieces:
         summary = piece.get("summary", {}).get("end", {})
-        figures = ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if isinstance(v, float) and k != "retrieval_chance")
-        lines.append(f"    piece {piece['piece']}: {piece['steps']:,} steps of batch {piece['batch_size']}, "
-                     f"{piece['wall_s'] / 60:.0f} min; validation at its end: {figures or 'n/a'}")
+        figures = ", ".join(
+            f"{k} {v:.3f}" for k, v in summary.items() if isinstance(v, float) and k != "retrieval_chance"
+        )
+        lines.append(
+            f"    piece {piece['piece']}: {piece['steps']:,} steps of batch {piece['batch_size']}, "
+            f"{piece['wall_s'] / 60:.0f} min; validation at its end: {figures or 'n/a'}"
+        )
     for key, value in (card.get("measured") or {}).items():
         lines.append(f"  {key}: {value}")
     return "\n".join(lines)

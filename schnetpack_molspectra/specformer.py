@@ -24,6 +24,7 @@ Each device normalises with its own batch's statistics by default (released). Wi
 step (``MolSpectraTask``'s steps), statistics over the tokens of every rank, identical to BatchNorm
 on the concatenated batch, on any device and backend (torch's ``SyncBatchNorm`` needs GPU inputs).
 """
+
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -72,7 +73,9 @@ class SyncBatchNorm1d(nn.BatchNorm1d):
                 self.num_batches_tracked.add_(1)
                 factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
                 self.running_mean.mul_(1 - factor).add_(factor * global_mean.detach().to(self.running_mean.dtype))
-                self.running_var.mul_(1 - factor).add_(factor * (global_m2 / (total - 1)).detach().to(self.running_var.dtype))
+                self.running_var.mul_(1 - factor).add_(
+                    factor * (global_m2 / (total - 1)).detach().to(self.running_var.dtype)
+                )
         out = (flat - global_mean) * torch.rsqrt(var + self.eps)
         if self.affine:
             out = out * self.weight + self.bias
@@ -151,9 +154,9 @@ class ResidualAttentionLayer(nn.Module):
             carried = (q, k) if self.residual_attention else None
             width = max(q.shape[-1], self.fused_head_width)
             pad = lambda t: F.pad(t, (0, width - t.shape[-1])) if t.shape[-1] < width else t
-            attended = F.scaled_dot_product_attention(
-                pad(q), pad(k), pad(v), scale=self.head_dim**-0.5
-            )[..., : self.head_dim]
+            attended = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), scale=self.head_dim**-0.5)[
+                ..., : self.head_dim
+            ]
         b, _, n, _ = attended.shape
         attended = attended.transpose(1, 2).reshape(b, n, -1)
         x = self._batchnorm(self.norm_attention, x + self.dropout(self.out(attended)))
@@ -216,9 +219,7 @@ class SpecFormer(nn.Module):
         self.d_model = d_model
         self.pooling = pooling
 
-        self.patch_embedding = nn.ModuleDict(
-            {m: nn.Linear(self.patch_length[m], d_model) for m in self.modalities}
-        )
+        self.patch_embedding = nn.ModuleDict({m: nn.Linear(self.patch_length[m], d_model) for m in self.modalities})
         self.position = nn.ParameterDict(
             {
                 m: nn.Parameter(torch.empty(self.n_patches[m], d_model).uniform_(-position_init, position_init))
@@ -235,9 +236,7 @@ class SpecFormer(nn.Module):
         )
         n_pool = self.n_tokens * d_model if pooling == "flatten" else d_model
         self.pool = nn.Sequential(nn.Linear(n_pool, n_out), nn.LayerNorm(n_out))
-        self.reconstruction = nn.ModuleDict(
-            {m: nn.Linear(d_model, self.patch_length[m]) for m in self.modalities}
-        )
+        self.reconstruction = nn.ModuleDict({m: nn.Linear(d_model, self.patch_length[m]) for m in self.modalities})
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -265,9 +264,7 @@ class SpecFormer(nn.Module):
             )
         return spectrum.unfold(-1, self.patch_length[modality], self.patch_stride[modality])
 
-    def embed(
-        self, patches: Dict[str, torch.Tensor], masks: Optional[Dict[str, torch.Tensor]] = None
-    ) -> torch.Tensor:
+    def embed(self, patches: Dict[str, torch.Tensor], masks: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
         """Tokens (n_molecules, n_tokens, d_model); masked patches are zero-filled first."""
         tokens = []
         for m in self.modalities:

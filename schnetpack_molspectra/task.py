@@ -1,9 +1,11 @@
 """MolSpectra's loss terms as SchNetPack model outputs, and the task.
 
-Loss functions, metrics and LR schedules are in ``schnetpack_molspectra.train``. Total loss = beta_D * denoising + beta_MPR * MPR + beta_C * contrastive, each term an
+Loss functions, metrics and LR schedules are in ``schnetpack_molspectra.train``. Total loss =
+beta_D * denoising + beta_MPR * MPR + beta_C * contrastive, each term an
 output in ``AtomisticTask.outputs`` with its ``loss_weight``. Every term logs its own
 metrics as ``{train,val,test}_{name}_{metric}`` (e.g. ``val_mpr_mse``).
 """
+
 import inspect
 import logging
 import os
@@ -11,11 +13,11 @@ from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torchmetrics import MeanMetric, Metric
 from pytorch_lightning import seed_everything
 from pytorch_lightning.utilities import rank_zero_only
 from schnetpack.task import AtomisticTask, UnsupervisedModelOutput
+from torch import nn
+from torchmetrics import MeanMetric, Metric
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.compat import moved_names
@@ -188,7 +190,10 @@ class MolSpectraTask(AtomisticTask):
 
     def configure_optimizers(self):
         if self.scheduler_cls is not None and "run_steps" in inspect.signature(self.scheduler_cls).parameters:
-            self.scheduler_kwargs = {**(self.scheduler_kwargs or {}), "run_steps": self.trainer.estimated_stepping_batches}
+            self.scheduler_kwargs = {
+                **(self.scheduler_kwargs or {}),
+                "run_steps": self.trainer.estimated_stepping_batches,
+            }
         configured = super().configure_optimizers()
         if isinstance(configured, tuple) and self.scheduler_interval == "step":
             optimizers, schedulers = configured

@@ -7,6 +7,7 @@ Random draws (patch masks, coordinate noise) come from torch's global generator 
 process, as before; under distributed training from :func:`rank_generator`, so that every rank
 masks and perturbs differently while a run stays reproducible with ``seed=...``.
 """
+
 from typing import Dict, Mapping, Optional, Sequence
 
 import torch
@@ -218,7 +219,10 @@ class GaussianCoordinateNoise(Transform):
         if generator is None:
             noise = torch.randn_like(positions) * self.sigma
         else:
-            noise = torch.randn(positions.shape, generator=generator, dtype=positions.dtype).to(positions.device) * self.sigma
+            noise = (
+                torch.randn(positions.shape, generator=generator, dtype=positions.dtype).to(positions.device)
+                * self.sigma
+            )
         inputs[structure.R] = positions + noise
         inputs[msp.position_noise] = noise
         return inputs

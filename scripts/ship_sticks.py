@@ -11,15 +11,21 @@ Every finished molecule is appended to ``<workdir>/<kind>_<k>.partial.jsonl`` at
 killed run resumes where it stopped; a chunk is written into the package (and its failures
 into ``failures.jsonl``) only when all its molecules are done. Commit each chunk as it lands.
 """
+
 import argparse
 import json
 import os
 import sys
 import time
 
-import numpy as np
-
-from schnetpack_molspectra.data.sticks import CHUNK_SIZE, SHIPPED_DIR, chunk_path, read_chunk, shipped_selection, write_chunk
+from schnetpack_molspectra.data.sticks import (
+    CHUNK_SIZE,
+    SHIPPED_DIR,
+    chunk_path,
+    read_chunk,
+    shipped_selection,
+    write_chunk,
+)
 
 
 def vib_job(item):
@@ -50,7 +56,9 @@ def uv_job(item):
     from schnetpack_molspectra.data.simulate.uv import uv_spectrum_sticks
 
     try:
-        uv = uv_spectrum_sticks(Atoms(numbers=numbers, positions=positions), settings["uv_method"], settings["uv_states"])
+        uv = uv_spectrum_sticks(
+            Atoms(numbers=numbers, positions=positions), settings["uv_method"], settings["uv_states"]
+        )
     except Exception as err:
         return {"gdb_index": gdb, "reason": f"{type(err).__name__}: {err}"}
     return {"gdb_index": gdb, "energies": uv["energies"].tolist(), "strengths": uv["strengths"].tolist()}
@@ -63,9 +71,14 @@ def chunk_inputs(kind, k, selection, table, settings):
         from schnetpack_molspectra.data.qm9 import gdb_positions, row_atoms
 
         rows = table.iloc[gdb_positions(table, gdbs)]
-        return [(int(g), row_atoms(r).numbers.tolist(), row_atoms(r).positions.tolist(), settings) for g, r in zip(gdbs, rows.itertuples(index=False))]
+        return [
+            (int(g), row_atoms(r).numbers.tolist(), row_atoms(r).positions.tolist(), settings)
+            for g, r in zip(gdbs, rows.itertuples(index=False))
+        ]
     vib = read_chunk(chunk_path("vib", k))
-    return [(int(g), vib[g]["numbers"].tolist(), vib[g]["positions"].tolist(), settings) for g in map(int, gdbs) if g in vib]
+    return [
+        (int(g), vib[g]["numbers"].tolist(), vib[g]["positions"].tolist(), settings) for g in map(int, gdbs) if g in vib
+    ]
 
 
 def run_chunk(kind, k, selection, table, settings, workdir, workers):
@@ -93,7 +106,7 @@ def run_chunk(kind, k, selection, table, settings, workdir, workers):
         pool = _start_pool(workers)
         try:
             with open(partial, "a") as f:
-                for i, rec in enumerate(pool.imap_unordered(job, items, chunksize=1)):
+                for rec in pool.imap_unordered(job, items, chunksize=1):
                     f.write(json.dumps(rec) + "\n")
                     f.flush()
                     done[rec["gdb_index"]] = rec
@@ -135,7 +148,10 @@ def main(argv=None):
     selection = shipped_selection(table)
     a, b = (int(x) for x in args.chunks.split(":"))
     for k in range(a, b):
-        print(f"{kind} chunk {k}: {run_chunk(kind, k, selection, table, settings, args.workdir, args.workers)}", flush=True)
+        print(
+            f"{kind} chunk {k}: {run_chunk(kind, k, selection, table, settings, args.workdir, args.workers)}",
+            flush=True,
+        )
     return 0
 
 

@@ -18,6 +18,7 @@ started again resumes from its ``last.ckpt`` (same ``run.id``) on the same machi
                                                                            # a GPU: one long piece
 The run directories go to ``--workdir`` (``shipped_runs/``, not committed).
 """
+
 import argparse
 import json
 import os
@@ -30,14 +31,18 @@ import numpy as np
 
 MODELS = {
     "denoise-painn-qm9": {
-        "experiment": "denoise_pretrain", "source": None, "data": "qm9",
+        "experiment": "denoise_pretrain",
+        "source": None,
+        "data": "qm9",
         "description": "PaiNN 128 x 3 pre-trained by denoising (Coord-style, stage 1): encoder and denoising head",
         "trained_on": "120,831 QM9 structures (all but the 10,000 held out), 1,000 of them for validation",
     },
     "molspectra-painn-qm9": {
-        "experiment": "molspectra_pretrain", "source": "denoise-painn-qm9", "data": "spectra",
+        "experiment": "molspectra_pretrain",
+        "source": "denoise-painn-qm9",
+        "data": "spectra",
         "description": "PaiNN 128 x 3 + SpecFormer, MolSpectra stage 2 (denoising + MPR + contrastive) from "
-                       "denoise-painn-qm9, modality dropout 0.5: fine-tuning and identification from any spectra",
+        "denoise-painn-qm9, modality dropout 0.5: fine-tuning and identification from any spectra",
         "trained_on": "the 5,197 shipped spectra molecules (xTB IR/Raman, sTDA UV; 80/10/10 split), none held out",
     },
 }
@@ -61,20 +66,33 @@ def pretraining_structures(workdir):
         with connect(db) as conn:
             n = conn.count()
         order = np.random.default_rng(0).permutation(n)
-        np.savez(split, val_idx=order[:VALIDATION], test_idx=order[VALIDATION:VALIDATION + TEST],
-                 train_idx=order[VALIDATION + TEST:])
+        np.savez(
+            split,
+            val_idx=order[:VALIDATION],
+            test_idx=order[VALIDATION : VALIDATION + TEST],
+            train_idx=order[VALIDATION + TEST :],
+        )
     return db, split
 
 
 def piece_overrides(name, args, previous):
     spec = MODELS[name]
-    overrides = [f"experiment={spec['experiment']}", f"trainer.max_steps={args.steps}",
-                 f"data.batch_size={args.batch_size}", f"data.num_workers={args.workers}",
-                 f"trainer.accelerator={args.accelerator}", f"+seed={args.seed}"]
+    overrides = [
+        f"experiment={spec['experiment']}",
+        f"trainer.max_steps={args.steps}",
+        f"data.batch_size={args.batch_size}",
+        f"data.num_workers={args.workers}",
+        f"trainer.accelerator={args.accelerator}",
+        f"+seed={args.seed}",
+    ]
     if spec["data"] == "qm9":
         db, split = pretraining_structures(args.workdir)
-        overrides += [f"data.datapath={db}", f"data.split_file={split}",
-                      f"data.num_train={len(np.load(split)['train_idx'])}", f"data.num_val={VALIDATION}"]
+        overrides += [
+            f"data.datapath={db}",
+            f"data.split_file={split}",
+            f"data.num_train={len(np.load(split)['train_idx'])}",
+            f"data.num_val={VALIDATION}",
+        ]
     else:
         overrides += ["globals.modality_dropout=0.5"]
     if previous is not None:
@@ -91,8 +109,14 @@ def run_piece(name, args):
         card = read_weights(out)["card"]
     else:
         spec = MODELS[name]
-        card = {"name": name, "description": spec["description"], "trained_on": spec["trained_on"],
-                "elements": ["H", "C", "N", "O", "F"], "pieces": [], "measured": {}}
+        card = {
+            "name": name,
+            "description": spec["description"],
+            "trained_on": spec["trained_on"],
+            "elements": ["H", "C", "N", "O", "F"],
+            "pieces": [],
+            "measured": {},
+        }
     source = MODELS[name]["source"]
     if card["pieces"]:
         previous = out
@@ -123,12 +147,20 @@ def run_piece(name, args):
     config = OmegaConf.to_container(OmegaConf.load(os.path.join(piece_dir, "config.yaml")), resolve=False)
     summary_file = os.path.join(piece_dir, "pretraining_summary.json")
     summary = json.load(open(summary_file)) if os.path.exists(summary_file) else {}
-    card["pieces"].append({
-        "piece": piece, "steps": args.steps, "batch_size": args.batch_size, "wall_s": round(wall, 1),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores" if args.accelerator == "cpu" else args.accelerator,
-        "threads": args.threads, "started_from": os.path.basename(previous) if previous else None,
-        "summary": summary,
-    })
+    card["pieces"].append(
+        {
+            "piece": piece,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "wall_s": round(wall, 1),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores"
+            if args.accelerator == "cpu"
+            else args.accelerator,
+            "threads": args.threads,
+            "started_from": os.path.basename(previous) if previous else None,
+            "summary": summary,
+        }
+    )
     save_weights(out, model, config=config, card=card)
     print(f"{name} piece {piece}: {wall:.0f} s, weights in {out} ({os.path.getsize(out) / 1e6:.1f} MB)")
 

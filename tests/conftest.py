@@ -1,6 +1,8 @@
 """Shared fixtures: small SchNetPack databases with spectra, written by the tests themselves."""
+
 import schnetpack_molspectra  # noqa: F401  (before schnetpack: the tests run tblite in this process; data/tblite_process.py)
 
+# isort: split
 import numpy as np
 import pytest
 from ase.build import molecule
@@ -67,7 +69,14 @@ def main_job(tmp_path_factory):
 
     cwd = tmp_path_factory.mktemp("main_job")
     proc = spktrain(
-        cwd, "experiment=molspectra_pretrain", *TINY_PRETRAIN, *TINY_SPECFORMER, "data.num_train=160",
-        "trainer.max_epochs=2", "globals.warmup_steps=0.25", "globals.total_steps=1.0", timeout=900,
+        cwd,
+        "experiment=molspectra_pretrain",
+        *TINY_PRETRAIN,
+        *TINY_SPECFORMER,
+        "data.num_train=160",
+        "trainer.max_epochs=2",
+        "globals.warmup_steps=0.25",
+        "globals.total_steps=1.0",
+        timeout=900,
     )
     return proc, run_dir(cwd)

@@ -1,4 +1,5 @@
 """Run the stock ``spktrain`` CLI in a subprocess, as a user would, with tiny model sizes."""
+
 import glob
 import os
 import shutil

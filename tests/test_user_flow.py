@@ -1,6 +1,7 @@
 """The user's flow as printed, offline, from the main job's model: the summary's fine-tune command
 as printed (QM9 built from qm9pack, no download), then ``spkpredict`` on its result, checked against
 the model called directly. (md17_finetune and MD from the same model: finetune/test_md17.py.)"""
+
 import os
 import shlex
 
@@ -8,13 +9,19 @@ import numpy as np
 import pytest
 import torch
 from ase.db import connect
-
-from schnetpack_molspectra.data.default import qm9_dataset_path
 from spktrain import run_dir, spktrain
 
+from schnetpack_molspectra.data.default import qm9_dataset_path
+
 pytestmark = pytest.mark.slow
-SMALL = ["data.num_train=48", "data.num_val=16", "data.num_test=16", "data.batch_size=16", "trainer.max_epochs=1",
-         "data.num_workers=0"]
+SMALL = [
+    "data.num_train=48",
+    "data.num_val=16",
+    "data.num_test=16",
+    "data.batch_size=16",
+    "trainer.max_epochs=1",
+    "data.num_workers=0",
+]
 
 
 def test_printed_finetune_command_runs_as_printed_then_spkpredict(main_job, tmp_path):
@@ -33,9 +40,17 @@ def test_printed_finetune_command_runs_as_printed_then_spkpredict(main_job, tmp_
         atoms = [conn.get(id=i).toatoms() for i in range(100, 105)]
     from schnetpack.data import ASEAtomsData
 
-    ASEAtomsData.create(str(tmp_path / "new.db"), distance_unit="Ang", property_unit_dict={}).add_systems([{}] * 5, atoms)
-    spktrain(tmp_path, f"datapath={tmp_path / 'new.db'}", f"modeldir={run}", f"outputdir={tmp_path / 'pred'}",
-             "cutoff=5.0", command="spkpredict")
+    ASEAtomsData.create(str(tmp_path / "new.db"), distance_unit="Ang", property_unit_dict={}).add_systems(
+        [{}] * 5, atoms
+    )
+    spktrain(
+        tmp_path,
+        f"datapath={tmp_path / 'new.db'}",
+        f"modeldir={run}",
+        f"outputdir={tmp_path / 'pred'}",
+        "cutoff=5.0",
+        command="spkpredict",
+    )
     predicted = torch.load(tmp_path / "pred" / "predictions.pt", weights_only=False)["gap"].numpy()
 
     import schnetpack.transform as trn

@@ -4,6 +4,7 @@ Hydra imports every module in the ``hydra_plugins`` namespace package, so once t
 installed ``spktrain experiment=molspectra_pretrain`` works from any directory, and ``spkmd`` finds
 the configs its wheels leave out (``schnetpack_molspectra.md_configs``).
 """
+
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 

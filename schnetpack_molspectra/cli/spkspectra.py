@@ -1,14 +1,15 @@
 """``spkspectra``: build MolSpectra datasets (SchNetPack ASE databases with spectra).
 
-  spkspectra simulate OUT.db --smiles CCO c1ccccc1 | --file mols.xyz | --qm9 100 [--workers 2]
-  spkspectra qm9 OUT.db [--limit N]       # QM9 offline from qm9pack, SchNetPack names/units
-  spkspectra convert-qm9s OUT.db --pt qm9s.pt --uv uv_boraden.csv --ir ir_boraden.csv --raman raman_boraden.csv [--qm9 qm9.db]
-  spkspectra md aspirin OUT.db [--frames 1000 --temperature 500]   # MD17-style data from GFN2-xTB MD
-  spkspectra md17-npz md17_aspirin.npz OUT.db                      # real MD17 file -> SchNetPack db
-  spkspectra default [--out PATH]          # (re)build the embedded default dataset
-  spkspectra identify SPECTRA... --model best_model --library candidates.smi [--top-k 5 --csv out.csv]
-  spkspectra plot attention|tsne|mpr|curves RUN_DIR [--out x.png]
+spkspectra simulate OUT.db --smiles CCO c1ccccc1 | --file mols.xyz | --qm9 100 [--workers 2]
+spkspectra qm9 OUT.db [--limit N]       # QM9 offline from qm9pack, SchNetPack names/units
+spkspectra convert-qm9s OUT.db --pt qm9s.pt --uv uv_boraden.csv --ir ir_boraden.csv --raman raman_boraden.csv [--qm9 qm9.db]
+spkspectra md aspirin OUT.db [--frames 1000 --temperature 500]   # MD17-style data from GFN2-xTB MD
+spkspectra md17-npz md17_aspirin.npz OUT.db                      # real MD17 file -> SchNetPack db
+spkspectra default [--out PATH]          # (re)build the embedded default dataset
+spkspectra identify SPECTRA... --model best_model --library candidates.smi [--top-k 5 --csv out.csv]
+spkspectra plot attention|tsne|mpr|curves RUN_DIR [--out x.png]
 """
+
 import argparse
 import sys
 from dataclasses import fields
@@ -25,21 +26,40 @@ def _cluster_spec(args):
 
     from schnetpack_molspectra.data.simulate.cluster import ClusterSpec
 
-    batch = {"--jobs": args.jobs, "--cores": args.cores, "--memory": args.memory, "--walltime": args.walltime,
-             "--queue": args.queue, "--account": args.account, "--job-extra": args.job_extra,
-             "--job-prologue": args.job_prologue, "--interface": args.interface}
+    batch = {
+        "--jobs": args.jobs,
+        "--cores": args.cores,
+        "--memory": args.memory,
+        "--walltime": args.walltime,
+        "--queue": args.queue,
+        "--account": args.account,
+        "--job-extra": args.job_extra,
+        "--job-prologue": args.job_prologue,
+        "--interface": args.interface,
+    }
     given = [flag for flag, value in batch.items() if value not in (None, [])]
     if given and not args.jobqueue:
         raise ValueError(f"{', '.join(given)} only apply to batch jobs (--jobqueue slurm|pbs|...)")
     if args.workers is not None and (args.scheduler or args.jobqueue):
-        raise ValueError("--workers sets worker processes on this machine: with --scheduler the cluster's "
-                         "workers run the molecules, with --jobqueue give --jobs and --cores (per job)")
+        raise ValueError(
+            "--workers sets worker processes on this machine: with --scheduler the cluster's "
+            "workers run the molecules, with --jobqueue give --jobs and --cores (per job)"
+        )
     if args.scheduler:
         return ClusterSpec("scheduler", address=args.scheduler)
     if args.jobqueue:
-        return ClusterSpec(args.jobqueue, jobs=1 if args.jobs is None else args.jobs, cores=args.cores,
-                           memory=args.memory, walltime=args.walltime, queue=args.queue, account=args.account,
-                           job_extra=args.job_extra, job_prologue=args.job_prologue, interface=args.interface)
+        return ClusterSpec(
+            args.jobqueue,
+            jobs=1 if args.jobs is None else args.jobs,
+            cores=args.cores,
+            memory=args.memory,
+            walltime=args.walltime,
+            queue=args.queue,
+            account=args.account,
+            job_extra=args.job_extra,
+            job_prologue=args.job_prologue,
+            interface=args.interface,
+        )
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1) if args.dask else 1
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, not {workers}")
@@ -67,7 +87,9 @@ def _simulate(args):
         print(f"spkspectra simulate: error: {err}", file=sys.stderr)
         return 2
     failures = read_failures(args.out)
-    print(f"{args.out}: {counts['written']} written, {counts['failed']} failed, {counts['skipped']} already done/failed before")
+    print(
+        f"{args.out}: {counts['written']} written, {counts['failed']} failed, {counts['skipped']} already done/failed before"
+    )
     for record in failures:
         print(f"  failed: input {record['input_index']} {record['name']}: {record['reason']}")
     return 0
@@ -85,8 +107,10 @@ def _convert_qm9s(args):
     from schnetpack_molspectra.data.qm9s import convert_qm9s
 
     summary = convert_qm9s(args.pt, {m: getattr(args, m) for m in msp.modalities}, args.out, qm9_db=args.qm9)
-    print(f"{args.out}: {summary['written']} of {summary['molecules_in_pt']} molecules written "
-          f"(CSV rows: {summary['rows']}); summary in {args.out}.summary.json")
+    print(
+        f"{args.out}: {summary['written']} of {summary['molecules_in_pt']} molecules written "
+        f"(CSV rows: {summary['rows']}); summary in {args.out}.summary.json"
+    )
     for modality, missing in summary["missing_rows"].items():
         if missing:
             print(f"  {modality}: {len(missing)} molecules without a row, e.g. {missing[:5]}")
@@ -108,7 +132,9 @@ def _convert_qm9s(args):
 def _md(args):
     from schnetpack_molspectra.data.md17 import generate_xtb_md
 
-    n = generate_xtb_md(args.molecule, args.out, args.frames, args.temperature, args.timestep, args.interval, seed=args.seed)
+    n = generate_xtb_md(
+        args.molecule, args.out, args.frames, args.temperature, args.timestep, args.interval, seed=args.seed
+    )
     print(f"{args.out}: {n} frames")
     return 0
 
@@ -152,9 +178,19 @@ def _identify(args):
 
     elements = args.elements.replace(",", " ").split() if args.elements else None
     results = identify(
-        args.model, args.spectra, args.library, top_k=args.top_k, modality=args.modality,
-        one_molecule=args.one_molecule, rescale=args.rescale, elements=elements, cache=not args.no_cache,
-        exact_below=args.exact_below, out_csv=args.csv, progress=True, device=_device(args.device),
+        args.model,
+        args.spectra,
+        args.library,
+        top_k=args.top_k,
+        modality=args.modality,
+        one_molecule=args.one_molecule,
+        rescale=args.rescale,
+        elements=elements,
+        cache=not args.no_cache,
+        exact_below=args.exact_below,
+        out_csv=args.csv,
+        progress=True,
+        device=_device(args.device),
     )
     print(format_results(results))
     if args.csv:
@@ -170,7 +206,9 @@ def _plot(args):
     if args.kind == "curves":
         result = plots.plot_curves(args.model_run, out)
     elif args.kind == "attention":
-        result = plots.plot_attention(args.model_run, out, data=args.data, index=args.index, layer=args.layer, device=device)
+        result = plots.plot_attention(
+            args.model_run, out, data=args.data, index=args.index, layer=args.layer, device=device
+        )
         for head, key in result["top_key"].items():
             print(f"  head {head}: most attended key patch {key}")
     elif args.kind == "tsne":
@@ -193,8 +231,8 @@ def parser() -> argparse.ArgumentParser:
         "simulate",
         help="compute UV-Vis/IR/Raman spectra (GFN2-xTB + PySCF) into a SchNetPack db",
         description="Compute UV-Vis/IR/Raman spectra into a SchNetPack db, serially (--workers 1) or on Dask "
-                    "distributed: this machine (--workers N), a running cluster (--scheduler) or batch jobs "
-                    "(--jobqueue). This process writes every result; a killed run started again resumes.",
+        "distributed: this machine (--workers N), a running cluster (--scheduler) or batch jobs "
+        "(--jobqueue). This process writes every result; a killed run started again resumes.",
     )
     sim.add_argument("out", help="output database (.db); an existing one is resumed")
     src = sim.add_mutually_exclusive_group(required=True)
@@ -202,32 +240,73 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--file", "--xyz", "--db", dest="file", help="xyz / extxyz / ASE db with the structures")
     src.add_argument("--qm9", type=int, metavar="N", help="N random QM9 molecules (with their QM9 labels)")
     sim.add_argument("--seed", type=int, default=0, help="seed of the QM9 subset")
-    sim.add_argument("--workers", type=int, default=None,
-                     help="worker processes on this machine (default 1: serially, in this process; N > 1: a Dask "
-                          "LocalCluster of N single-threaded workers; with --dask local: all cores)")
+    sim.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes on this machine (default 1: serially, in this process; N > 1: a Dask "
+        "LocalCluster of N single-threaded workers; with --dask local: all cores)",
+    )
     cluster = sim.add_argument_group("Dask distributed (one machine or many)")
     where = cluster.add_mutually_exclusive_group()
-    where.add_argument("--dask", choices=["local"], default=None, help="a Dask LocalCluster of --workers processes (the default for --workers > 1)")
-    where.add_argument("--scheduler", metavar="ADDRESS", default=None, help="a running Dask cluster: its address (tcp://host:8786) or scheduler file (JSON)")
-    where.add_argument("--jobqueue", choices=sorted(JOBQUEUE_CLUSTERS), default=None,
-                       help="Dask workers as batch jobs (needs dask-jobqueue); the scheduler runs here, the nodes must reach it")
+    where.add_argument(
+        "--dask",
+        choices=["local"],
+        default=None,
+        help="a Dask LocalCluster of --workers processes (the default for --workers > 1)",
+    )
+    where.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        default=None,
+        help="a running Dask cluster: its address (tcp://host:8786) or scheduler file (JSON)",
+    )
+    where.add_argument(
+        "--jobqueue",
+        choices=sorted(JOBQUEUE_CLUSTERS),
+        default=None,
+        help="Dask workers as batch jobs (needs dask-jobqueue); the scheduler runs here, the nodes must reach it",
+    )
     cluster.add_argument("--jobs", type=int, default=None, help="--jobqueue: batch jobs to submit (default 1)")
-    cluster.add_argument("--cores", type=int, default=None, help="--jobqueue: cores per job, one single-threaded worker each (default: Dask jobqueue config, else 1)")
-    cluster.add_argument("--memory", default=None, help="--jobqueue: memory per job, e.g. 16GB (default: Dask jobqueue config, else 2GB per core)")
+    cluster.add_argument(
+        "--cores",
+        type=int,
+        default=None,
+        help="--jobqueue: cores per job, one single-threaded worker each (default: Dask jobqueue config, else 1)",
+    )
+    cluster.add_argument(
+        "--memory",
+        default=None,
+        help="--jobqueue: memory per job, e.g. 16GB (default: Dask jobqueue config, else 2GB per core)",
+    )
     cluster.add_argument("--walltime", default=None, help="--jobqueue: wall time per job, e.g. 02:00:00")
     cluster.add_argument("--queue", default=None, help="--jobqueue: queue / partition")
     cluster.add_argument("--account", default=None, help="--jobqueue: account to charge (project on SGE, LSF, OAR)")
-    cluster.add_argument("--job-extra", action="append", default=[], metavar="DIRECTIVE",
-                         help="--jobqueue: an extra batch directive, e.g. --job-extra=--constraint=cpu (repeatable)")
-    cluster.add_argument("--job-prologue", action="append", default=[], metavar="LINE",
-                         help="--jobqueue: a shell line run before the worker, e.g. 'source ~/venv/bin/activate' (repeatable)")
-    cluster.add_argument("--interface", default=None, help="--jobqueue: network interface of scheduler and workers, e.g. ib0")
+    cluster.add_argument(
+        "--job-extra",
+        action="append",
+        default=[],
+        metavar="DIRECTIVE",
+        help="--jobqueue: an extra batch directive, e.g. --job-extra=--constraint=cpu (repeatable)",
+    )
+    cluster.add_argument(
+        "--job-prologue",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="--jobqueue: a shell line run before the worker, e.g. 'source ~/venv/bin/activate' (repeatable)",
+    )
+    cluster.add_argument(
+        "--interface", default=None, help="--jobqueue: network interface of scheduler and workers, e.g. ib0"
+    )
     sim.add_argument("--retry-failed", action="store_true", help="retry molecules recorded as failed")
     defaults = SimulationSettings()
     for f in fields(SimulationSettings):
         flag = "--" + f.name.replace("_", "-")
         if f.type is bool or isinstance(getattr(defaults, f.name), bool):
-            sim.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=getattr(defaults, f.name))
+            sim.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=getattr(defaults, f.name)
+            )
         else:
             kind = type(getattr(defaults, f.name))
             choices = sorted(UV_METHODS) if f.name == "uv_method" else None
@@ -238,8 +317,14 @@ def parser() -> argparse.ArgumentParser:
     qm9.add_argument("out")
     limit = qm9.add_mutually_exclusive_group()
     limit.add_argument("--limit", type=int, default=None, help="only the first N molecules")
-    limit.add_argument("--indices", type=int, nargs="+", default=None, metavar="GDB", help="only these GDB indices (the n of gdb_n)")
-    qm9.add_argument("--from-xyz-archive", default=None, help="the standard dsgdb9nsd.xyz.tar.bz2 (or a folder of its xyz files) instead of qm9pack")
+    limit.add_argument(
+        "--indices", type=int, nargs="+", default=None, metavar="GDB", help="only these GDB indices (the n of gdb_n)"
+    )
+    qm9.add_argument(
+        "--from-xyz-archive",
+        default=None,
+        help="the standard dsgdb9nsd.xyz.tar.bz2 (or a folder of its xyz files) instead of qm9pack",
+    )
     qm9.set_defaults(run=_qm9)
 
     conv = sub.add_parser("convert-qm9s", help="the real QM9S files (qm9s.pt + *_boraden.csv) as a SchNetPack db")
@@ -251,7 +336,10 @@ def parser() -> argparse.ArgumentParser:
     conv.set_defaults(run=_convert_qm9s)
 
     md = sub.add_parser("md", help="MD17-style data: GFN2-xTB Langevin MD (energies + forces), resumable")
-    md.add_argument("molecule", help="aspirin, benzene, ethanol, malonaldehyde, naphthalene, salicylic_acid, toluene, uracil, or a structure file")
+    md.add_argument(
+        "molecule",
+        help="aspirin, benzene, ethanol, malonaldehyde, naphthalene, salicylic_acid, toluene, uracil, or a structure file",
+    )
     md.add_argument("out")
     md.add_argument("--frames", type=int, default=1000)
     md.add_argument("--temperature", type=float, default=500.0, help="K")
@@ -271,19 +359,47 @@ def parser() -> argparse.ArgumentParser:
     default.set_defaults(run=_default)
 
     ident = sub.add_parser("identify", help="rank candidate structures for spectra with a pre-trained MolSpectra model")
-    ident.add_argument("spectra", nargs="+", help="spectra: .db, .npy/.npz, .csv (rows on the grid or two columns x,y), JCAMP-DX .jdx/.dx")
-    ident.add_argument("--model", required=True,
-                       help="a shipped model's name (spkspectra models: molspectra-painn-qm9), or the best_model of molspectra_pretrain (or its run directory)")
-    ident.add_argument("--library", required=True, help="candidate structures: .db, .xyz/.extxyz, or a SMILES list (.smi/.txt/.csv)")
+    ident.add_argument(
+        "spectra",
+        nargs="+",
+        help="spectra: .db, .npy/.npz, .csv (rows on the grid or two columns x,y), JCAMP-DX .jdx/.dx",
+    )
+    ident.add_argument(
+        "--model",
+        required=True,
+        help="a shipped model's name (spkspectra models: molspectra-painn-qm9), "
+        "or the best_model of molspectra_pretrain (or its run directory)",
+    )
+    ident.add_argument(
+        "--library", required=True, help="candidate structures: .db, .xyz/.extxyz, or a SMILES list (.smi/.txt/.csv)"
+    )
     ident.add_argument("--top-k", type=int, default=5)
-    ident.add_argument("--modality", choices=list(msp.modalities), default=None, help="modality of files that do not say (.npy, CSV, JCAMP-DX)")
-    ident.add_argument("--one-molecule", action="store_true", help="all spectra files are of one molecule (e.g. ir.jdx raman.jdx)")
-    ident.add_argument("--rescale", choices=["auto", "peak", "none"], default="auto", help="auto: x,y data (CSV x,y, JCAMP-DX) to the training peak height")
-    ident.add_argument("--elements", default=None, help="elements the model knows, e.g. H,C,N,O,F (default: its training data)")
+    ident.add_argument(
+        "--modality",
+        choices=list(msp.modalities),
+        default=None,
+        help="modality of files that do not say (.npy, CSV, JCAMP-DX)",
+    )
+    ident.add_argument(
+        "--one-molecule", action="store_true", help="all spectra files are of one molecule (e.g. ir.jdx raman.jdx)"
+    )
+    ident.add_argument(
+        "--rescale",
+        choices=["auto", "peak", "none"],
+        default="auto",
+        help="auto: x,y data (CSV x,y, JCAMP-DX) to the training peak height",
+    )
+    ident.add_argument(
+        "--elements", default=None, help="elements the model knows, e.g. H,C,N,O,F (default: its training data)"
+    )
     ident.add_argument("--csv", default=None, help="also write the results to this CSV")
     ident.add_argument("--no-cache", action="store_true", help="do not read or write the library's embedding cache")
-    ident.add_argument("--device", default="auto", help="where the model runs: auto (a GPU if there is one), cpu, cuda, cuda:1, ...")
-    ident.add_argument("--exact-below", type=int, default=5000, help="exact search below this library size, FAISS HNSW above")
+    ident.add_argument(
+        "--device", default="auto", help="where the model runs: auto (a GPU if there is one), cpu, cuda, cuda:1, ..."
+    )
+    ident.add_argument(
+        "--exact-below", type=int, default=5000, help="exact search below this library size, FAISS HNSW above"
+    )
     ident.set_defaults(run=_identify)
 
     plot = sub.add_parser("plot", help="pictures of a pre-trained model: attention | tsne | mpr | curves")
@@ -293,7 +409,9 @@ def parser() -> argparse.ArgumentParser:
     plot.add_argument("--data", default=None, help="spectra database (default: the one the run trained on)")
     plot.add_argument("--index", type=int, default=0, help="attention, mpr: molecule (row) of the database")
     plot.add_argument("--layer", type=int, default=-1, help="attention: SpecFormer layer (default: the last)")
-    plot.add_argument("--device", default="auto", help="where the model runs: auto (a GPU if there is one), cpu, cuda, ...")
+    plot.add_argument(
+        "--device", default="auto", help="where the model runs: auto (a GPU if there is one), cpu, cuda, ..."
+    )
     plot.add_argument("--color-by", default="gap", help="tsne: property to colour by (a QM9 label, n_atoms, n_O, ...)")
     plot.set_defaults(run=_plot)
 

@@ -15,6 +15,7 @@
 
 Hydra imports this package to read the configs, which registers the resolvers.
 """
+
 import uuid
 from typing import Any, List, Mapping
 
@@ -38,7 +39,9 @@ def modules(**entries: Any) -> List[Any]:
             continue
         if isinstance(entry, Mapping) and "when" in entry:
             if set(entry) != {"when", "module"}:
-                raise ValueError(f"entry {name!r}: a switched entry has the keys 'when' and 'module', got {sorted(entry)}")
+                raise ValueError(
+                    f"entry {name!r}: a switched entry has the keys 'when' and 'module', got {sorted(entry)}"
+                )
             if not entry["when"]:
                 continue
             entry = entry["module"]

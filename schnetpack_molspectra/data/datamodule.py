@@ -1,5 +1,6 @@
 """DataModules: ``MolSpectraDataModule`` (databases with spectra), ``QM9DataModule`` (QM9, offline) and
 ``MD17DataModule`` (energies + forces)."""
+
 import os
 from typing import List, Optional, Sequence
 
@@ -149,10 +150,16 @@ class MD17DataModule(AtomsDataModule):
         from schnetpack_molspectra.data.md17 import MD17_SMILES
 
         if molecule not in MD17_SMILES and not os.path.exists(str(molecule)):
-            raise ValueError(f"unknown MD17 molecule {molecule!r}; choose one of {sorted(MD17_SMILES)} or give a structure file")
+            raise ValueError(
+                f"unknown MD17 molecule {molecule!r}; choose one of {sorted(MD17_SMILES)} or give a structure file"
+            )
         self.molecule, self.n_frames, self.temperature = molecule, n_frames, temperature
         self.energy_key, self.forces_key = energy_key, forces_key
-        kwargs["property_units"] = {energy_key: energy_unit, forces_key: forces_unit, **(kwargs.get("property_units") or {})}
+        kwargs["property_units"] = {
+            energy_key: energy_unit,
+            forces_key: forces_unit,
+            **(kwargs.get("property_units") or {}),
+        }
         self.source = None
         if datapath is None:
             name = os.path.splitext(os.path.basename(str(molecule)))[0]
@@ -175,7 +182,15 @@ class MD17DataModule(AtomsDataModule):
         if self.source != "xtb":
             npz_to_db(self.source, self.datapath)
         elif not tblite_loads():
-            run_spkspectra("md", str(self.molecule), self.datapath, "--frames", str(self.n_frames), "--temperature", str(self.temperature))
+            run_spkspectra(
+                "md",
+                str(self.molecule),
+                self.datapath,
+                "--frames",
+                str(self.n_frames),
+                "--temperature",
+                str(self.temperature),
+            )
         else:
             generate_xtb_md(self.molecule, self.datapath, self.n_frames, self.temperature)
 
@@ -191,6 +206,8 @@ class MD17DataModule(AtomsDataModule):
             available = set(ASEAtomsData(self.datapath).available_properties)
             missing = [p for p in (self.energy_key, self.forces_key) if p not in available]
             if missing:
-                raise ValueError(f"{self.datapath}: database has no {missing} (it has {sorted(available)}); md17 needs energies and forces")
+                raise ValueError(
+                    f"{self.datapath}: database has no {missing} (it has {sorted(available)}); md17 needs energies and forces"
+                )
         super().setup(stage)
         check_split(self)

@@ -9,6 +9,7 @@ more shipped molecules builds a new file instead of reusing a stale one. The bui
 ``.partial.db`` that is renamed when complete, so a killed build never leaves a file that
 would be taken for the dataset.
 """
+
 import hashlib
 import os
 from typing import Optional
@@ -22,7 +23,9 @@ _VERSION = 3
 
 def cache_dir() -> str:
     """``$MOLSPECTRA_CACHE`` or ``~/.cache/schnetpack_molspectra``."""
-    return os.environ.get("MOLSPECTRA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "schnetpack_molspectra")
+    return os.environ.get("MOLSPECTRA_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "schnetpack_molspectra"
+    )
 
 
 def _signature(uv_method: str) -> str:

@@ -1,5 +1,6 @@
 """Files the readers and converters share: checks that name the file, and databases that are
 whole or absent (built through ``<name>.partial.db`` and renamed when complete)."""
+
 import os
 from contextlib import contextmanager
 from typing import Iterator, Optional
@@ -30,8 +31,16 @@ def damaged_zip(path: str) -> Optional[str]:
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error, NotImplementedError, ValueError,
-            RuntimeError) as err:  # RuntimeError: a flipped flag bit makes a member "encrypted"
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        OSError,
+        EOFError,
+        zlib.error,
+        NotImplementedError,
+        ValueError,
+        RuntimeError,
+    ) as err:  # RuntimeError: a flipped flag bit makes a member "encrypted"
         return f"damaged zip archive ({type(err).__name__}: {err})"
     return f"damaged zip archive (CRC mismatch in {bad})" if bad else None
 

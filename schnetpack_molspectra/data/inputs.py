@@ -1,4 +1,5 @@
 """Molecules to simulate, from SMILES (3D by RDKit), structure files (xyz/extxyz/ASE db) or QM9."""
+
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -140,8 +141,10 @@ def from_file(path: str) -> List[MoleculeInput]:
         if problem is not None:
             raise StructureInputError(f"{path}: structure {i} {problem}")
     # extxyz frames may carry their SMILES (info key ``smiles``): it goes into the database with them
-    return [MoleculeInput(i, a, name=f"{os.path.basename(path)}:{i}", smiles=str(a.info.get("smiles") or ""))
-            for i, a in enumerate(frames)]
+    return [
+        MoleculeInput(i, a, name=f"{os.path.basename(path)}:{i}", smiles=str(a.info.get("smiles") or ""))
+        for i, a in enumerate(frames)
+    ]
 
 
 def from_qm9(

@@ -3,6 +3,7 @@
 Both give a SchNetPack database with ``energy`` (kcal/mol, (1,)) and ``forces``
 (kcal/mol/A, (n_atoms, 3)), the names and units of ``schnetpack.datasets.MD17``.
 """
+
 import os
 from typing import Dict
 
@@ -39,7 +40,9 @@ def md17_atoms(molecule: str) -> Atoms:
 
         return read(molecule)
     if molecule not in MD17_SMILES:
-        raise ValueError(f"unknown MD17 molecule {molecule!r}; choose one of {sorted(MD17_SMILES)} or give a structure file")
+        raise ValueError(
+            f"unknown MD17 molecule {molecule!r}; choose one of {sorted(MD17_SMILES)} or give a structure file"
+        )
     from schnetpack_molspectra.data.inputs import smiles_to_atoms
 
     return smiles_to_atoms(MD17_SMILES[molecule])
@@ -85,7 +88,14 @@ def _md17_frames(npz: str, arrays: Dict[str, np.ndarray]):
     shapes = f"R {R.shape}, z {z.shape}, E {E.shape}, F {F.shape}; expected R (n, N, 3), z (N,), E (n,) or (n, 1), F (n, N, 3)"
     if any(a.dtype.kind not in "iuf" for a in (R, z, E, F)):
         raise MD17FormatError(f"{npz}: non-numeric arrays (R {R.dtype}, z {z.dtype}, E {E.dtype}, F {F.dtype})")
-    if R.ndim != 3 or R.shape[0] == 0 or R.shape[1] == 0 or R.shape[2] != 3 or F.shape != R.shape or z.shape != R.shape[1:2]:
+    if (
+        R.ndim != 3
+        or R.shape[0] == 0
+        or R.shape[1] == 0
+        or R.shape[2] != 3
+        or F.shape != R.shape
+        or z.shape != R.shape[1:2]
+    ):
         raise MD17FormatError(f"{npz}: inconsistent shapes {shapes}")
     if E.ndim == 0 or E.shape[0] != len(R) or E.size != len(R):  # one energy per frame: not (n, 0), not (n, 2)
         raise MD17FormatError(f"{npz}: inconsistent shapes {shapes}")
@@ -95,7 +105,9 @@ def _md17_frames(npz: str, arrays: Dict[str, np.ndarray]):
     for name, values in (("positions", R), ("energy", E), ("forces", F)):
         bad = ~np.isfinite(values.reshape(len(R), -1)).all(axis=1)
         if bad.any():
-            raise MD17FormatError(f"{npz}: frame {int(np.flatnonzero(bad)[0])} has non-finite {name} ({int(bad.sum())} such frames)")
+            raise MD17FormatError(
+                f"{npz}: frame {int(np.flatnonzero(bad)[0])} has non-finite {name} ({int(bad.sum())} such frames)"
+            )
     return R.astype(np.float64), z.astype(np.int64), E.astype(np.float64), F.astype(np.float64)
 
 
@@ -160,9 +172,17 @@ def generate_xtb_md(
     atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
     if last is None:
         MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
-    dynamics = Langevin(atoms, timestep * units.fs, temperature_K=temperature, friction=friction, rng=np.random.default_rng(seed + done))
+    dynamics = Langevin(
+        atoms, timestep * units.fs, temperature_K=temperature, friction=friction, rng=np.random.default_rng(seed + done)
+    )
     to_kcal = units.mol / units.kcal
-    bar = tqdm(total=n_frames, initial=done, desc=f"xTB MD {os.path.basename(str(molecule))} {temperature:g} K", unit="frame", disable=not progress)
+    bar = tqdm(
+        total=n_frames,
+        initial=done,
+        desc=f"xTB MD {os.path.basename(str(molecule))} {temperature:g} K",
+        unit="frame",
+        disable=not progress,
+    )
     while done < n_frames:
         dynamics.run(interval)
         frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, momenta=atoms.get_momenta())

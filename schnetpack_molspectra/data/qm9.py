@@ -3,6 +3,7 @@
 Targets get ``schnetpack.datasets.QM9``'s names and units (Hartree, Debye, a0^3, a0^2,
 cal/mol/K, GHz), so ``spktrain experiment=qm9_atomwise data.datapath=<db>`` works on it.
 """
+
 import ast
 import os
 import re
@@ -245,7 +246,9 @@ def _xyz_atoms(lines: List[str], n: int) -> Atoms:
     for i in range(2, 2 + n):
         fields = _xyz_fields(lines, i, f"atom {i - 1} of {n}")
         if len(fields) < 4 or fields[0] not in _ELEMENTS:
-            raise ValueError(f"line {i + 1} is {lines[i][:60]!r}, expected atom {i - 1} of {n}: '<element> x y z charge'")
+            raise ValueError(
+                f"line {i + 1} is {lines[i][:60]!r}, expected atom {i - 1} of {n}: '<element> x y z charge'"
+            )
         symbols.append(fields[0])
         positions.append([_xyz_number(x, f"line {i + 1}") for x in fields[1:4]])
     return Atoms(symbols=symbols, positions=positions)
@@ -262,7 +265,9 @@ def read_qm9_xyz(text: str, name: str = "xyz"):
     try:
         n, labels = _xyz_header(lines)
         atoms = _xyz_atoms(lines, n)
-        frequencies = np.array([_xyz_number(x, f"line {n + 3}") for x in _xyz_fields(lines, 2 + n, "harmonic frequencies")])
+        frequencies = np.array(
+            [_xyz_number(x, f"line {n + 3}") for x in _xyz_fields(lines, 2 + n, "harmonic frequencies")]
+        )
         smiles = _xyz_fields(lines, 3 + n, "SMILES")
         if not smiles:
             raise ValueError(f"line {n + 4} is empty, expected the SMILES")
@@ -277,7 +282,9 @@ def _xyz_text(raw: bytes, name: str) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise QM9FormatError(f"{name}: not a QM9 xyz file (not UTF-8 text: byte {err.start} is {raw[err.start:err.start + 1]!r})") from err
+        raise QM9FormatError(
+            f"{name}: not a QM9 xyz file (not UTF-8 text: byte {err.start} is {raw[err.start : err.start + 1]!r})"
+        ) from err
 
 
 def _tar_xyz_members(path: str) -> Iterator[tuple]:
@@ -299,7 +306,9 @@ def _tar_xyz_members(path: str) -> Iterator[tuple]:
         raise QM9FormatError(f"{path}: not a readable tar archive{where} ({type(err).__name__}: {err})") from err
     if unread:
         where = f"after {last}" if last else "at its start"
-        raise QM9FormatError(f"{path}: damaged tar archive: a member header {where} cannot be read ({unread} non-zero bytes unread)")
+        raise QM9FormatError(
+            f"{path}: damaged tar archive: a member header {where} cannot be read ({unread} non-zero bytes unread)"
+        )
 
 
 def _unread_data(stream, block: int = 1 << 16) -> int:

@@ -14,6 +14,7 @@ values. Such molecules are not written; the rest are. The database is written to
 ``<out>.partial.db`` and renamed when complete, so ``out`` is whole or absent; an existing
 ``out`` or ``<out>.partial.db`` (a conversion running or killed) is refused, never touched.
 """
+
 import json
 import os
 import sqlite3
@@ -53,7 +54,9 @@ def read_qm9s_graphs(path: str):
     try:
         graphs = torch.load(path, map_location="cpu", weights_only=False)
     except ModuleNotFoundError as err:
-        raise QM9SFormatError(f"{path}: reading it needs {err.name} (pip install 'schnetpack-molspectra[qm9s]')") from err
+        raise QM9SFormatError(
+            f"{path}: reading it needs {err.name} (pip install 'schnetpack-molspectra[qm9s]')"
+        ) from err
     except Exception as err:
         raise QM9SFormatError(f"{path}: not a readable torch file: {type(err).__name__}: {err}") from err
     if not isinstance(graphs, (list, tuple)):
@@ -66,7 +69,12 @@ def _integers(values) -> Optional[np.ndarray]:
     arr = np.asarray(values).reshape(-1)
     if arr.dtype.kind in "iu":
         return arr.astype(np.int64)
-    if arr.dtype.kind == "f" and np.isfinite(arr).all() and (arr == np.round(arr)).all() and (np.abs(arr) < 2**62).all():
+    if (
+        arr.dtype.kind == "f"
+        and np.isfinite(arr).all()
+        and (arr == np.round(arr)).all()
+        and (np.abs(arr) < 2**62).all()
+    ):
         return arr.astype(np.int64)
     return None
 
@@ -194,7 +202,9 @@ def _index_csv(path: str, modality: str, store: sqlite3.Connection, summary: Dic
     store.execute(f"CREATE TABLE {modality} (idx INTEGER PRIMARY KEY, spectrum BLOB)")
     problems, duplicates = summary["bad_rows"], summary["duplicate_rows"]
     n = 0
-    for index, values, problem in tqdm(stream_spectra_csv(path, modality), desc=f"reading {os.path.basename(path)}", unit="row"):
+    for index, values, problem in tqdm(
+        stream_spectra_csv(path, modality), desc=f"reading {os.path.basename(path)}", unit="row"
+    ):
         n += 1
         if problem is not None:
             problems.append({"file": path, "index": index, "problem": problem})
@@ -305,11 +315,21 @@ def convert_qm9s(
     for modality, path in csvs.items():
         require_file(path, f"{modality} spectra", "do not exist")
     molecules = read_qm9s_graphs(pt)
-    summary = {"molecules_in_pt": len(molecules), "rows": {}, "bad_rows": [], "duplicate_rows": [], "missing_rows": {}, "orphan_rows": {}}
+    summary = {
+        "molecules_in_pt": len(molecules),
+        "rows": {},
+        "bad_rows": [],
+        "duplicate_rows": [],
+        "missing_rows": {},
+        "orphan_rows": {},
+    }
     labels = _qm9_labels(qm9_db) if qm9_db is not None else None
     summary["molecules_without_qm9_labels"] = []
 
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp, closing(sqlite3.connect(os.path.join(tmp, "spectra.sqlite"))) as store:
+    with (
+        tempfile.TemporaryDirectory(dir=workdir) as tmp,
+        closing(sqlite3.connect(os.path.join(tmp, "spectra.sqlite"))) as store,
+    ):
         for modality in GRIDS:
             _index_csv(csvs[modality], modality, store, summary)
         n_pt = len(molecules)

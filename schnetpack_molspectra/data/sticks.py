@@ -22,6 +22,7 @@ Layout of the shipped folder, in chunks of ``CHUNK_SIZE`` consecutive molecules 
 
 Ragged arrays are concatenated; the ``n_*`` arrays give each molecule's share.
 """
+
 import json
 import os
 from dataclasses import dataclass
@@ -120,7 +121,9 @@ def write_chunk(path: str, records: Sequence[Dict[str, np.ndarray]], settings: d
     if "numbers" in records[0]:
         arrays["numbers"] = np.concatenate([np.asarray(r["numbers"], dtype=np.uint8) for r in records])
         arrays["n_atoms"] = np.array([len(r["numbers"]) for r in records], dtype=np.int32)
-        arrays["positions"] = np.concatenate([np.asarray(r["positions"], dtype=np.float32).reshape(-1, 3) for r in records])
+        arrays["positions"] = np.concatenate(
+            [np.asarray(r["positions"], dtype=np.float32).reshape(-1, 3) for r in records]
+        )
     arrays["settings"] = np.array(json.dumps(settings, sort_keys=True))
     tmp = path + ".tmp.npz"
     np.savez_compressed(tmp, **arrays)
@@ -145,7 +148,9 @@ def read_chunk(path: str) -> Dict[int, Dict[str, np.ndarray]]:
         raise ValueError(f"{path}: sticks chunk lacks {missing}")
     out: Dict[int, Dict[str, np.ndarray]] = {}
     splits = {}
-    for key, count in list(ragged.items()) + ([("numbers", "n_atoms"), ("positions", "n_atoms")] if "numbers" in data else []):
+    for key, count in list(ragged.items()) + (
+        [("numbers", "n_atoms"), ("positions", "n_atoms")] if "numbers" in data else []
+    ):
         n = data[count]
         if n.sum() != len(data[key]) or len(n) != len(data["gdb_index"]):
             raise ValueError(f"{path}: {key} holds {len(data[key])} entries, {count} says {int(n.sum())}")

@@ -7,6 +7,7 @@ spawned simulator workers) has tblite. Where torch came first (``spktrain``, any
 SchNetPack first), code that needs tblite asks :func:`tblite_loads` and moves the work to a fresh
 process (:func:`run_spkspectra`, the simulator's worker pool) or stops with :func:`require_tblite`'s message.
 """
+
 import functools
 import subprocess
 import sys

@@ -1,4 +1,5 @@
 """Lorentzian broadening of stick spectra onto the QM9S grids."""
+
 import numpy as np
 
 from .grids import SpectralGrid

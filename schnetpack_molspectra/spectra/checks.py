@@ -1,4 +1,5 @@
 """Validation of spectra arrays, shared by the converters, the simulator and the training data."""
+
 from typing import Optional
 
 import numpy as np
@@ -27,7 +28,9 @@ def spectrum_problem(values, expected_length: int, allow_negative: bool = False)
         return f"has {int(bad.sum())} non-finite intensities (NaN/inf), first at point {first}"
     if not allow_negative and (arr < 0).any():
         first = int(np.flatnonzero(arr.ravel() < 0)[0])
-        return f"has {int((arr < 0).sum())} negative intensities, first at point {first} (value {arr.ravel()[first]:.3g})"
+        return (
+            f"has {int((arr < 0).sum())} negative intensities, first at point {first} (value {arr.ravel()[first]:.3g})"
+        )
     return None
 
 

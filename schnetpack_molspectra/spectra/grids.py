@@ -1,5 +1,6 @@
 """The QM9S spectral grids: UV-Vis 1-15 eV in steps of 0.02 eV (701 points), IR and Raman
 500-4000 cm^-1 in steps of 1 cm^-1 (3501 points each), the columns of the QM9S spectra files."""
+
 from dataclasses import dataclass
 
 import numpy as np

@@ -51,6 +51,7 @@ data are in whatever units the instrument wrote, so :func:`rescale_to_reference`
 spectrum to the peak height typical of the shipped training data (:data:`REFERENCE_PEAK`);
 ``identify`` does that by default for x,y formats only.
 """
+
 import csv
 import os
 import re
@@ -230,7 +231,9 @@ def read_db(path: str, modality: Optional[str] = None) -> List[QuerySpectrum]:
             found = {m: data[msp.spectra[m]] for m in wanted if msp.spectra[m] in data}
             where = f"{path}: row {row.id}"
             if not found:
-                raise SpectrumError(f"{where}: no spectra (expected some of {[msp.spectra[m] for m in wanted]}, has {sorted(data)})")
+                raise SpectrumError(
+                    f"{where}: no spectra (expected some of {[msp.spectra[m] for m in wanted]}, has {sorted(data)})"
+                )
             spectra = {m: _check(v, m, where) for m, v in found.items()}
             name = row.get("label") or f"row {row.id}"
             records.append(QuerySpectrum(str(name), spectra, where, smiles=row.get("smiles")))
@@ -256,7 +259,10 @@ def read_array(path: str, modality: Optional[str] = None) -> List[QuerySpectrum]
     if path.endswith(".npy"):
         rows = _rows(np.load(path, allow_pickle=False), path)
         m = _modality_from_length(rows.shape[1], modality, path)
-        return [QuerySpectrum(f"{base}:{i}", {m: _check(r, m, f"{path}: row {i}")}, f"{path}: row {i}") for i, r in enumerate(rows)]
+        return [
+            QuerySpectrum(f"{base}:{i}", {m: _check(r, m, f"{path}: row {i}")}, f"{path}: row {i}")
+            for i, r in enumerate(rows)
+        ]
     with np.load(path, allow_pickle=False) as f:
         arrays = {}
         for m in msp.modalities:
@@ -277,7 +283,9 @@ def read_array(path: str, modality: Optional[str] = None) -> List[QuerySpectrum]
     for i in range(n):
         where = f"{path}: row {i}"
         spectra = {m: _check(a[i], m, where) for m, a in arrays.items()}
-        records.append(QuerySpectrum(names[i] if names else f"{base}:{i}", spectra, where, smiles=smiles[i] if smiles else None))
+        records.append(
+            QuerySpectrum(names[i] if names else f"{base}:{i}", spectra, where, smiles=smiles[i] if smiles else None)
+        )
     return records
 
 
@@ -315,7 +323,9 @@ def read_csv(path: str, modality: Optional[str] = None) -> List[QuerySpectrum]:
     if not rows:
         raise SpectrumError(f"{path}: no data rows")
     header = None
-    if not all(_is_number(c) for c in rows[0][1][1:]) or (len(rows[0][1]) <= 2 and not all(_is_number(c) for c in rows[0][1])):
+    if not all(_is_number(c) for c in rows[0][1][1:]) or (
+        len(rows[0][1]) <= 2 and not all(_is_number(c) for c in rows[0][1])
+    ):
         header, rows = rows[0][1], rows[1:]
     if not rows:
         raise SpectrumError(f"{path}: only a header, no data rows")
@@ -331,7 +341,9 @@ def read_csv(path: str, modality: Optional[str] = None) -> List[QuerySpectrum]:
         y_header = header[1] if header and len(header) > 1 else ""
         m = modality or _modality_from_text(y_header)
         if m is None:
-            raise SpectrumError(f"{path}: two-column x,y spectrum of unknown modality; name it (modality=..., --modality, or a y header uv/ir/raman)")
+            raise SpectrumError(
+                f"{path}: two-column x,y spectrum of unknown modality; name it (modality=..., --modality, or a y header uv/ir/raman)"
+            )
         unit = parse_x_unit(x_header) or GRIDS[m].unit.replace("cm^-1", "cm-1")
         values, coverage = resample(convert_x(x, unit, m), to_absorbance(y, y_header), m, path)
         name = os.path.splitext(os.path.basename(path))[0]
@@ -347,7 +359,11 @@ def read_csv(path: str, modality: Optional[str] = None) -> List[QuerySpectrum]:
         if bad:
             raise SpectrumError(f"{where}: non-numeric value {bad[0]!r}")
         values = np.array([float(c) for c in r])
-        m = _modality_from_length(values.size, modality, where) if modality or values.size == SPECTRUM_LENGTHS["uv"] else None
+        m = (
+            _modality_from_length(values.size, modality, where)
+            if modality or values.size == SPECTRUM_LENGTHS["uv"]
+            else None
+        )
         if m is None:
             if values.size == SPECTRUM_LENGTHS["ir"]:
                 m = _modality_from_length(values.size, None, where)  # raises: IR or Raman?

@@ -6,6 +6,7 @@ and D = 10, 25, 25 for UV, IR, Raman, i.e. 69 + 139 + 139 = 347 patches on the Q
 (the paper's text says P = 20, D = 10 for all three). ``SpecFormer`` and
 ``MaskSpectraPatches`` must be given the same geometry (the configs write it once, in the model).
 """
+
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Sequence
 

@@ -1,5 +1,6 @@
 """Training parts that are not model parts, laid out as ``schnetpack.train``: loss functions,
 metrics, LR schedules and callbacks."""
+
 from .losses import InfoNCELoss, SmoothedLoss, info_nce
 from .lr_scheduler import WarmupCosineLR, resolve_steps
 from .metrics import InfoNCE, RetrievalAccuracy, ScaledMeanAbsoluteError, retrieval_hits

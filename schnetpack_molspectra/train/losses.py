@@ -6,6 +6,7 @@ training, validation and test steps (every rank runs them in lock-step). Outside
 rank 0, a script, a single process) every function here works on the local batch alone, so no
 rank ever waits for a collective the others do not join.
 """
+
 import contextlib
 import contextvars
 from typing import Dict, Iterator, NamedTuple, Optional, Sequence, Tuple

@@ -1,4 +1,5 @@
 """Learning-rate schedules of the released MolSpectra recipes (stepped every optimiser step)."""
+
 import math
 from typing import Optional
 

@@ -4,6 +4,7 @@ Under DDP torchmetrics sums each metric's state over ranks when it is computed (
 validation and test); the contrastive metrics weight their updates so that the reduced value is
 that of one process on the concatenated batches (see :class:`InfoNCE`).
 """
+
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric

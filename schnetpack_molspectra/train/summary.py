@@ -1,15 +1,15 @@
 """End-of-run summary of pre-training: did it learn, where is the model, what to run next."""
+
 import atexit
 import json
 import os
 import shlex
 from typing import Dict, List, Optional
 
+import schnetpack.properties as structure
 import torch
 from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_only
-
-import schnetpack.properties as structure
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.train.metrics import retrieval_hits
@@ -37,7 +37,11 @@ def summarise_validation(task, dataloader, max_molecules: Optional[int] = None) 
             batch = {k: v.to(task.device) for k, v in batch.items()}
             with torch.set_grad_enabled(task.grad_enabled):
                 pred = task.predict_without_postprocessing(batch)
-            targets = {o.target_property: batch[o.target_property] for o in task.outputs if getattr(o, "target_property", None) in batch}
+            targets = {
+                o.target_property: batch[o.target_property]
+                for o in task.outputs
+                if getattr(o, "target_property", None) in batch
+            }
             for output in task.outputs:
                 if output.loss_weight == 0:
                     continue
@@ -74,7 +78,11 @@ def encoder_overrides() -> List[str]:
         overrides = list(HydraConfig.get().overrides.task)
     except (ImportError, ValueError):  # ValueError: no hydra run in progress
         return []
-    return [o for o in overrides if o.lstrip("+~").startswith(("model.representation.", "model/representation=", "globals.cutoff="))]
+    return [
+        o
+        for o in overrides
+        if o.lstrip("+~").startswith(("model.representation.", "model/representation=", "globals.cutoff="))
+    ]
 
 
 class PretrainingSummary(Callback):
@@ -133,8 +141,16 @@ class PretrainingSummary(Callback):
         end = self._evaluate(trainer, task)
         start = self.start or {}
         best = self._best_model(trainer)
-        result = {"start": start, "end": end, "best_model": best, "steps": trainer.global_step, "epochs": trainer.current_epoch}
-        lines = [f"MolSpectra pre-training summary ({trainer.global_step} steps, {end['molecules']} validation molecules)"]
+        result = {
+            "start": start,
+            "end": end,
+            "best_model": best,
+            "steps": trainer.global_step,
+            "epochs": trainer.current_epoch,
+        }
+        lines = [
+            f"MolSpectra pre-training summary ({trainer.global_step} steps, {end['molecules']} validation molecules)"
+        ]
         for name in [k for k in end if k not in ("molecules", "relative", "retrieval_top1", "retrieval_chance")]:
             relative = "  (MSE / MSE of predicting zero)" if name in end.get("relative", ()) else ""
             lines.append(f"  {name:<22s} loss {start.get(name, float('nan')):9.4f} -> {end[name]:9.4f}{relative}")

@@ -12,6 +12,7 @@ the run itself wrote: ``"best"``/``"last"`` or a file inside one of the trainer'
 (:func:`written_by_this_run`, used by ``MolSpectraTask.load_from_checkpoint``). Any other checkpoint
 keeps torch's and Lightning's default. Nothing is changed where Lightning has no ``weights_only``.
 """
+
 import inspect
 import os
 from typing import Iterable, Optional

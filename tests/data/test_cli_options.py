@@ -1,4 +1,5 @@
 """spkspectra options a user reaches for: QM9 by GDB index, structure files by --xyz/--db."""
+
 import subprocess
 import sys
 
@@ -6,7 +7,9 @@ from ase.db import connect
 
 
 def spkspectra(*args):
-    return subprocess.run([sys.executable, "-m", "schnetpack_molspectra.cli.spkspectra", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "schnetpack_molspectra.cli.spkspectra", *args], capture_output=True, text=True
+    )
 
 
 def test_qm9_by_gdb_indices_keeps_their_order_and_names_unknown_ones(tmp_path):

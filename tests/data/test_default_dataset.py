@@ -1,16 +1,17 @@
 """The main job from an empty directory: the shipped default dataset, a schedule sized to the
 run, and the end-of-run summary."""
+
 import json
 import os
 
 import pytest
 import torch
 from ase.db import connect
+from spktrain import logged_scalars
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.default import default_dataset_path
 from schnetpack_molspectra.data.sticks import load_sticks
-from spktrain import logged_scalars
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +22,11 @@ def test_main_job_uses_the_default_dataset_sizes_its_schedule_and_summarises(mai
     with connect(path) as conn:
         n_rows = conn.count()
         row = next(conn.select(limit=1))
-    assert n_rows == sum(1 for _ in load_sticks()) > 0 and row.data[msp.raman_spectrum].shape == (1, 3501) and "energy_U0" in row.data
+    assert (
+        n_rows == sum(1 for _ in load_sticks()) > 0
+        and row.data[msp.raman_spectrum].shape == (1, 3501)
+        and "energy_U0" in row.data
+    )
     assert "val_contrastive_infonce" in logged_scalars(run)
 
     # the summary: printed and written, each loss at the start and the end, retrieval vs chance

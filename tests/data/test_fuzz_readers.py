@@ -12,6 +12,7 @@ pickle's, zipfile's, tarfile's or a UnicodeDecodeError. ``spkspectra`` then exit
 line ``spkspectra <cmd>: error: ...``, and a converter that fails leaves no output behind.
 The last tests pin the bugs the fuzzer found.
 """
+
 import io
 import os
 import pickle
@@ -33,7 +34,6 @@ from schnetpack_molspectra.data.qm9s import QM9SFormatError, convert_qm9s, read_
 from schnetpack_molspectra.pretrained import PretrainedModelError, load_pretrained_weights
 from schnetpack_molspectra.spectra.grids import GRIDS
 
-
 #: MOLSPECTRA_FUZZ_SCALE=20 runs 20x the examples of the bounded default (a longer hunt: minutes, not seconds)
 SCALE = float(os.environ.get("MOLSPECTRA_FUZZ_SCALE", "1"))
 
@@ -44,8 +44,12 @@ def fuzz(max_examples: int):
         max_examples=max(1, int(max_examples * SCALE)),
         deadline=None,
         database=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large,
-                               HealthCheck.large_base_example],
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,
+        ],
     )
 
 
@@ -54,7 +58,19 @@ def fuzz(max_examples: int):
 #: what a broken field can hold: empty (pandas' NaN), text, out-of-range and foreign numbers
 JUNK_FIELDS = ["", " ", "abc", "nan", "-inf", "1e999", "-1", "1*^-3", "0x1F", "1,2", "\x00", "é", "١٢", "9" * 25, "1_0"]
 BYTE_DAMAGE = ["truncate", "empty", "garble", "insert", "flip"]
-TEXT_DAMAGE = ["utf16", "utf16le", "bom", "latin1", "crlf", "field", "drop_field", "add_field", "drop_line", "dup_line", "blank_line"]
+TEXT_DAMAGE = [
+    "utf16",
+    "utf16le",
+    "bom",
+    "latin1",
+    "crlf",
+    "field",
+    "drop_field",
+    "add_field",
+    "drop_line",
+    "dup_line",
+    "blank_line",
+]
 
 
 def _byte_damage(draw, valid: bytes, kind: str) -> bytes:
@@ -64,10 +80,10 @@ def _byte_damage(draw, valid: bytes, kind: str) -> bytes:
     if kind == "empty":
         return b""
     if kind == "flip":
-        return valid[:at] + bytes([valid[at] ^ draw(st.integers(1, 255))]) + valid[at + 1:]
+        return valid[:at] + bytes([valid[at] ^ draw(st.integers(1, 255))]) + valid[at + 1 :]
     junk = draw(st.binary(min_size=1, max_size=32))
     if kind == "garble":
-        return valid[:at] + junk + valid[at + len(junk):]
+        return valid[:at] + junk + valid[at + len(junk) :]
     return valid[:at] + junk + valid[at:]  # insert
 
 
@@ -85,9 +101,9 @@ def _line_damage(draw, text: str, kind: str) -> str:
         fields = lines[i].split(sep)
         j = draw(st.integers(0, max(len(fields) - 1, 0)))
         if kind == "field":
-            fields[j:j + 1] = [draw(st.sampled_from(JUNK_FIELDS))]
+            fields[j : j + 1] = [draw(st.sampled_from(JUNK_FIELDS))]
         elif kind == "drop_field":
-            del fields[j:j + 1]
+            del fields[j : j + 1]
         else:  # add_field
             fields.insert(j, draw(st.sampled_from(JUNK_FIELDS + ["1.5"])))
         lines[i] = ("," if sep else "\t").join(fields)
@@ -166,7 +182,14 @@ def write_qm9s(folder: str, n: int = 3):
     graphs = []
     for i, name in enumerate(["CH4", "H2O", "NH3", "HCN"][:n]):
         atoms = molecule(name)
-        graphs.append(Data(number=torch.tensor([1 + i]), z=torch.tensor(atoms.numbers), pos=torch.tensor(atoms.positions, dtype=torch.float32), smile=name))
+        graphs.append(
+            Data(
+                number=torch.tensor([1 + i]),
+                z=torch.tensor(atoms.numbers),
+                pos=torch.tensor(atoms.positions, dtype=torch.float32),
+                smile=name,
+            )
+        )
     torch.save(graphs, os.path.join(folder, "qm9s.pt"))
     rng = np.random.default_rng(0)
     csvs = {}
@@ -191,7 +214,9 @@ def test_qm9s_csv_rows_are_read_or_reported(tmp_path, qm9s_files, data):
     with open(csvs[modality], "rb") as f:
         content = data.draw(damaged(f.read()))
     path = write_bytes(new_folder(tmp_path), "spectra.csv", content)
-    rows, _ = read_or_error(lambda: list(stream_spectra_csv(path, modality)), (QM9SFormatError, FileNotFoundError), path)
+    rows, _ = read_or_error(
+        lambda: list(stream_spectra_csv(path, modality)), (QM9SFormatError, FileNotFoundError), path
+    )
     for index, values, problem in rows or []:
         if problem is None:
             assert isinstance(index, int)
@@ -297,8 +322,12 @@ def test_qm9s_pt_is_read_or_named(tmp_path, qm9s_files, data):
 
 def md17_arrays(n: int = 3, n_atoms: int = 3):
     rng = np.random.default_rng(0)
-    return {"R": rng.normal(size=(n, n_atoms, 3)), "z": np.array([8, 1, 1][:n_atoms]), "E": rng.normal(size=(n, 1)),
-            "F": rng.normal(size=(n, n_atoms, 3))}
+    return {
+        "R": rng.normal(size=(n, n_atoms, 3)),
+        "z": np.array([8, 1, 1][:n_atoms]),
+        "E": rng.normal(size=(n, 1)),
+        "F": rng.normal(size=(n, n_atoms, 3)),
+    }
 
 
 def npz_bytes(arrays) -> bytes:
@@ -307,7 +336,9 @@ def npz_bytes(arrays) -> bytes:
     return buffer.getvalue()
 
 
-DTYPES = st.sampled_from([np.float64, np.float32, np.float16, np.int64, np.uint8, np.bool_, np.complex64, "U3", "S2", "M8[s]"])
+DTYPES = st.sampled_from(
+    [np.float64, np.float32, np.float16, np.int64, np.uint8, np.bool_, np.complex64, "U3", "S2", "M8[s]"]
+)
 
 
 @st.composite
@@ -417,7 +448,9 @@ def test_smiles_lists_give_structures_or_name_the_smiles(capsys, smiles, positio
     """A SMILES list with one odd string: structures, or an error naming that SMILES and its position."""
     smiles_list = ["C", "O"]
     smiles_list.insert(min(position, 2), smiles)
-    molecules, err = read_or_error(lambda: from_smiles(smiles_list), (StructureInputError,), f"SMILES {min(position, 2)}:")
+    molecules, err = read_or_error(
+        lambda: from_smiles(smiles_list), (StructureInputError,), f"SMILES {min(position, 2)}:"
+    )
     if err is not None:
         if not smiles.startswith("-"):  # argparse would take it for an option
             argv = ["simulate", os.path.join(tempfile.gettempdir(), "never-written.db"), "--smiles", *smiles_list]
@@ -510,10 +543,14 @@ def tiny_model():
     import schnetpack as spk
 
     representation = spk.representation.PaiNN(
-        n_atom_basis=4, n_interactions=1, radial_basis=spk.nn.GaussianRBF(n_rbf=4, cutoff=3.0), cutoff_fn=spk.nn.CosineCutoff(3.0)
+        n_atom_basis=4,
+        n_interactions=1,
+        radial_basis=spk.nn.GaussianRBF(n_rbf=4, cutoff=3.0),
+        cutoff_fn=spk.nn.CosineCutoff(3.0),
     )
     return spk.model.NeuralNetworkPotential(
-        representation=representation, input_modules=[spk.atomistic.PairwiseDistances()],
+        representation=representation,
+        input_modules=[spk.atomistic.PairwiseDistances()],
         output_modules=[spk.atomistic.Atomwise(n_in=4, output_key="y")],
     )
 
@@ -524,7 +561,10 @@ def checkpoints(tmp_path_factory):
     folder = str(tmp_path_factory.mktemp("pretrained"))
     model = tiny_model()
     torch.save(model, os.path.join(folder, "best_model"))
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "epoch": 3}, os.path.join(folder, "last.ckpt"))
+    torch.save(
+        {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "epoch": 3},
+        os.path.join(folder, "last.ckpt"),
+    )
     return {"best_model": os.path.join(folder, "best_model"), "ckpt": os.path.join(folder, "last.ckpt")}
 
 
@@ -576,8 +616,11 @@ def test_pretrained_checkpoints_load_or_are_named(tmp_path, checkpoints, data):
             pickle.dump({"state_dict": {"model.representation.x": np.zeros(2)}}, f)
     else:
         torch.save(WRONG_CHECKPOINTS[wrong](), path)
-    model, err = read_or_error(lambda: load_pretrained_weights(tiny_model(), path, denoising_head=False),
-                               (PretrainedModelError, FileNotFoundError), path)
+    model, err = read_or_error(
+        lambda: load_pretrained_weights(tiny_model(), path, denoising_head=False),
+        (PretrainedModelError, FileNotFoundError),
+        path,
+    )
     assert err is not None or wrong is None
     if model is not None:
         assert all(torch.isfinite(p).all() for p in model.representation.parameters())
@@ -594,8 +637,16 @@ def _readers(tmp_path):
         "qm9s pt": (read_qm9s_graphs, (QM9SFormatError, FileNotFoundError), None),
         "npz": (lambda p: npz_to_db(p, out), (MD17FormatError, FileNotFoundError), lambda p: ["md17-npz", p, out]),
         "structures": (from_file, (StructureInputError, FileNotFoundError), lambda p: ["simulate", out, "--file", p]),
-        "qm9 xyz": (lambda p: list(qm9_xyz_archive(p)), (QM9FormatError, FileNotFoundError), lambda p: ["qm9", out, "--from-xyz-archive", p]),
-        "pretrained": (lambda p: load_pretrained_weights(tiny_model(), p), (PretrainedModelError, FileNotFoundError), None),
+        "qm9 xyz": (
+            lambda p: list(qm9_xyz_archive(p)),
+            (QM9FormatError, FileNotFoundError),
+            lambda p: ["qm9", out, "--from-xyz-archive", p],
+        ),
+        "pretrained": (
+            lambda p: load_pretrained_weights(tiny_model(), p),
+            (PretrainedModelError, FileNotFoundError),
+            None,
+        ),
     }
 
 
@@ -634,7 +685,9 @@ def test_an_existing_output_and_a_killed_runs_leftover_are_never_touched(tmp_pat
         assert not (tmp_path / f"{command}-new.db").exists()
         capsys.readouterr()
         assert spkspectra.main(argv(str(tmp_path / f"{command}-ok.db"))) == 0, capsys.readouterr().err
-        assert (tmp_path / f"{command}-ok.db").stat().st_size > 0 and not (tmp_path / f"{command}-ok.partial.db").exists()
+        assert (tmp_path / f"{command}-ok.db").stat().st_size > 0 and not (
+            tmp_path / f"{command}-ok.partial.db"
+        ).exists()
 
 
 def test_a_conversion_failing_part_way_leaves_nothing(tmp_path, capsys):
@@ -656,7 +709,9 @@ def test_md17_energies_must_be_one_per_frame(tmp_path):
     """E of shape (n, 0) was written as empty energies, (n, 2) lost its second column silently."""
     for shape in [(3, 0), (3, 2)]:
         npz = write_bytes(str(tmp_path), f"E{shape[1]}.npz", npz_bytes(dict(md17_arrays(), E=np.ones(shape))))
-        with pytest.raises(MD17FormatError, match=f"E{shape[1]}.npz: inconsistent shapes .*E \\({shape[0]}, {shape[1]}\\)"):
+        with pytest.raises(
+            MD17FormatError, match=f"E{shape[1]}.npz: inconsistent shapes .*E \\({shape[0]}, {shape[1]}\\)"
+        ):
             npz_to_db(npz, str(tmp_path / f"E{shape[1]}.db"))
     assert sorted(os.listdir(tmp_path)) == ["E0.npz", "E2.npz"]
 
@@ -665,7 +720,9 @@ def test_an_absurd_xyz_atom_count_is_named_not_read_for_ever(tmp_path):
     """ase.io reads a garbled atom count (99999999999) line by line for ever."""
     path = tmp_path / "mols.xyz"
     path.write_text("3\n\nO 0 0 0\nH 0 0 1\nH 0 1 0\n99999999999\n\nH 0 0 0\n")
-    with pytest.raises(StructureInputError, match="mols.xyz: structure 1: line 6 gives 99999999999 atoms, but the file ends"):
+    with pytest.raises(
+        StructureInputError, match="mols.xyz: structure 1: line 6 gives 99999999999 atoms, but the file ends"
+    ):
         from_file(str(path))
 
 
@@ -677,7 +734,9 @@ def test_a_damaged_tar_header_does_not_drop_the_molecules_after_it(tmp_path):
     raw[second + 100] ^= 0xFF  # its mode field: the header checksum fails
     with open(archive, "wb") as f:
         f.write(raw)
-    with pytest.raises(QM9FormatError, match="damaged tar archive: a member header after dsgdb9nsd_000001.xyz cannot be read"):
+    with pytest.raises(
+        QM9FormatError, match="damaged tar archive: a member header after dsgdb9nsd_000001.xyz cannot be read"
+    ):
         list(qm9_xyz_archive(archive))
 
 
@@ -686,14 +745,21 @@ def test_parameters_of_another_type_are_refused(tmp_path, dtype):
     """load_state_dict cast complex weights to real (dropping the imaginary part) and bool to 0/1 silently."""
     path = str(tmp_path / "last.ckpt")
     torch.save(_state(first=lambda t: t.to(dtype)), path)
-    with pytest.raises(PretrainedModelError, match=f"last.ckpt: its encoder does not match PaiNN: type \\(checkpoint vs encoder\\): .*{dtype}"):
+    with pytest.raises(
+        PretrainedModelError,
+        match=f"last.ckpt: its encoder does not match PaiNN: type \\(checkpoint vs encoder\\): .*{dtype}",
+    ):
         load_pretrained_weights(tiny_model(), path)
 
 
 def test_a_negative_row_index_is_not_taken_for_an_unparsable_one(tmp_path):
     """``-1,...`` is a row without a molecule (index -1); ``abc,...`` has no index (None) and its line is named."""
     values = ",".join(["1.0"] * GRIDS["uv"].n_points)
-    path = write_bytes(str(tmp_path), "uv.csv", ("," + ",".join(f"{x:g}" for x in GRIDS["uv"].values()) + f"\n-1,{values}\nabc,{values}\n").encode())
+    path = write_bytes(
+        str(tmp_path),
+        "uv.csv",
+        ("," + ",".join(f"{x:g}" for x in GRIDS["uv"].values()) + f"\n-1,{values}\nabc,{values}\n").encode(),
+    )
     rows = list(stream_spectra_csv(path, "uv"))
     assert [(index, problem) for index, _, problem in rows] == [(-1, None), (None, "line 3: unparsable index 'abc'")]
 

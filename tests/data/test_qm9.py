@@ -1,14 +1,15 @@
 """QM9 offline from qm9pack, in SchNetPack's QM9 layout; stock spktrain trains on it."""
+
 import os
 
 import numpy as np
 import pytest
 from schnetpack.data import ASEAtomsData
 from schnetpack.datasets import QM9
+from spktrain import run_dir, spktrain
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.qm9 import build_qm9_db, parse_numbers
-from spktrain import run_dir, spktrain
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +48,14 @@ def test_stock_spktrain_qm9_atomwise_runs_on_it(tmp_path, qm9_db):
     import torch
 
     weights_only_default = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 6)
-    reload_own = ["trainer._target_=schnetpack_molspectra.train.Trainer",
-                  "task._target_=schnetpack_molspectra.task.MolSpectraTask"] if weights_only_default else []
+    reload_own = (
+        [
+            "trainer._target_=schnetpack_molspectra.train.Trainer",
+            "task._target_=schnetpack_molspectra.task.MolSpectraTask",
+        ]
+        if weights_only_default
+        else []
+    )
     spktrain(
         tmp_path,
         *reload_own,
@@ -78,7 +85,11 @@ def write_qm9_xyz(row, atoms, frequencies, exponent_form=False):
             xs = f"{x * 1e6:.6f}*^-6"  # the archive writes some numbers this way
         coords.append(f"{symbol}\t{xs}\t{y:.10f}\t{z:.10f}\t0.0")
     freqs = "\t".join(f"{f:.4f}" for f in frequencies)
-    return f"{len(atoms)}\ngdb {row.Index}\t{props}\n" + "\n".join(coords) + f"\n{freqs}\n{row.SMILES}\t{row.SMILES}\nInChI=1S/x\tInChI=1S/x\n"
+    return (
+        f"{len(atoms)}\ngdb {row.Index}\t{props}\n"
+        + "\n".join(coords)
+        + f"\n{freqs}\n{row.SMILES}\t{row.SMILES}\nInChI=1S/x\tInChI=1S/x\n"
+    )
 
 
 def test_standard_qm9_xyz_archive(tmp_path):
@@ -90,7 +101,7 @@ def test_standard_qm9_xyz_archive(tmp_path):
     table = load_qm9pack().iloc[:3]
     archive = tmp_path / "dsgdb9nsd.xyz.tar.bz2"
     with tarfile.open(archive, "w:bz2") as tar:
-        for (atoms, labels, smiles, freqs), row in zip(qm9_molecules(table), table.itertuples(index=False)):
+        for (atoms, _labels, _smiles, freqs), row in zip(qm9_molecules(table), table.itertuples(index=False)):
             data = write_qm9_xyz(row, atoms, freqs, exponent_form=True).encode()
             info = tarfile.TarInfo(f"dsgdb9nsd_{row.Index:06d}.xyz")
             info.size = len(data)

@@ -1,4 +1,5 @@
 """convert-qm9s on small files written in exactly the real QM9S format."""
+
 import json
 import os
 import subprocess
@@ -9,12 +10,12 @@ import pytest
 import torch
 from ase.build import molecule
 from ase.db import connect
+from spktrain import TINY_PRETRAIN, TINY_SPECFORMER, run_dir, spktrain
 from torch_geometric.data import Data
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.qm9s import QM9SFormatError, convert_qm9s
 from schnetpack_molspectra.spectra.grids import GRIDS
-from spktrain import TINY_PRETRAIN, TINY_SPECFORMER, run_dir, spktrain
 
 NAMES = ["CH4", "NH3", "H2O", "C2H6", "CH3OH", "HCN", "C2H4", "CH3CHO", "HCOOH", "CH3CN", "C2H2", "CO2"]
 
@@ -25,7 +26,14 @@ def write_qm9s(folder, n=12, drop_ir=(), nan_raman=(), short_uv=(), rng=None):
     graphs = []
     for i in range(n):
         atoms = molecule(NAMES[i % len(NAMES)])
-        graphs.append(Data(number=torch.tensor([1000 + i]), z=torch.tensor(atoms.numbers), pos=torch.tensor(atoms.positions, dtype=torch.float32), smile=NAMES[i % len(NAMES)]))
+        graphs.append(
+            Data(
+                number=torch.tensor([1000 + i]),
+                z=torch.tensor(atoms.numbers),
+                pos=torch.tensor(atoms.positions, dtype=torch.float32),
+                smile=NAMES[i % len(NAMES)],
+            )
+        )
     torch.save(graphs, os.path.join(folder, "qm9s.pt"))
     paths = {}
     for m, grid in GRIDS.items():
@@ -60,7 +68,15 @@ def test_clean_files_convert_completely_and_train(tmp_path):
     expected = np.array(lines[3].split(",")[1:], dtype=np.float32)
     assert np.allclose(row.data[msp.uv_spectrum][0], expected)
     assert json.load(open(out + ".summary.json"))["written"] == 12
-    spktrain(tmp_path / "run", "experiment=molspectra_pretrain", f"data.datapath={out}", "data.num_train=8", "data.num_val=2", *TINY_PRETRAIN, *TINY_SPECFORMER)
+    spktrain(
+        tmp_path / "run",
+        "experiment=molspectra_pretrain",
+        f"data.datapath={out}",
+        "data.num_train=8",
+        "data.num_val=2",
+        *TINY_PRETRAIN,
+        *TINY_SPECFORMER,
+    )
     assert os.path.exists(os.path.join(run_dir(tmp_path / "run"), "best_model"))
 
 
@@ -103,9 +119,23 @@ def test_bad_files_are_named(tmp_path):
     with pytest.raises(QM9SFormatError, match="garbage.pt: not a readable torch file"):
         convert_qm9s(str(garbage), csvs, str(tmp_path / "c.db"))
     cli = subprocess.run(
-        [sys.executable, "-m", "schnetpack_molspectra.cli.spkspectra", "convert-qm9s", str(tmp_path / "d.db"), "--pt", pt,
-         "--uv", csvs["uv"], "--ir", str(tmp_path / "missing_ir.csv"), "--raman", csvs["raman"]],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "schnetpack_molspectra.cli.spkspectra",
+            "convert-qm9s",
+            str(tmp_path / "d.db"),
+            "--pt",
+            pt,
+            "--uv",
+            csvs["uv"],
+            "--ir",
+            str(tmp_path / "missing_ir.csv"),
+            "--raman",
+            csvs["raman"],
+        ],
+        capture_output=True,
+        text=True,
     )
     assert cli.returncode == 2 and "missing_ir.csv do not exist" in cli.stderr
 
@@ -123,7 +153,9 @@ def test_an_empty_field_is_a_bad_row_and_the_rest_is_converted(tmp_path, capsys)
     pd.DataFrame(values, columns=grid.values()).to_csv(csvs["ir"])  # how the release was written
     assert ",," in open(csvs["ir"]).read().splitlines()[3]
     summary = convert_qm9s(pt, csvs, str(tmp_path / "out.db"))
-    assert summary["bad_rows"] == [{"file": csvs["ir"], "index": 2, "problem": "has 1 empty values (NaN as pandas writes it), first at point 100"}]
+    assert summary["bad_rows"] == [
+        {"file": csvs["ir"], "index": 2, "problem": "has 1 empty values (NaN as pandas writes it), first at point 100"}
+    ]
     assert summary["written"] == 4 and summary["not_written"] == [2]
     with connect(str(tmp_path / "out.db")) as conn:
         assert [row.input_index for row in conn.select()] == [0, 1, 3, 4]

@@ -3,6 +3,7 @@
 The client process is the only writer: every molecule lands once, with the spectra of the serial
 path, failures are recorded, and a client killed mid-run is resumed without duplicates.
 """
+
 import json
 import os
 import signal
@@ -79,7 +80,9 @@ def test_dask_writes_every_molecule_once_with_the_serial_spectra(client, tmp_pat
             value, expected_value = row.data[key], ref.data[key]
             assert value.shape == expected_value.shape and value.dtype == expected_value.dtype, key
             scale = max(float(np.abs(expected_value).max()), 1e-12)
-            np.testing.assert_allclose(value, expected_value, rtol=1e-3, atol=1e-3 * scale, err_msg=f"{SMILES[index]}: {key}")
+            np.testing.assert_allclose(
+                value, expected_value, rtol=1e-3, atol=1e-3 * scale, err_msg=f"{SMILES[index]}: {key}"
+            )
 
     (failure,) = failure_lines(parallel)
     assert failure["input_index"] == 4 and failure["name"] == "collapsed H2" and "Too close" in failure["reason"]
@@ -94,8 +97,19 @@ def test_killed_client_resumes_on_the_scheduler_without_duplicates_or_losses(cli
     """``spkspectra simulate --scheduler ADDRESS`` killed after 2 molecules, then the run started again."""
     db = str(tmp_path / "resume.db")
     smiles = ["O", "C", "N", "CO", "CC", "C=O", "C#N", "OO"]
-    cmd = [sys.executable, "-m", "schnetpack_molspectra.cli.spkspectra", "simulate", db, "--uv-states", "3",
-           "--scheduler", client.scheduler.address, "--smiles", *smiles]
+    cmd = [
+        sys.executable,
+        "-m",
+        "schnetpack_molspectra.cli.spkspectra",
+        "simulate",
+        db,
+        "--uv-states",
+        "3",
+        "--scheduler",
+        client.scheduler.address,
+        "--smiles",
+        *smiles,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -126,26 +140,48 @@ def test_cluster_options_fail_clearly(tmp_path, monkeypatch, capsys):
         return capsys.readouterr().err
 
     assert "--jobs only apply to batch jobs" in error("--jobs", "3")
-    assert "--workers sets worker processes on this machine" in error("--workers", "2", "--scheduler", "tcp://127.0.0.1:9")
+    assert "--workers sets worker processes on this machine" in error(
+        "--workers", "2", "--scheduler", "tcp://127.0.0.1:9"
+    )
     assert "--workers must be at least 1" in error("--workers", "0")
     monkeypatch.setitem(sys.modules, "dask_jobqueue", None)  # as if it were not installed
-    assert "needs dask-jobqueue, which is not installed: pip install dask-jobqueue" in error("--jobqueue", "slurm", "--jobs", "2")
+    assert "needs dask-jobqueue, which is not installed: pip install dask-jobqueue" in error(
+        "--jobqueue", "slurm", "--jobs", "2"
+    )
     import dask
 
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
-        assert "cannot connect to the Dask scheduler at address tcp://127.0.0.1:9" in error("--scheduler", "tcp://127.0.0.1:9")
+        assert "cannot connect to the Dask scheduler at address tcp://127.0.0.1:9" in error(
+            "--scheduler", "tcp://127.0.0.1:9"
+        )
     assert not os.path.exists(db)  # nothing was started, nothing written
 
 
 def test_slurm_job_script_from_the_options():
     """``--jobqueue slurm`` options as dask-jobqueue writes them (no job is submitted)."""
     pytest.importorskip("dask_jobqueue")
-    spec = ClusterSpec("slurm", jobs=3, cores=4, queue="short", account="chem", walltime="01:00:00",
-                       job_extra=["--constraint=cpu"], job_prologue=["source ~/venv/bin/activate"])
+    spec = ClusterSpec(
+        "slurm",
+        jobs=3,
+        cores=4,
+        queue="short",
+        account="chem",
+        walltime="01:00:00",
+        job_extra=["--constraint=cpu"],
+        job_prologue=["source ~/venv/bin/activate"],
+    )
     with make_cluster(spec) as cluster:
         script = cluster.job_script()
-    for line in ["#SBATCH -p short", "#SBATCH -A chem", "#SBATCH -t 01:00:00", "#SBATCH --constraint=cpu",
-                 "#SBATCH --cpus-per-task=4", "#SBATCH --mem=8G", "export OMP_NUM_THREADS=1", "source ~/venv/bin/activate"]:
+    for line in [
+        "#SBATCH -p short",
+        "#SBATCH -A chem",
+        "#SBATCH -t 01:00:00",
+        "#SBATCH --constraint=cpu",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --mem=8G",
+        "export OMP_NUM_THREADS=1",
+        "source ~/venv/bin/activate",
+    ]:
         assert line in script, script
     # 4 single-threaded workers per job, 2 GB each by default
     assert "--nworkers 4" in script and "--nthreads 1" in script and "--memory-limit 1.86GiB" in script, script

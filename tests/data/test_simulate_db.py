@@ -1,4 +1,5 @@
 """Simulating into a SchNetPack database: layout, failures, resuming, and the CLI."""
+
 import os
 import signal
 import sqlite3
@@ -46,6 +47,7 @@ def test_database_layout_and_recorded_failure(tmp_path):
 
     # loadable by SchNetPack, and it passes the training-time checks
     from schnetpack.data import ASEAtomsData
+
     from schnetpack_molspectra.transform import ValidateSpectra
 
     data = ASEAtomsData(db, load_properties=list(msp.spectra.values()))
@@ -59,7 +61,17 @@ def test_database_layout_and_recorded_failure(tmp_path):
 def test_killed_run_resumes_without_duplicates_or_losses(tmp_path):
     db = str(tmp_path / "resume.db")
     smiles = ["O", "C", "N", "CO", "CC", "C=O", "C#N", "OO"]
-    cmd = [sys.executable, "-m", "schnetpack_molspectra.cli.spkspectra", "simulate", db, "--uv-states", "3", "--smiles", *smiles]
+    cmd = [
+        sys.executable,
+        "-m",
+        "schnetpack_molspectra.cli.spkspectra",
+        "simulate",
+        db,
+        "--uv-states",
+        "3",
+        "--smiles",
+        *smiles,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -77,7 +89,9 @@ def test_killed_run_resumes_without_duplicates_or_losses(tmp_path):
 
 
 def test_cli_reports_bad_inputs(tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "schnetpack_molspectra.cli.spkspectra", *a], capture_output=True, text=True)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "schnetpack_molspectra.cli.spkspectra", *a], capture_output=True, text=True
+    )
     bad = run("simulate", str(tmp_path / "x.db"), "--smiles", "C1CC")
     assert bad.returncode == 2 and "RDKit cannot parse SMILES 'C1CC'" in bad.stderr
     missing = run("simulate", str(tmp_path / "x.db"), "--file", str(tmp_path / "none.xyz"))
@@ -106,9 +120,24 @@ def test_smiles_of_extxyz_frames_reach_the_database(tmp_path):
     water.info["smiles"] = "O"
     write(tmp_path / "water.extxyz", [water], format="extxyz")
     out = str(tmp_path / "water.db")
-    proc = subprocess.run([sys.executable, "-m", "schnetpack_molspectra.cli.spkspectra", "simulate", out, "--file",
-                           str(tmp_path / "water.extxyz"), "--uv-method", "fast", "--uv-states", "3"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "schnetpack_molspectra.cli.spkspectra",
+            "simulate",
+            out,
+            "--file",
+            str(tmp_path / "water.extxyz"),
+            "--uv-method",
+            "fast",
+            "--uv-states",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (row,) = rows(out)
     assert row.smiles == "O" and row.data[msp.ir_spectrum].shape == (1, 3501)

@@ -1,4 +1,5 @@
 """The xTB vibrational analysis and the broadening, on real tblite calls."""
+
 import numpy as np
 import pytest
 from ase.build import molecule

@@ -1,5 +1,6 @@
 """Shipped stick spectra: the chunk format, the seeded selection, and the default dataset
 built from them by broadening alone (no simulator), cached and never rebuilt."""
+
 import os
 import subprocess
 import sys
@@ -51,7 +52,14 @@ def test_chunks_round_trip_ragged_molecules(tmp_path):
         np.testing.assert_allclose(got["frequencies"], rec["frequencies"], rtol=1e-6)
         np.testing.assert_allclose(got["raman_activities"], rec["raman_activities"], rtol=1e-6)
     uv = str(tmp_path / "uv-fast_000.npz")
-    write_chunk(uv, [{"gdb_index": 7, "energies": [5.0, 6.0], "strengths": [0.1, 0.0]}, {"gdb_index": 11, "energies": [7.0], "strengths": [0.3]}], {})
+    write_chunk(
+        uv,
+        [
+            {"gdb_index": 7, "energies": [5.0, 6.0], "strengths": [0.1, 0.0]},
+            {"gdb_index": 11, "energies": [7.0], "strengths": [0.3]},
+        ],
+        {},
+    )
     molecules = list(load_sticks("fast", folder=str(tmp_path)))
     assert [m.gdb_index for m in molecules] == [7, 11]  # gdb 2 has no UV: left out
     assert len(molecules[0].atoms) == 3 and list(molecules[1].uv_energies) == [7.0]
@@ -62,8 +70,14 @@ def test_a_damaged_chunk_is_named(tmp_path):
     path.write_bytes(b"PK\x03\x04 not a zip")
     with pytest.raises(ValueError, match="vib_003.npz"):
         read_chunk(str(path))
-    np.savez(tmp_path / "vib_004.npz", gdb_index=np.array([1, 2]), frequencies=np.ones(5), n_modes=np.array([2, 2]),
-             ir_intensities=np.ones(5), raman_activities=np.ones(5))
+    np.savez(
+        tmp_path / "vib_004.npz",
+        gdb_index=np.array([1, 2]),
+        frequencies=np.ones(5),
+        n_modes=np.array([2, 2]),
+        ir_intensities=np.ones(5),
+        raman_activities=np.ones(5),
+    )
     with pytest.raises(ValueError, match=r"vib_004.npz.*(frequencies|n_modes)"):
         read_chunk(str(tmp_path / "vib_004.npz"))
 
@@ -99,7 +113,9 @@ def test_default_dataset_builds_from_shipped_sticks_without_the_simulator(tmp_pa
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     path = proc.stdout.strip().splitlines()[-1]
-    assert os.path.dirname(path) == str(tmp_path) and os.listdir(tmp_path) == [os.path.basename(path)]  # no partial left
+    assert os.path.dirname(path) == str(tmp_path) and os.listdir(tmp_path) == [
+        os.path.basename(path)
+    ]  # no partial left
 
     molecules = list(load_sticks(SHIPPED_UV_METHOD))
     with connect(path) as conn:
@@ -110,7 +126,9 @@ def test_default_dataset_builds_from_shipped_sticks_without_the_simulator(tmp_pa
         assert row.data[msp.gdb_index][0] == sticks.gdb_index
         assert row.data[msp.uv_spectrum].shape == (1, 701) and row.data[msp.ir_spectrum].shape == (1, 3501)
         np.testing.assert_allclose(
-            row.data[msp.raman_spectrum], broaden(sticks.frequencies, sticks.raman_activities, GRIDS["raman"], 12.0), rtol=1e-5
+            row.data[msp.raman_spectrum],
+            broaden(sticks.frequencies, sticks.raman_activities, GRIDS["raman"], 12.0),
+            rtol=1e-5,
         )
         assert row.data["gap"][0] == pytest.approx(table.loc[sticks.gdb_index, "HOMO_LUMO_gap_au"])
         assert row.key_value_pairs["smiles"] == table.loc[sticks.gdb_index, "SMILES"]

@@ -1,4 +1,5 @@
 """UV levels: sTDA against the full TDA on the same B3LYP/6-31G ground state, and their errors."""
+
 import numpy as np
 import pytest
 from ase import Atoms

@@ -1,4 +1,5 @@
 """MD17-style data (xTB MD, real .npz), md17_finetune with the stock spktrain, and MD with the result (ASE and spkmd)."""
+
 import importlib.util
 import os
 
@@ -6,15 +7,23 @@ import numpy as np
 import pytest
 from ase.db import connect
 from ase.io import write
-
 from conftest import write_spectra_db
-from schnetpack_molspectra.data.md17 import generate_xtb_md, npz_to_db
 from spktrain import TINY_ENCODER, logged_scalars, run_dir, spktrain
+
+from schnetpack_molspectra.data.md17 import generate_xtb_md, npz_to_db
 
 pytestmark = pytest.mark.slow
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "ase_md.py")
-MD17 = ["data.molecule=ethanol", "data.num_train=14", "data.num_val=6", "data.batch_size=8", "data.num_workers=0",
-        "trainer.max_epochs=2", "task.warmup_steps=2", *TINY_ENCODER]
+MD17 = [
+    "data.molecule=ethanol",
+    "data.num_train=14",
+    "data.num_val=6",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "trainer.max_epochs=2",
+    "task.warmup_steps=2",
+    *TINY_ENCODER,
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +39,13 @@ def npz(xtb_db, tmp_path_factory):
     with connect(xtb_db) as conn:
         rows = list(conn.select())
     path = str(tmp_path_factory.mktemp("npz") / "md17_ethanol.npz")
-    np.savez(path, R=np.array([r.positions for r in rows]), z=rows[0].numbers, E=np.array([r.data["energy"] for r in rows]),
-             F=np.array([r.data["forces"] for r in rows]))
+    np.savez(
+        path,
+        R=np.array([r.positions for r in rows]),
+        z=rows[0].numbers,
+        E=np.array([r.data["energy"] for r in rows]),
+        F=np.array([r.data["forces"] for r in rows]),
+    )
     return path
 
 
@@ -94,15 +108,27 @@ def test_md17_finetune_from_scratch_and_pretrained_then_md(tmp_path, xtb_db, npz
     env = {"MOLSPECTRA_CACHE": str(tmp_path / "cache")}
     pretrained = os.path.join(main_job[1], "best_model")
     spktrain(tmp_path / "scratch", "experiment=md17_finetune", f"data.datapath={npz}", *MD17, env=env)
-    spktrain(tmp_path / "ft", "experiment=md17_finetune", f"data.datapath={xtb_db}", f"globals.pretrained_model={pretrained}", *MD17, env=env)
+    spktrain(
+        tmp_path / "ft",
+        "experiment=md17_finetune",
+        f"data.datapath={xtb_db}",
+        f"globals.pretrained_model={pretrained}",
+        *MD17,
+        env=env,
+    )
     run = run_dir(tmp_path / "ft")
     assert {"val_forces_mae_kcal_mol_Ang", "val_energy_mae_kcal_mol"} <= logged_scalars(run)
 
     spec = importlib.util.spec_from_file_location("ase_md", EXAMPLE)
     ase_md = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ase_md)
-    summary = ase_md.run(os.path.join(run, "best_model"), structure=xtb_db, langevin_steps=20, nve_steps=60,
-                         trajectory=str(tmp_path / "md.traj"))
+    summary = ase_md.run(
+        os.path.join(run, "best_model"),
+        structure=xtb_db,
+        langevin_steps=20,
+        nve_steps=60,
+        trajectory=str(tmp_path / "md.traj"),
+    )
     assert np.isfinite(summary["drift_eV_per_atom_per_ps"]) and summary["n_atoms"] == 9
     assert os.path.getsize(tmp_path / "md.traj") > 0
 
@@ -110,8 +136,17 @@ def test_md17_finetune_from_scratch_and_pretrained_then_md(tmp_path, xtb_db, npz
     start = str(tmp_path / "ethanol.xyz")
     with connect(xtb_db) as conn:
         write(start, conn.get(1).toatoms())
-    spktrain(tmp_path, "simulation_dir=md_run", f"system.molecule_file={start}", f"calculator.model_file={run}/best_model",
-             "dynamics=nvt", "dynamics.n_steps=30", "dynamics.progress=false", "seed=1", command="spkmd")
+    spktrain(
+        tmp_path,
+        "simulation_dir=md_run",
+        f"system.molecule_file={start}",
+        f"calculator.model_file={run}/best_model",
+        "dynamics=nvt",
+        "dynamics.n_steps=30",
+        "dynamics.progress=false",
+        "seed=1",
+        command="spkmd",
+    )
     from schnetpack.md.data import HDF5Loader
 
     log = HDF5Loader(str(tmp_path / "md_run" / "simulation.hdf5"))
@@ -130,8 +165,13 @@ def test_md17_bad_inputs_stop_before_training(tmp_path):
 
 
 def test_split_larger_than_the_data_is_named(tmp_path, xtb_db):
-    proc = spktrain(tmp_path, "experiment=md17_finetune", f"data.datapath={xtb_db}", *MD17, "data.num_train=20", check=False)
-    assert proc.returncode != 0 and "the val split is empty (20 molecules, num_train=20, num_val=6)" in proc.stdout + proc.stderr
+    proc = spktrain(
+        tmp_path, "experiment=md17_finetune", f"data.datapath={xtb_db}", *MD17, "data.num_train=20", check=False
+    )
+    assert (
+        proc.returncode != 0
+        and "the val split is empty (20 molecules, num_train=20, num_val=6)" in proc.stdout + proc.stderr
+    )
 
 
 def test_offline_default_generates_xtb_md_once(tmp_path):

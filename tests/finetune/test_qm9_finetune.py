@@ -1,4 +1,5 @@
 """Fine-tuning on QM9 from a pre-trained encoder, with the stock spktrain, and its bad inputs."""
+
 import glob
 import os
 
@@ -7,15 +8,21 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
-
-from schnetpack_molspectra.atomistic import DenoisingHead
-from schnetpack_molspectra.data.qm9 import build_qm9_db
-from schnetpack_molspectra.data.qm9 import QM9_TARGETS, qm9_target
-from schnetpack_molspectra.pretrained import PretrainedModelError, representation_state
 from spktrain import TINY_ENCODER, TINY_PRETRAIN, run_dir, scalar_values, spktrain
 
+from schnetpack_molspectra.atomistic import DenoisingHead
+from schnetpack_molspectra.data.qm9 import QM9_TARGETS, build_qm9_db, qm9_target
+from schnetpack_molspectra.pretrained import PretrainedModelError, representation_state
+
 pytestmark = pytest.mark.slow
-FINETUNE = ["data.num_train=60", "data.num_val=20", "data.batch_size=20", "data.num_workers=0", "trainer.max_epochs=1", *TINY_ENCODER]
+FINETUNE = [
+    "data.num_train=60",
+    "data.num_val=20",
+    "data.batch_size=20",
+    "data.num_workers=0",
+    "trainer.max_epochs=1",
+    *TINY_ENCODER,
+]
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +82,14 @@ def test_finetune_runs_from_scratch_and_from_pretrained(tmp_path, qm9_db, pretra
     plain = "globals.aux_denoising=false"
     bf16 = "trainer.precision=bf16-mixed"  # mixed precision (on the CPU here) with the released recipe
     for name, extra in (("scratch", [plain]), ("pretrained", [source, plain]), ("aux", [source, bf16])):
-        spktrain(tmp_path / name, "experiment=qm9_finetune", f"data.datapath={qm9_db}", "globals.property=gap", *FINETUNE, *extra)
+        spktrain(
+            tmp_path / name,
+            "experiment=qm9_finetune",
+            f"data.datapath={qm9_db}",
+            "globals.property=gap",
+            *FINETUNE,
+            *extra,
+        )
         run = run_dir(tmp_path / name)
         model = torch.load(os.path.join(run, "best_model"), weights_only=False)
         has_head = any(type(m).__name__ == "DenoisingHead" for m in model.output_modules)
@@ -88,7 +102,9 @@ def test_aux_denoising_perturbs_only_the_training_split():
     from schnetpack_molspectra.transform import GaussianCoordinateNoise
 
     with initialize_config_module(config_module="schnetpack.configs", version_base=None):
-        cfg = compose("train", overrides=["experiment=qm9_finetune", "globals.aux_denoising=true", "data.datapath=x.db"])
+        cfg = compose(
+            "train", overrides=["experiment=qm9_finetune", "globals.aux_denoising=true", "data.datapath=x.db"]
+        )
         train = instantiate(cfg.data.train_transforms)
         evaluation = instantiate(cfg.data.transforms)
         outputs = instantiate(cfg.task.outputs)
@@ -101,13 +117,24 @@ def test_aux_denoising_perturbs_only_the_training_split():
 
 def test_bad_inputs_stop_before_training(tmp_path, qm9_db, pretrained):
     cases = {
-        "missing": (["globals.pretrained_model=/no/such/best_model"], "pre-trained model /no/such/best_model does not exist"),
+        "missing": (
+            ["globals.pretrained_model=/no/such/best_model"],
+            "pre-trained model /no/such/best_model does not exist",
+        ),
         "property": (["globals.property=homo2"], "unknown QM9 property 'homo2'"),
-        "encoder": ([f"globals.pretrained_model='{pretrained[0]}'", "model/representation=schnet"], "its encoder does not match SchNet"),
-        "width": ([f"globals.pretrained_model='{pretrained[0]}'", "model.representation.n_atom_basis=24"], "shape (checkpoint vs encoder)"),
+        "encoder": (
+            [f"globals.pretrained_model='{pretrained[0]}'", "model/representation=schnet"],
+            "its encoder does not match SchNet",
+        ),
+        "width": (
+            [f"globals.pretrained_model='{pretrained[0]}'", "model.representation.n_atom_basis=24"],
+            "shape (checkpoint vs encoder)",
+        ),
     }
     for name, (overrides, message) in cases.items():
-        proc = spktrain(tmp_path / name, "experiment=qm9_finetune", f"data.datapath={qm9_db}", *FINETUNE, *overrides, check=False)
+        proc = spktrain(
+            tmp_path / name, "experiment=qm9_finetune", f"data.datapath={qm9_db}", *FINETUNE, *overrides, check=False
+        )
         assert proc.returncode != 0, name
         assert message in proc.stdout + proc.stderr, (name, proc.stderr[-2000:])
         assert not glob.glob(str(tmp_path / name / "runs" / "*" / "checkpoints" / "*.ckpt")), name

@@ -1,4 +1,5 @@
 """The fine-tuning recipes: intensive offsets, the released defaults and every switch, what they build."""
+
 import os
 
 import numpy as np
@@ -9,14 +10,13 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from schnetpack import properties as structure
 from schnetpack.utils import str2class
+from spktrain import TINY_ENCODER, run_dir, spktrain
 
 from schnetpack_molspectra.atomistic import DenoisingHead
 from schnetpack_molspectra.data.datamodule import BoundedTestSplit
-from schnetpack_molspectra.data.qm9 import build_qm9_db
-from schnetpack_molspectra.data.qm9 import QM9_TARGETS
+from schnetpack_molspectra.data.qm9 import QM9_TARGETS, build_qm9_db
 from schnetpack_molspectra.train import SmoothedLoss, WarmupCosineLR
 from schnetpack_molspectra.transform import GaussianCoordinateNoise, StandardizeProperty
-from spktrain import TINY_ENCODER, run_dir, spktrain
 
 
 class Stats:
@@ -30,9 +30,13 @@ class Stats:
 
 
 def molecule(n_atoms, value):
-    return {structure.n_atoms: torch.tensor([n_atoms]), structure.Z: torch.ones(n_atoms, dtype=torch.long),
-            structure.R: torch.zeros(n_atoms, 3), structure.idx_m: torch.zeros(n_atoms, dtype=torch.long),
-            "homo": torch.tensor([value], dtype=torch.float64)}
+    return {
+        structure.n_atoms: torch.tensor([n_atoms]),
+        structure.Z: torch.ones(n_atoms, dtype=torch.long),
+        structure.R: torch.zeros(n_atoms, 3),
+        structure.idx_m: torch.zeros(n_atoms, dtype=torch.long),
+        "homo": torch.tensor([value], dtype=torch.float64),
+    }
 
 
 @pytest.mark.parametrize("name", ["homo", "lumo", "gap"])
@@ -49,7 +53,11 @@ def test_intensive_offsets_do_not_depend_on_molecule_size(name):
         assert float(remove(inputs)[key]) == pytest.approx(-0.75)  # y - mean, whatever the size
         assert float(add(inputs)[key]) == pytest.approx(-0.25)
     # extensive targets still remove a per-atom mean
-    (u0,) = [t for t in compose_finetune("qm9_finetune", "globals.property=U0")[4] if isinstance(t, spk.transform.RemoveOffsets)]
+    (u0,) = [
+        t
+        for t in compose_finetune("qm9_finetune", "globals.property=U0")[4]
+        if isinstance(t, spk.transform.RemoveOffsets)
+    ]
     assert u0.is_extensive and not remove.is_extensive
 
 
@@ -72,18 +80,40 @@ def qm9_db(tmp_path_factory):
 def test_short_training_beats_predicting_the_training_mean(tmp_path, qm9_db):
     """20 epochs on 300 molecules learn homo: test MAE well below the MAE of the training mean."""
     db, split_file = qm9_db
-    spktrain(tmp_path, "experiment=qm9_finetune", f"data.datapath={db}", f"+data.split_file={split_file}",
-             "globals.property=homo", "data.num_train=300", "data.num_val=50", "data.num_test=150", "data.batch_size=20",
-             "data.num_workers=0", "trainer.max_epochs=20", "model.representation.n_atom_basis=32",
-             "model.representation.n_interactions=2", "globals.lr=1e-3", "+seed=0", timeout=600)
+    spktrain(
+        tmp_path,
+        "experiment=qm9_finetune",
+        f"data.datapath={db}",
+        f"+data.split_file={split_file}",
+        "globals.property=homo",
+        "data.num_train=300",
+        "data.num_val=50",
+        "data.num_test=150",
+        "data.batch_size=20",
+        "data.num_workers=0",
+        "trainer.max_epochs=20",
+        "model.representation.n_atom_basis=32",
+        "model.representation.n_interactions=2",
+        "globals.lr=1e-3",
+        "+seed=0",
+        timeout=600,
+    )
     run = run_dir(tmp_path)
     split = np.load(split_file)
     data = spk.data.ASEAtomsData(db, load_properties=["homo"], property_units={"homo": "eV"})  # as data=qm9 loads it
     homo = lambda idx: np.array([float(data[int(i)]["homo"][0]) for i in idx])  # noqa: E731
     mean_mae = np.abs(homo(split["test_idx"]) - homo(split["train_idx"]).mean()).mean()
     model = torch.load(os.path.join(run, "best_model"), weights_only=False)
-    test = spk.data.ASEAtomsData(db, load_properties=["homo"], property_units={"homo": "eV"}, transforms=[
-        spk.transform.SubtractCenterOfMass(), spk.transform.MatScipyNeighborList(5.0), spk.transform.CastTo32()])
+    test = spk.data.ASEAtomsData(
+        db,
+        load_properties=["homo"],
+        property_units={"homo": "eV"},
+        transforms=[
+            spk.transform.SubtractCenterOfMass(),
+            spk.transform.MatScipyNeighborList(5.0),
+            spk.transform.CastTo32(),
+        ],
+    )
     loader = spk.data.AtomsLoader(torch.utils.data.Subset(test, [int(i) for i in split["test_idx"]]), batch_size=50)
     errors = []
     for batch in loader:
@@ -98,8 +128,12 @@ def compose_finetune(experiment, *overrides):
     with initialize_config_module(config_module="schnetpack.configs", version_base=None):
         cfg = compose("train", overrides=[f"experiment={experiment}", "data.datapath=x.db", *TINY_ENCODER, *overrides])
         model = instantiate(cfg.model)
-        task = instantiate(cfg.task, model=model, optimizer_cls=str2class(cfg.task.optimizer_cls),  # as spktrain does
-                           scheduler_cls=str2class(cfg.task.scheduler_cls))
+        task = instantiate(
+            cfg.task,
+            model=model,
+            optimizer_cls=str2class(cfg.task.optimizer_cls),  # as spktrain does
+            scheduler_cls=str2class(cfg.task.scheduler_cls),
+        )
         train = instantiate(cfg.data.train_transforms)
         evaluation = instantiate(cfg.data.transforms)
     return cfg, model, task, train, evaluation
@@ -122,8 +156,13 @@ def test_qm9_released_recipe_is_the_default():
 
 def test_qm9_switches_give_schnetpack_behaviour():
     cfg, model, task, train, _ = compose_finetune(
-        "qm9_finetune", "globals.property=gap", "globals.standardize=false", "globals.aux_denoising=false",
-        "task/scheduler=reduce_on_plateau", "callbacks=[checkpoint,earlystopping,lrmonitor,last_checkpoint,ema]")
+        "qm9_finetune",
+        "globals.property=gap",
+        "globals.standardize=false",
+        "globals.aux_denoising=false",
+        "task/scheduler=reduce_on_plateau",
+        "callbacks=[checkpoint,earlystopping,lrmonitor,last_checkpoint,ema]",
+    )
     assert [type(m) for m in model.output_modules] == [spk.atomistic.Atomwise]
     assert not any(isinstance(t, GaussianCoordinateNoise) for t in train) and len(task.outputs) == 1
     assert task.scheduler_cls is spk.train.ReduceLROnPlateau and task.scheduler_interval == "epoch"
@@ -134,7 +173,11 @@ def test_qm9_switches_give_schnetpack_behaviour():
 
 def test_md17_released_recipe_and_switches():
     cfg, model, task, train, evaluation = compose_finetune("md17_finetune")
-    assert [type(m) for m in model.output_modules] == [spk.atomistic.Atomwise, StandardizeProperty, spk.atomistic.Forces]
+    assert [type(m) for m in model.output_modules] == [
+        spk.atomistic.Atomwise,
+        StandardizeProperty,
+        spk.atomistic.Forces,
+    ]
     energy, forces = task.outputs
     assert isinstance(energy.loss_fn, SmoothedLoss) and energy.loss_fn.alpha == 0.05
     assert (energy.loss_weight, forces.loss_weight) == (0.2, 0.8)
@@ -142,11 +185,16 @@ def test_md17_released_recipe_and_switches():
     assert noise.sigma == 0.005 and not any(isinstance(t, GaussianCoordinateNoise) for t in evaluation)
     assert (cfg.data.batch_size, task.lr, task.warmup_steps, cfg.trainer.max_steps) == (8, 5e-4, 1000, 140_000)
     assert task.scheduler_cls is spk.train.ReduceLROnPlateau
-    assert (task.scheduler_kwargs["factor"], task.scheduler_kwargs["patience"], task.scheduler_kwargs["cooldown"]) == (0.8, 30, 0)
+    assert (task.scheduler_kwargs["factor"], task.scheduler_kwargs["patience"], task.scheduler_kwargs["cooldown"]) == (
+        0.8,
+        30,
+        0,
+    )
     assert "ema" not in cfg.callbacks
     assert cfg.data.n_frames - cfg.data.num_train - cfg.data.num_val >= 100  # held-out test frames by default
     cfg, model, task, train, _ = compose_finetune(
-        "md17_finetune", "globals.energy_loss_smoothing=1.0", "globals.noise_sigma=0", "globals.standardize=false")
+        "md17_finetune", "globals.energy_loss_smoothing=1.0", "globals.noise_sigma=0", "globals.standardize=false"
+    )
     assert task.outputs[0].loss_fn.alpha == 1.0
     (noise,) = [t for t in train if isinstance(t, GaussianCoordinateNoise)]
     assert noise.sigma == 0
@@ -176,6 +224,8 @@ def test_a_file_without_denoising_head_is_named(tmp_path):
     _, model, *_ = compose_finetune("qm9_finetune")
     state = {f"model.representation.{k}": v for k, v in model.representation.state_dict().items()}
     torch.save({"state_dict": state}, tmp_path / "encoder_only.ckpt")
-    with pytest.raises(PretrainedModelError, match="encoder_only.ckpt: has no denoising head .*globals.pretrained_denoising_head=false"):
+    with pytest.raises(
+        PretrainedModelError, match="encoder_only.ckpt: has no denoising head .*globals.pretrained_denoising_head=false"
+    ):
         load_pretrained_weights(model, str(tmp_path / "encoder_only.ckpt"))
     load_pretrained_weights(model, str(tmp_path / "encoder_only.ckpt"), denoising_head=False)  # encoder only: fine

@@ -7,9 +7,10 @@ contrastive loss until every molecule's spectra retrieve its own structure; they
 ``best_model`` files like spktrain's. ``identify`` then has to reproduce that pipeline
 (normalisation, 3D conversion) on its own for the top-1 assertions to hold.
 """
+
 import schnetpack_molspectra  # noqa: F401  (tblite before torch)
 
-
+# isort: split
 import numpy as np
 import pytest
 import torch
@@ -29,7 +30,9 @@ def synthetic_spectra(seed: int):
     spectra = {}
     for m, grid in GRIDS.items():
         n_lines = 4
-        centres = rng.uniform(grid.start + 0.1 * (grid.stop - grid.start), grid.stop - 0.1 * (grid.stop - grid.start), n_lines)
+        centres = rng.uniform(
+            grid.start + 0.1 * (grid.stop - grid.start), grid.stop - 0.1 * (grid.stop - grid.start), n_lines
+        )
         heights = rng.uniform(0.3, 1.0, n_lines)
         width = 0.3 if m == "uv" else 20.0
         s = broaden(centres, heights, grid, width)[0]
@@ -88,7 +91,12 @@ def train_tiny(db_path, modalities, steps=150):
     data = ASEAtomsData(
         db_path,
         load_properties=keys,
-        transforms=[NormalizeSpectra(modalities), trn.SubtractCenterOfMass(), trn.MatScipyNeighborList(5.0), trn.CastTo32()],
+        transforms=[
+            NormalizeSpectra(modalities),
+            trn.SubtractCenterOfMass(),
+            trn.MatScipyNeighborList(5.0),
+            trn.CastTo32(),
+        ],
     )
     batch = next(iter(AtomsLoader(data, batch_size=len(data))))
     model = tiny_model(modalities)
@@ -128,5 +136,13 @@ def tiny(tmp_path_factory):
         run.mkdir()
         torch.save(model, run / "best_model")
         models[tag] = str(run / "best_model")
-    return {"root": root, "db": db, "smi": str(root / "library.smi"), "xyz": str(root / "library.xyz"),
-            "spectra": spectra, "names": names, "atoms": atoms, "models": models}
+    return {
+        "root": root,
+        "db": db,
+        "smi": str(root / "library.smi"),
+        "xyz": str(root / "library.xyz"),
+        "spectra": spectra,
+        "names": names,
+        "atoms": atoms,
+        "models": models,
+    }

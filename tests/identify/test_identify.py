@@ -1,17 +1,17 @@
 """``identify``: a molecule's own spectra, in every input format, retrieve its own structure
 from the tiny library the model was trained on; bad inputs are named in the error."""
+
 import csv
 import os
 
 import numpy as np
 import pytest
+from identify_helpers import SMILES
 
 from schnetpack_molspectra.identify import IdentifyError, identify, load_model
 from schnetpack_molspectra.spectra.checks import SpectrumError
 from schnetpack_molspectra.spectra.grids import GRIDS
 from schnetpack_molspectra.spectra.io import read_jcamp
-
-from identify_helpers import SMILES, tiny  # noqa: F401  (tiny: the session fixture)
 
 
 def top1(results):
@@ -22,10 +22,22 @@ def write_jcamp(path, x, y, title, data_type="INFRARED SPECTRUM", x_units="1/CM"
     """A JCAMP-DX 4.24 file as instruments write it: ##XYDATA=(X++(Y..Y)), integer Y times YFACTOR."""
     y_factor = 1e-6
     ints = np.round(np.asarray(y) / y_factor).astype(int)
-    lines = [f"##TITLE={title}", "##JCAMP-DX=4.24", f"##DATA TYPE={data_type}", "##ORIGIN=schnetpack-molspectra tests",
-             "##OWNER=public domain", f"##XUNITS={x_units}", f"##YUNITS={y_units}", "##XFACTOR=1.0",
-             f"##YFACTOR={y_factor}", f"##FIRSTX={x[0]:.6f}", f"##LASTX={x[-1]:.6f}", f"##NPOINTS={len(x)}",
-             f"##FIRSTY={ints[0] * y_factor:.6f}", "##XYDATA=(X++(Y..Y))"]
+    lines = [
+        f"##TITLE={title}",
+        "##JCAMP-DX=4.24",
+        f"##DATA TYPE={data_type}",
+        "##ORIGIN=schnetpack-molspectra tests",
+        "##OWNER=public domain",
+        f"##XUNITS={x_units}",
+        f"##YUNITS={y_units}",
+        "##XFACTOR=1.0",
+        f"##YFACTOR={y_factor}",
+        f"##FIRSTX={x[0]:.6f}",
+        f"##LASTX={x[-1]:.6f}",
+        f"##NPOINTS={len(x)}",
+        f"##FIRSTY={ints[0] * y_factor:.6f}",
+        "##XYDATA=(X++(Y..Y))",
+    ]
     for start in range(0, len(x), per_line):
         lines.append(f"{x[start]:.6f} " + " ".join(str(v) for v in ints[start : start + per_line]))
     lines.append("##END=")
@@ -37,8 +49,15 @@ def write_jcamp(path, x, y, title, data_type="INFRARED SPECTRUM", x_units="1/CM"
 @pytest.mark.parametrize("library", ["smi", "xyz"])
 def test_database_queries_find_themselves(tiny, library, tmp_path, device):
     out_csv = tmp_path / "hits.csv"
-    results = identify(tiny["models"]["all"], tiny["db"], tiny[library], top_k=3, out_csv=str(out_csv),
-                       cache_dir=str(tmp_path), device=str(device))
+    results = identify(
+        tiny["models"]["all"],
+        tiny["db"],
+        tiny[library],
+        top_k=3,
+        out_csv=str(out_csv),
+        cache_dir=str(tmp_path),
+        device=str(device),
+    )
     assert [r.query for r in results] == tiny["names"]
     assert [r.hits[0].index for r in results] == list(range(len(SMILES)))
     assert all(r.used == ["uv", "ir", "raman"] and not r.filled for r in results)
@@ -76,11 +95,16 @@ def test_embeddings_cached_next_to_library_and_invalidated(tiny, tmp_path):
 def test_npy_queries(tiny, tmp_path):
     ir = np.stack([s["ir"] for s in tiny["spectra"]])
     np.save(tmp_path / "ir.npy", ir)
-    results = identify(tiny["models"]["ir"], str(tmp_path / "ir.npy"), tiny["smi"], modality="ir", cache_dir=str(tmp_path))
+    results = identify(
+        tiny["models"]["ir"], str(tmp_path / "ir.npy"), tiny["smi"], modality="ir", cache_dir=str(tmp_path)
+    )
     assert top1(results) == SMILES
     # the same through a .npz with names, all modalities, into the three-modality model
-    np.savez(tmp_path / "all.npz", **{m: np.stack([s[m] for s in tiny["spectra"]]) for m in ("uv", "ir", "raman")},
-             names=np.array(tiny["names"]))
+    np.savez(
+        tmp_path / "all.npz",
+        **{m: np.stack([s[m] for s in tiny["spectra"]]) for m in ("uv", "ir", "raman")},
+        names=np.array(tiny["names"]),
+    )
     results = identify(tiny["models"]["all"], str(tmp_path / "all.npz"), tiny["smi"], cache_dir=str(tmp_path))
     assert top1(results) == SMILES and results[2].query == "mol2"
 
@@ -126,8 +150,15 @@ def test_jcamp_uv_in_nanometres_and_ir_raman_files_of_one_molecule(tiny, tmp_pat
     nm = np.arange(100.0, 400.0, 0.5)
     peak_ev = 7.0
     y = np.exp(-((1239.84198 / nm - peak_ev) ** 2) / 0.02)
-    path = write_jcamp(tmp_path / "uv.jdx", nm, y, "uv test", data_type="UV/VISIBLE SPECTRUM", x_units="NANOMETERS",
-                       y_units="ABSORBANCE")
+    path = write_jcamp(
+        tmp_path / "uv.jdx",
+        nm,
+        y,
+        "uv test",
+        data_type="UV/VISIBLE SPECTRUM",
+        x_units="NANOMETERS",
+        y_units="ABSORBANCE",
+    )
     (record,) = read_jcamp(path)
     uv = record.spectra["uv"]
     assert abs(GRIDS["uv"].values()[uv.argmax()] - peak_ev) < 0.03
@@ -146,8 +177,20 @@ def test_cli_identify(tiny, tmp_path, capsys):
     from schnetpack_molspectra.cli.spkspectra import main
 
     out = tmp_path / "hits.csv"
-    rc = main(["identify", tiny["db"], "--model", os.path.dirname(tiny["models"]["all"]), "--library", tiny["smi"],
-               "--top-k", "2", "--csv", str(out)])
+    rc = main(
+        [
+            "identify",
+            tiny["db"],
+            "--model",
+            os.path.dirname(tiny["models"]["all"]),
+            "--library",
+            tiny["smi"],
+            "--top-k",
+            "2",
+            "--csv",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert rc == 0 and "<- match" in printed and "mol4" in printed
     with open(out) as f:
@@ -168,7 +211,9 @@ def test_wrong_grid_length_and_nan_are_named(tiny, tmp_path):
     bad[17] = np.nan
     with open(rows, "w") as f:
         f.write(",".join(f"{v:.5g}" for v in good) + "\n" + ",".join(f"{v:.5g}" for v in bad) + "\n")
-    with pytest.raises(SpectrumError, match=r"bad\.csv: row 1 \(line 2\): ir spectrum has 1 non-finite .* first at point 17"):
+    with pytest.raises(
+        SpectrumError, match=r"bad\.csv: row 1 \(line 2\): ir spectrum has 1 non-finite .* first at point 17"
+    ):
         identify(model, str(rows), lib, modality="ir")
     with pytest.raises(SpectrumError, match="fit both the IR and the Raman grid"):
         identify(model, _save(tmp_path / "ambiguous.npy", np.ones(3501)), lib)
@@ -189,22 +234,29 @@ def test_model_without_spectra_encoder_is_refused(tiny, tmp_path):
     from schnetpack_molspectra.model import MolSpectraModel
 
     full = torch.load(tiny["models"]["ir"], weights_only=False)
-    denoise_only = MolSpectraModel(full.representation, input_modules=list(full.input_modules),
-                                   output_modules=[full.output_modules[0]])
+    denoise_only = MolSpectraModel(
+        full.representation, input_modules=list(full.input_modules), output_modules=[full.output_modules[0]]
+    )
     path = tmp_path / "denoise_model"
     torch.save(denoise_only, path)
     with pytest.raises(IdentifyError, match=r"denoise_model: model has no spectra encoder \(SpectraEncoder\)"):
         identify(str(path), tiny["db"], tiny["smi"])
     # a model that knows IR only gets a file that has only UV: named
     np.save(tmp_path / "uv.npy", np.ones((1, 701), np.float32))
-    with pytest.raises(IdentifyError, match=r"uv\.npy: row 0: spectrum 'uv\.npy:0' has \['uv'\] spectra, but the model .* uses \['ir'\]"):
+    with pytest.raises(
+        IdentifyError,
+        match=r"uv\.npy: row 0: spectrum 'uv\.npy:0' has \['uv'\] spectra, but the model .* uses \['ir'\]",
+    ):
         identify(tiny["models"]["ir"], str(tmp_path / "uv.npy"), tiny["smi"])
 
 
 def test_unknown_elements_and_bad_smiles_are_named(tiny, tmp_path):
     lib = tmp_path / "chloro.smi"
     lib.write_text("CCO ethanol\nCCCl chloroethane\n")
-    with pytest.raises(IdentifyError, match=r"chloro\.smi: molecule 1 \(chloroethane\): element Cl \(Z=17\) is not among .*H, C, N, O, F"):
+    with pytest.raises(
+        IdentifyError,
+        match=r"chloro\.smi: molecule 1 \(chloroethane\): element Cl \(Z=17\) is not among .*H, C, N, O, F",
+    ):
         identify(tiny["models"]["ir"], tiny["db"], str(lib), modality="ir")
     # told the model knows chlorine, it goes through
     results = identify(tiny["models"]["ir"], tiny["db"], str(lib), modality="ir", elements=["H", "C", "N", "O", "Cl"])

@@ -1,10 +1,10 @@
 """``spkspectra plot attention|tsne|mpr|curves`` write non-empty PNGs of a sensible size."""
+
 import os
 
 import pytest
 
 from schnetpack_molspectra.cli.spkspectra import main
-from identify_helpers import tiny  # noqa: F401  (the session fixture)
 
 
 def png_size(path):
@@ -23,15 +23,21 @@ def run(tiny):
     folder = os.path.dirname(tiny["models"]["all"])
     writer = SummaryWriter(os.path.join(folder, "tensorboard", "default", "version_0"))
     for step in range(0, 50, 5):
-        for tag, value in (("train_loss", 3.0 / (1 + step)), ("val_loss", 3.2 / (1 + step / 2)),
-                           ("val_contrastive_top1", step / 50), ("val_mpr_ir_mse", 0.1 / (1 + step)), ("lr_schedule", 1e-3)):
+        for tag, value in (
+            ("train_loss", 3.0 / (1 + step)),
+            ("val_loss", 3.2 / (1 + step / 2)),
+            ("val_contrastive_top1", step / 50),
+            ("val_mpr_ir_mse", 0.1 / (1 + step)),
+            ("lr_schedule", 1e-3),
+        ):
             writer.add_scalar(tag, value, step)
     writer.close()
     return folder
 
 
-@pytest.mark.parametrize("kind, minimum", [("attention", (500, 250)), ("tsne", (700, 300)), ("mpr", (600, 500)),
-                                           ("curves", (600, 300))])
+@pytest.mark.parametrize(
+    "kind, minimum", [("attention", (500, 250)), ("tsne", (700, 300)), ("mpr", (600, 500)), ("curves", (600, 300))]
+)
 def test_plot_commands_write_pngs(tiny, run, tmp_path, capsys, kind, minimum):
     out = tmp_path / f"{kind}.png"
     extra = [] if kind == "curves" else ["--data", tiny["db"]] + (["--color-by", "n_atoms"] if kind == "tsne" else [])
@@ -48,7 +54,9 @@ def test_plot_commands_write_pngs(tiny, run, tmp_path, capsys, kind, minimum):
 
 
 def test_plot_errors_are_named(tiny, run, tmp_path, capsys):
-    assert main(["plot", "tsne", run, "--data", tiny["db"], "--color-by", "homo", "--out", str(tmp_path / "x.png")]) == 2
+    assert (
+        main(["plot", "tsne", run, "--data", tiny["db"], "--color-by", "homo", "--out", str(tmp_path / "x.png")]) == 2
+    )
     assert "no property 'homo'" in capsys.readouterr().err
     assert main(["plot", "curves", str(tmp_path), "--out", str(tmp_path / "c.png")]) == 2
     assert "no TensorBoard event files" in capsys.readouterr().err

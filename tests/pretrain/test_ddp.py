@@ -9,19 +9,19 @@
 - ``spktrain experiment=molspectra_pretrain trainer=ddp_trainer`` on 2 CPU processes finishes in one
   run directory, and a run stopped after one epoch and resumed continues as an uninterrupted one.
 """
-import copy
+
 import os
 import socket
-import subprocess
 
 import pytest
+import schnetpack as spk
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch.nn.parallel import DistributedDataParallel
-
-import schnetpack as spk
+from conftest import write_spectra_db
 from schnetpack import properties as structure
+from spktrain import TINY_PRETRAIN, TINY_SPECFORMER, run_dir, spktrain
+from torch.nn.parallel import DistributedDataParallel
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.atomistic import DenoisingHead, MoleculeRepresentation, SpectraEncoder
@@ -32,15 +32,13 @@ from schnetpack_molspectra.train.losses import InfoNCELoss, collective_step
 from schnetpack_molspectra.train.metrics import InfoNCE, RetrievalAccuracy, retrieval_hits
 from schnetpack_molspectra.transform import GaussianCoordinateNoise, MaskSpectraPatches, pretraining_transforms
 
-from conftest import write_spectra_db
-from spktrain import TINY_PRETRAIN, TINY_SPECFORMER, cli, run_dir, spktrain
-
 WORLD = 2
 SPLIT = [slice(0, 5), slice(5, 8)]  # uneven on purpose: 5 + 3 molecules
 TAU = 0.07
 
 
 # --- helpers, run in every rank -------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -195,7 +193,9 @@ def _rank_checks(rank, workdir):
     out["draws"] = _draws(transforms)
     torch.manual_seed(0)
     out["draws_again"] = _draws(transforms)
-    torch.manual_seed(0)  # the same in a dataloader worker (forked, as on Linux by default; spawn's children would spawn)
+    torch.manual_seed(
+        0
+    )  # the same in a dataloader worker (forked, as on Linux by default; spawn's children would spawn)
     loader = torch.utils.data.DataLoader(_Molecules(), batch_size=2, num_workers=1, multiprocessing_context="fork")
     out["worker_draws"] = next(iter(loader))
     return out
@@ -227,6 +227,7 @@ def assert_close_grads(actual, expected, rtol=1e-4, atol=1e-6):
 
 # --- (a) contrastive loss and gradients ---------------------------------------------------------
 
+
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_global_negatives_are_one_process_on_the_concatenated_batch(ranks, symmetric):
     results, _ = ranks
@@ -254,7 +255,9 @@ def test_local_negatives_are_each_ranks_own_infonce(ranks, symmetric):
         loss.backward()
         torch.testing.assert_close(results[rank][("linear", "local", symmetric)]["loss"], loss.detach())
         chunk = grads(model)
-        expected_grads = chunk if expected_grads is None else {n: (g + chunk[n]) / WORLD for n, g in expected_grads.items()}
+        expected_grads = (
+            chunk if expected_grads is None else {n: (g + chunk[n]) / WORLD for n, g in expected_grads.items()}
+        )
     for r in results:  # DDP averages the two ranks' gradients
         assert_close_grads(r[("linear", "local", symmetric)]["grads"], expected_grads)
 
@@ -302,6 +305,7 @@ def test_molspectra_model_with_sync_batchnorm_matches_one_process(ranks):
 
 
 # --- (b) data-augmentation draws --------------------------------------------------------------
+
 
 def test_masks_and_noise_differ_across_ranks_and_are_reproducible(ranks):
     results, _ = ranks
@@ -360,6 +364,7 @@ def test_sync_batchnorm_is_batchnorm_outside_distributed_steps(device):
 def test_smoothed_loss_averages_travel_with_the_checkpoint():
     """The task's state outside the weights (SmoothedLoss's running averages) is in its checkpoint."""
     from schnetpack.task import ModelOutput
+
     from schnetpack_molspectra.task import MolSpectraTask
     from schnetpack_molspectra.train.losses import SmoothedLoss
 
@@ -387,8 +392,15 @@ def ddp_db(tmp_path_factory):
 
 def ddp_overrides(db, epochs):
     tiny = [o for o in TINY_PRETRAIN if not o.startswith(("trainer.max_epochs", "trainer.accelerator"))]
-    return ["experiment=molspectra_pretrain", f"data.datapath={db}", *tiny, *TINY_SPECFORMER, *DDP,
-            "globals.sync_batchnorm=true", f"trainer.max_epochs={epochs}"]
+    return [
+        "experiment=molspectra_pretrain",
+        f"data.datapath={db}",
+        *tiny,
+        *TINY_SPECFORMER,
+        *DDP,
+        "globals.sync_batchnorm=true",
+        f"trainer.max_epochs={epochs}",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -396,7 +408,11 @@ def ddp_runs(tmp_path_factory, ddp_db):
     """One epoch on 2 CPU processes (DDP, gloo) with the default run id, then the same command with
     that run's id and 2 epochs, which resumes from its last checkpoint."""
     cwd = tmp_path_factory.mktemp("ddp_run")
-    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_PORT", "MASTER_ADDR", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK", "RANK")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MASTER_PORT", "MASTER_ADDR", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK", "RANK")
+    }
     spktrain(cwd, *ddp_overrides(ddp_db, 1), env=env, timeout=400)
     run = run_dir(cwd)  # exactly one run directory: rank 1 ran in rank 0's
     stopped = torch.load(os.path.join(run, "checkpoints", "last.ckpt"), weights_only=False, map_location="cpu")

@@ -1,4 +1,5 @@
 """Loss terms: contrastive against a hand-computed value, MPR on masked patches only."""
+
 import math
 
 import numpy as np
@@ -17,7 +18,7 @@ def hand_infonce(a, b, tau):
     total = 0.0
     for i in range(len(a)):
         logits = [a[i] @ b[j] / (np.linalg.norm(a[i]) * np.linalg.norm(b[j])) / tau for j in range(len(b))]
-        total += -(logits[i] - math.log(sum(math.exp(l) for l in logits)))
+        total += -(logits[i] - math.log(sum(math.exp(logit) for logit in logits)))
     return total / len(a)
 
 
@@ -27,7 +28,9 @@ def test_contrastive_loss_matches_hand_computation(device):
     tau = 0.07
     one_way = InfoNCELoss(temperature=tau)(torch.tensor(a, device=device), torch.tensor(b, device=device))
     assert one_way.item() == pytest.approx(hand_infonce(a, b, tau), rel=1e-5)
-    symmetric = InfoNCELoss(temperature=tau, symmetric=True)(torch.tensor(a, device=device), torch.tensor(b, device=device))
+    symmetric = InfoNCELoss(temperature=tau, symmetric=True)(
+        torch.tensor(a, device=device), torch.tensor(b, device=device)
+    )
     expected = 0.5 * (hand_infonce(a, b, tau) + hand_infonce(b, a, tau))
     assert symmetric.item() == pytest.approx(expected, rel=1e-5)
     assert one_way.item() != pytest.approx(symmetric.item())
@@ -80,7 +83,9 @@ def test_warmup_cosine_schedule_is_the_released_one():
         (2, lambda opt: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=110, T_mult=2, eta_min=1e-7)),
     ):
         opt = sgd()
-        lrs = lr_trace(opt, WarmupCosineLR(opt, warmup_steps=10, total_steps=110, min_lr=1e-7, restart_mult=restart_mult), 800)
+        lrs = lr_trace(
+            opt, WarmupCosineLR(opt, warmup_steps=10, total_steps=110, min_lr=1e-7, restart_mult=restart_mult), 800
+        )
         ref_opt = sgd()
         ref = lr_trace(ref_opt, reference(ref_opt), 800)
         assert lrs[:10] == pytest.approx(4e-4 * np.arange(1, 11) / 10)
@@ -115,11 +120,19 @@ def test_task_sizes_the_schedule_from_the_trainer():
 
     model = torch.nn.Linear(1, 1)
     model.required_derivatives = []
-    task = MolSpectraTask(model, [], optimizer_args={"lr": 4e-4}, scheduler_cls=WarmupCosineLR, scheduler_interval="step",
-                          scheduler_args=dict(warmup_steps=1 / 70, total_steps=1 / 7, restart_mult=2))
+    task = MolSpectraTask(
+        model,
+        [],
+        optimizer_args={"lr": 4e-4},
+        scheduler_cls=WarmupCosineLR,
+        scheduler_interval="step",
+        scheduler_args=dict(warmup_steps=1 / 70, total_steps=1 / 7, restart_mult=2),
+    )
     task._trainer = SimpleNamespace(estimated_stepping_batches=7000, val_check_interval=1.0)
     _, (conf,) = task.configure_optimizers()
-    assert (conf["scheduler"].warmup_steps, conf["interval"]) == (100, "step") and conf["scheduler"].period == pytest.approx(1000)
+    assert (conf["scheduler"].warmup_steps, conf["interval"]) == (100, "step") and conf[
+        "scheduler"
+    ].period == pytest.approx(1000)
 
 
 def test_smoothed_loss_trains_with_alpha_times_the_gradient():

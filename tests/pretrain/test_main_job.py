@@ -1,5 +1,6 @@
 """The main job's configuration: a finite run, its schedule sized to it, the summary callback,
 and the released schedule one preset away; the summary's figures on a hand-made batch."""
+
 import pytest
 import torch
 from hydra import compose, initialize_config_module
@@ -22,7 +23,11 @@ def test_pretraining_runs_are_finite_and_their_schedule_is_sized_to_them(experim
     assert cfg.task.scheduler_cls == "schnetpack_molspectra.train.WarmupCosineLR"
     assert cfg.callbacks.pretraining_summary._target_ == "schnetpack_molspectra.train.PretrainingSummary"
     released = compose_train(f"experiment={experiment}", "+schedule=pretrain_released")
-    assert (released.globals.warmup_steps, released.globals.total_steps, released.trainer.max_steps) == (10_000, 400_000, 400_000)
+    assert (released.globals.warmup_steps, released.globals.total_steps, released.trainer.max_steps) == (
+        10_000,
+        400_000,
+        400_000,
+    )
     assert released.data.batch_size == 128 and released.trainer.max_epochs == -1
 
 
@@ -34,10 +39,18 @@ class _Task(torch.nn.Module):
     def __init__(self, noise_scale):
         super().__init__()
         self.noise_scale = noise_scale
-        self.outputs = torch.nn.ModuleList([
-            SelfSupervisedOutput("denoising", msp.predicted_noise, msp.noise_target, torch.nn.MSELoss()),
-            SelfSupervisedOutput("contrastive", msp.representation_3d, msp.representation_spectra, torch.nn.MSELoss(), loss_weight=0.5),
-        ])
+        self.outputs = torch.nn.ModuleList(
+            [
+                SelfSupervisedOutput("denoising", msp.predicted_noise, msp.noise_target, torch.nn.MSELoss()),
+                SelfSupervisedOutput(
+                    "contrastive",
+                    msp.representation_3d,
+                    msp.representation_spectra,
+                    torch.nn.MSELoss(),
+                    loss_weight=0.5,
+                ),
+            ]
+        )
 
     @property
     def device(self):
@@ -55,7 +68,10 @@ class _Task(torch.nn.Module):
 
 def test_summary_reports_relative_denoising_and_retrieval_against_chance():
     torch.manual_seed(0)
-    batches = [{"noise": torch.randn(30, 3) * 0.04, "rep": torch.randn(10, 16), "_n_atoms": torch.full((10,), 3)} for _ in range(3)]
+    batches = [
+        {"noise": torch.randn(30, 3) * 0.04, "rep": torch.randn(10, 16), "_n_atoms": torch.full((10,), 3)}
+        for _ in range(3)
+    ]
     for scale in (1.0, 0.04):  # before the first training step (scale 1) and after (noise sigma)
         summary = summarise_validation(_Task(scale), batches)
         assert summary["denoising"] == pytest.approx(0.25, rel=1e-5)  # MSE(0.5 t, t) / MSE(0, t)

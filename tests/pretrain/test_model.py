@@ -1,8 +1,9 @@
 """The pre-training model with PaiNN, SchNet and SO3net: equivariance and one training step each."""
+
 import numpy as np
 import pytest
-import torch
 import schnetpack as spk
+import torch
 from schnetpack import properties as structure
 from scipy.spatial.transform import Rotation
 

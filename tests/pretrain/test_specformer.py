@@ -1,4 +1,5 @@
 """SpecFormer: patching, token counts, fused residual attention vs an explicit reference."""
+
 import math
 
 import pytest

@@ -1,10 +1,10 @@
 """End-to-end: the stock ``spktrain`` / ``spk-train`` CLI runs MolSpectra pre-training from any directory."""
+
 import os
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_spectra_db
 from spktrain import TINY_ENCODER, TINY_PRETRAIN, TINY_SPECFORMER, cli, logged_scalars, run_dir, scalar_values, spktrain
 
@@ -19,8 +19,15 @@ def db(tmp_path_factory):
 @pytest.mark.parametrize("command,precision", [("spktrain", "32-true"), ("spk-train", "bf16-mixed")])
 def test_molspectra_pretrain_writes_best_model_and_logs_three_terms(tmp_path, db, command, precision):
     """Both console scripts; the second in bf16 mixed precision (on the CPU here), with finite losses."""
-    spktrain(tmp_path, "experiment=molspectra_pretrain", f"data.datapath={db}", *TINY_PRETRAIN, *TINY_SPECFORMER,
-             f"trainer.precision={precision}", command=command)
+    spktrain(
+        tmp_path,
+        "experiment=molspectra_pretrain",
+        f"data.datapath={db}",
+        *TINY_PRETRAIN,
+        *TINY_SPECFORMER,
+        f"trainer.precision={precision}",
+        command=command,
+    )
     run = run_dir(tmp_path)
     losses = {tag: v for tag, v in scalar_values(run).items() if tag.endswith(("_loss", "_mse", "_infonce"))}
     assert len(losses) >= 8 and all(np.isfinite(v).all() for v in losses.values()), losses
@@ -63,7 +70,14 @@ def test_stage_one_then_stage_two_from_its_encoder(tmp_path):
     assert head["scale.count"] > 0
 
     spectra = write_spectra_db(tmp_path / "spectra.db", n_molecules=30)
-    spktrain(tmp_path / "stage2", "experiment=molspectra_pretrain", f"data.datapath={spectra}", f"globals.pretrained_model={stage1}", *TINY_PRETRAIN, *TINY_SPECFORMER)
+    spktrain(
+        tmp_path / "stage2",
+        "experiment=molspectra_pretrain",
+        f"data.datapath={spectra}",
+        f"globals.pretrained_model={stage1}",
+        *TINY_PRETRAIN,
+        *TINY_SPECFORMER,
+    )
 
     # the model the stage-2 config builds starts from exactly the stage-1 encoder ...
     from hydra import compose, initialize_config_module
@@ -80,19 +94,30 @@ def test_stage_one_then_stage_two_from_its_encoder(tmp_path):
     assert all(torch.equal(model.output_modules[0].state_dict()[k], v) for k, v in head.items())
     assert fresh.output_modules[0].scale.count == 0
     # ... and a missing stage-1 file stops the run before training, naming it
-    proc = spktrain(tmp_path / "stage2b", "experiment=molspectra_pretrain", f"data.datapath={spectra}", "globals.pretrained_model=/no/such/best_model", *TINY_PRETRAIN, check=False)
+    proc = spktrain(
+        tmp_path / "stage2b",
+        "experiment=molspectra_pretrain",
+        f"data.datapath={spectra}",
+        "globals.pretrained_model=/no/such/best_model",
+        *TINY_PRETRAIN,
+        check=False,
+    )
     assert proc.returncode != 0 and "/no/such/best_model" in proc.stderr + proc.stdout
 
 
 def test_database_without_spectra_is_a_clear_error(tmp_path):
     plain = write_spectra_db(tmp_path / "plain.db", n_molecules=10, with_spectra=False)
-    proc = spktrain(tmp_path / "run", "experiment=molspectra_pretrain", f"data.datapath={plain}", *TINY_PRETRAIN, check=False)
+    proc = spktrain(
+        tmp_path / "run", "experiment=molspectra_pretrain", f"data.datapath={plain}", *TINY_PRETRAIN, check=False
+    )
     assert proc.returncode != 0
     assert f"{plain}: database has no ['uv_spectrum', 'ir_spectrum', 'raman_spectrum']" in proc.stderr + proc.stdout
 
 
 def test_missing_database_is_a_clear_error(tmp_path):
-    proc = spktrain(tmp_path, "experiment=molspectra_pretrain", "data.datapath=/nonexistent/qm9s.db", *TINY_PRETRAIN, check=False)
+    proc = spktrain(
+        tmp_path, "experiment=molspectra_pretrain", "data.datapath=/nonexistent/qm9s.db", *TINY_PRETRAIN, check=False
+    )
     assert proc.returncode != 0
     assert "spectra database /nonexistent/qm9s.db does not exist" in proc.stderr + proc.stdout
 
@@ -108,7 +133,16 @@ def test_nan_spectrum_in_database_names_file_and_molecule(tmp_path):
         return spectra
 
     bad = write_spectra_db(tmp_path / "bad.db", n_molecules=12, spectra_fn=spectra_fn)
-    proc = spktrain(tmp_path / "run", "experiment=molspectra_pretrain", f"data.datapath={bad}", "data.num_train=10", "data.num_val=2", *TINY_PRETRAIN, *TINY_SPECFORMER, check=False)
+    proc = spktrain(
+        tmp_path / "run",
+        "experiment=molspectra_pretrain",
+        f"data.datapath={bad}",
+        "data.num_train=10",
+        "data.num_val=2",
+        *TINY_PRETRAIN,
+        *TINY_SPECFORMER,
+        check=False,
+    )
     assert proc.returncode != 0
     assert f"{bad}: molecule 5: ir spectrum has 1 non-finite intensities" in proc.stderr + proc.stdout
 
@@ -123,11 +157,24 @@ def test_killed_pretraining_resumes_from_its_last_checkpoint(tmp_path, db):
     import subprocess
     import time
 
-    overrides = ["experiment=molspectra_pretrain", f"data.datapath={db}", "run.id=resumable", *TINY_PRETRAIN, *TINY_SPECFORMER]
+    overrides = [
+        "experiment=molspectra_pretrain",
+        f"data.datapath={db}",
+        "run.id=resumable",
+        *TINY_PRETRAIN,
+        *TINY_SPECFORMER,
+    ]
     overrides = [o for o in overrides if not o.startswith("trainer.max_epochs")]
     last = tmp_path / "runs" / "resumable" / "checkpoints" / "last.ckpt"
     env = dict(os.environ, PWD=str(tmp_path))
-    proc = subprocess.Popen([cli("spktrain"), *overrides, "trainer.max_epochs=1000"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [cli("spktrain"), *overrides, "trainer.max_epochs=1000"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:

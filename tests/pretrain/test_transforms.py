@@ -1,4 +1,5 @@
 """Transforms: normalisation, patch masking ratio, coordinate noise, spectra validation."""
+
 import pytest
 import torch
 from schnetpack import properties as structure
@@ -47,7 +48,9 @@ def test_mask_ratio_is_exact_per_modality(ratio):
 
 
 def test_mask_geometry_follows_patch_config():
-    transform = MaskSpectraPatches(patch_length={"uv": 20, "ir": 20, "raman": 20}, patch_stride={"uv": 10, "ir": 10, "raman": 10})
+    transform = MaskSpectraPatches(
+        patch_length={"uv": 20, "ir": 20, "raman": 20}, patch_stride={"uv": 10, "ir": 10, "raman": 10}
+    )
     out = transform(molecule_inputs())
     assert out[msp.patch_mask("ir")].shape == (1, 349)
     with pytest.raises(ValueError, match="mask ratio"):
@@ -80,7 +83,10 @@ def test_validation_accepts_good_spectra():
         (lambda d: d.__setitem__(msp.ir_spectrum, torch.rand(1, 3500)), "ir spectrum has 3500 points, expected 3501"),
         (lambda d: d[msp.uv_spectrum].__setitem__((0, 10), float("nan")), "uv spectrum has 1 non-finite"),
         (lambda d: d[msp.raman_spectrum].__setitem__((0, 3), float("inf")), "raman spectrum has 1 non-finite"),
-        (lambda d: d[msp.ir_spectrum].__setitem__((0, 42), -1.0), "ir spectrum has 1 negative intensities, first at point 42"),
+        (
+            lambda d: d[msp.ir_spectrum].__setitem__((0, 42), -1.0),
+            "ir spectrum has 1 negative intensities, first at point 42",
+        ),
         (lambda d: d.pop(msp.raman_spectrum), "raman spectrum 'raman_spectrum' is missing"),
     ],
 )

@@ -16,6 +16,7 @@ Every worker runs one molecule at a time with one OpenMP thread (xTB and PySCF),
 task's module does), so tblite loads there (``data/tblite_process.py``). Options left unset
 for a batch system fall back to Dask's jobqueue configuration (``~/.config/dask/jobqueue.yaml``).
 """
+
 import logging
 import os
 from contextlib import contextmanager
@@ -56,7 +57,9 @@ class ClusterSpec:
     queue: Optional[str] = None  # batch: queue / partition
     account: Optional[str] = None  # batch: account (project on SGE, LSF, OAR)
     job_extra: List[str] = field(default_factory=list)  # batch: extra scheduler directives, e.g. "--constraint=cpu"
-    job_prologue: List[str] = field(default_factory=list)  # batch: shell lines run before the worker, e.g. "source venv/bin/activate"
+    job_prologue: List[str] = field(
+        default_factory=list
+    )  # batch: shell lines run before the worker, e.g. "source venv/bin/activate"
     interface: Optional[str] = None  # batch: network interface of scheduler and workers, e.g. "ib0"
     local_directory: Optional[str] = None  # workers' scratch space (default: Dask's)
 
@@ -69,7 +72,9 @@ class ClusterSpec:
         if self.kind == "scheduler" and not self.address:
             raise ValueError("a Dask scheduler needs its address (tcp://host:8786) or scheduler file")
         if self.kind in JOBQUEUE_CLUSTERS and (self.jobs < 1 or (self.cores is not None and self.cores < 1)):
-            raise ValueError(f"{self.kind} needs at least 1 job of at least 1 core (jobs={self.jobs}, cores={self.cores})")
+            raise ValueError(
+                f"{self.kind} needs at least 1 job of at least 1 core (jobs={self.jobs}, cores={self.cores})"
+            )
 
 
 def _import_distributed():

@@ -10,6 +10,7 @@ Serially (``workers=1``) the molecules run in this process; in parallel they run
 distributed (a local cluster, a running scheduler or batch jobs: ``cluster.py``), one task per
 molecule, and this process stays the only writer: it takes the results as they complete.
 """
+
 import itertools
 import json
 import multiprocessing
@@ -123,7 +124,9 @@ def _dask_work(job: Tuple[MoleculeInput, SimulationSettings]):
 MAX_IN_FLIGHT = 1000
 
 
-def _dask_results(client, jobs: Iterable[Tuple[MoleculeInput, SimulationSettings]], max_in_flight: int = MAX_IN_FLIGHT) -> Iterator[tuple]:
+def _dask_results(
+    client, jobs: Iterable[Tuple[MoleculeInput, SimulationSettings]], max_in_flight: int = MAX_IN_FLIGHT
+) -> Iterator[tuple]:
     """:func:`_work`'s results of ``jobs`` computed on the cluster of the ``distributed.Client``
     ``client``, in the order they complete.
 
@@ -264,7 +267,9 @@ def simulate_to_db(
     return counts
 
 
-def _write_results(results, db_path: str, label_units: Dict[str, str], total: int, counts: Dict[str, int], progress: bool) -> None:
+def _write_results(
+    results, db_path: str, label_units: Dict[str, str], total: int, counts: Dict[str, int], progress: bool
+) -> None:
     """Write each of :func:`_work`'s results as it comes: a row of ``db_path`` (with its
     ``input_index``) or a line of ``<db>.failures.jsonl``; ``counts`` are updated as it goes."""
     conn = _open_db(db_path, label_units)
@@ -278,7 +283,13 @@ def _write_results(results, db_path: str, label_units: Dict[str, str], total: in
                         data[key] = np.array([item.labels[key]], dtype=np.float64)
                     if label_units:
                         data[msp.gdb_index] = np.array([item.labels.get(msp.gdb_index, -1)], dtype=np.int64)
-                    conn.write(structure, data=data, input_index=item.index, label=item.name or str(item.index), smiles=item.smiles)
+                    conn.write(
+                        structure,
+                        data=data,
+                        input_index=item.index,
+                        label=item.name or str(item.index),
+                        smiles=item.smiles,
+                    )
                     counts["written"] += 1
                 else:
                     record = {"input_index": item.index, "name": item.name, "smiles": item.smiles, "reason": error}

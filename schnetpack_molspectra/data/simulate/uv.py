@@ -14,6 +14,7 @@ Levels (``method``; cost and accuracy measured by ``benchmarks/uv_methods.py``, 
            density fitting of J and K (RI-JK) in the SCF and the response: about half the core time,
            energies within 0.9 meV and strengths within 1e-4 of the exact integrals (gdb_2329, gdb_34592).
 """
+
 from typing import Dict
 
 import numpy as np
@@ -35,10 +36,24 @@ UV_METHODS = {
 #: chemical hardness eta_A (Hartree) of sTDA's damped Coulomb operators: twice the values of
 #: Ghosh & Islam, Int. J. Quantum Chem. 110, 1206 (2010), as sTDA uses them
 STDA_HARDNESS = {
-    1: 0.472592880, 2: 0.922033910, 3: 0.174528880, 4: 0.257007330, 5: 0.339490860,
-    6: 0.421954120, 7: 0.504381930, 8: 0.586918630, 9: 0.669313510, 10: 0.751916070,
-    11: 0.179641050, 12: 0.221572760, 13: 0.263485780, 14: 0.305396450, 15: 0.347340140,
-    16: 0.389247250, 17: 0.431156700, 18: 0.473082690,
+    1: 0.472592880,
+    2: 0.922033910,
+    3: 0.174528880,
+    4: 0.257007330,
+    5: 0.339490860,
+    6: 0.421954120,
+    7: 0.504381930,
+    8: 0.586918630,
+    9: 0.669313510,
+    10: 0.751916070,
+    11: 0.179641050,
+    12: 0.221572760,
+    13: 0.263485780,
+    14: 0.305396450,
+    15: 0.347340140,
+    16: 0.389247250,
+    17: 0.431156700,
+    18: 0.473082690,
 }
 #: sTDA's global parameters for hybrid functionals: y_J = b1 + b2 a_x, y_K = a1 + a2 a_x (Grimme 2013)
 STDA_BETA = (0.20, 1.83)
@@ -60,7 +75,9 @@ def stda_sticks(mf, n_states: int, a_x: float, energy_window: float = STDA_ENERG
     mol = mf.mol
     missing = sorted({mol.atom_pure_symbol(i) for i, z in enumerate(mol.atom_charges()) if int(z) not in STDA_HARDNESS})
     if missing:
-        raise SimulationError(f"sTDA has no chemical hardness for {missing} (it covers H-Ar); use --uv-method fast or tddft")
+        raise SimulationError(
+            f"sTDA has no chemical hardness for {missing} (it covers H-Ar); use --uv-method fast or tddft"
+        )
     s_eval, s_evec = np.linalg.eigh(mf.get_ovlp())
     c_orth = (s_evec * np.sqrt(s_eval)) @ s_evec.T @ mf.mo_coeff  # (n_ao, n_mo)
     atom_of_ao = np.zeros(mol.nao, dtype=int)
@@ -91,9 +108,7 @@ def stda_sticks(mf, n_states: int, a_x: float, energy_window: float = STDA_ENERG
     q_ii = q_ij[:, np.arange(len(occ)), np.arange(len(occ))]  # (n_atoms, n_occ)
     q_aa = q_ab[:, np.arange(len(vir)), np.arange(len(vir))]  # (n_atoms, n_vir)
     diagonal = (
-        gap
-        + 2 * np.einsum("Aia,AB,Bia->ia", q_ia, gamma_k, q_ia)
-        - np.einsum("Ai,AB,Ba->ia", q_ii, gamma_j, q_aa)
+        gap + 2 * np.einsum("Aia,AB,Bia->ia", q_ia, gamma_k, q_ia) - np.einsum("Ai,AB,Ba->ia", q_ii, gamma_j, q_aa)
     )
     i_sel, a_sel = np.nonzero(diagonal < window)
     if len(i_sel) < n_states:

@@ -6,6 +6,7 @@ Everything comes from analytic xTB gradients by finite differences:
   Raman tensor       dalpha_ij/dR = -d3E/dF_i dF_j dR   gradients at fields +-F_i +-F_j
 so IR and Raman together cost 6N + 19 gradient evaluations (~0.5 ms each for a QM9 molecule).
 """
+
 from typing import Dict, Sequence
 
 import numpy as np
@@ -175,6 +176,7 @@ def vibrational_spectra(
         dmu[i] = -(g[p] - g[m]).ravel() / (2 * h)
         dalpha[i, i] = -(g[p] - 2 * g[(0, 0, 0)] + g[m]).ravel() / h**2
         for j in range(i + 1, 3):
+
             def at(si, sj):
                 e = [0, 0, 0]
                 e[i], e[j] = si, sj
