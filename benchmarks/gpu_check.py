@@ -19,6 +19,9 @@ GPU gives every answer. Dry-run it on the CPU with tiny sizes first:
 Writes ``--out`` (default ``gpu_check.json``) with every figure.
 """
 
+import schnetpack_molspectra  # noqa: F401  (tblite before torch: the check runs xTB MD in this process)
+
+# isort: split
 import argparse
 import json
 import os
@@ -96,7 +99,7 @@ def device_tests(args, work):
 
 
 # ---------------------------------------------------------------- 2-4. in-process measurements
-def released_task(device, batch_size):
+def released_task(device, batch_size, spectra_db=None):
     """The molspectra_pretrain model and losses at the released sizes, built from the experiment config,
     and the default dataset's training loader with the config's transforms."""
     from hydra import compose, initialize_config_module
@@ -107,6 +110,7 @@ def released_task(device, batch_size):
             "train",
             overrides=[
                 "experiment=molspectra_pretrain",
+                *([f"data.datapath={os.path.abspath(spectra_db)}"] if spectra_db else []),
                 f"data.batch_size={batch_size}",
                 "data.num_workers=0",
                 "data.split_file=null",
@@ -129,7 +133,7 @@ def throughput(args, work):
     import torch
 
     device = torch.device(args.device)
-    cfg, task = released_task(device, args.batch)
+    cfg, task = released_task(device, args.batch, args.spectra_db)
     batches = []
     for batch in loader(cfg, 0, args.batch):
         batches.append({k: v.to(device) for k, v in batch.items()})
@@ -196,7 +200,7 @@ def specformer_attention(args, work):
 
 
 def dataloader_workers(args, work, step_rate):
-    cfg, _ = released_task(__import__("torch").device("cpu"), args.batch)
+    cfg, _ = released_task(__import__("torch").device("cpu"), args.batch, args.spectra_db)
     out = {}
     for workers in args.workers:
         it = iter(loader(cfg, workers, args.batch))
@@ -228,16 +232,23 @@ def user_flow(args, work):
             f"trainer.max_steps={sizes['pretrain_steps']}",
             "trainer.precision=bf16-mixed",
             f"data.batch_size={sizes['batch']}",
+            *sizes["pretrain_data"],  # at least one epoch: spktrain tests the best checkpoint of a validation
+            *([f"data.datapath={os.path.abspath(args.spectra_db)}"] if args.spectra_db else []),
             *common,
             *sizes["encoder"],
+            *sizes["specformer"],
         ],
         work / "pre",
         args.timeout,
     )
     best = re.search(r"best model: (\S+)", pre.stdout).group(1)
-    qm9 = str(work / "qm9.db")
+    qm9 = os.path.abspath(args.qm9_db) if args.qm9_db else str(work / "qm9.db")
     if not os.path.exists(qm9):
         build_qm9_db(qm9, limit=sizes["qm9_molecules"])
+    from ase.db import connect as ase_connect
+
+    with ase_connect(qm9) as conn:
+        n_qm9 = conn.count()
     _, out["qm9_finetune_s"] = run(
         [
             script("spktrain"),
@@ -245,7 +256,7 @@ def user_flow(args, work):
             f"data.datapath={qm9}",
             "globals.property=gap",
             f"globals.pretrained_model={best}",
-            f"data.num_train={sizes['qm9_molecules'] - 1000}",
+            f"data.num_train={n_qm9 - 1000}",
             "data.num_val=500",
             "data.num_test=500",
             f"trainer.max_steps={sizes['finetune_steps']}",
@@ -293,14 +304,15 @@ def user_flow(args, work):
         work,
         args.timeout,
     )
-    library = str(work / "library.db")
+    library = qm9 if args.qm9_db else str(work / "library.db")
     if not os.path.exists(library):
         build_qm9_db(library, limit=sizes["library"])
     from schnetpack_molspectra.data.default import ensure_default_dataset
     from schnetpack_molspectra.identify import identify
 
     start_t = time.time()
-    results = identify(best, ensure_default_dataset(), library, top_k=5, device=args.device, cache=False)
+    queries = args.spectra_db or ensure_default_dataset()
+    results = identify(best, queries, library, top_k=5, device=args.device, cache=False)
     out["identify_s"] = time.time() - start_t
     out["identify_queries"] = len(results)
     return out
@@ -313,12 +325,20 @@ def main(argv=None):
     p.add_argument("--skip", nargs="*", default=[], help="parts to leave out: tests throughput attention workers flow")
     p.add_argument("--timeout", type=int, default=420, help="seconds per subprocess")
     p.add_argument("--out", default="gpu_check.json")
+    p.add_argument(
+        "--spectra-db", default=None, help="spectra database to train and query on (default: the default dataset)"
+    )
+    p.add_argument(
+        "--qm9-db", default=None, help="QM9 database to fine-tune on and search (default: built from qm9pack)"
+    )
     args = p.parse_args(argv)
     args.batch, args.steps = (8, 4) if args.quick else (128, 20)
     args.workers = [0, 2] if args.quick else [0, 2, 4, 8, 12]
     tiny = [
         "model.representation.n_atom_basis=16",
         "model.representation.n_interactions=1",
+    ]
+    tiny_specformer = [
         "model.output_modules.spectra.specformer.d_model=16",
         "model.output_modules.spectra.specformer.n_heads=4",
     ]
@@ -326,23 +346,27 @@ def main(argv=None):
         {
             "pretrain_steps": 20,
             "batch": 8,
+            "pretrain_data": ["data.num_train=160"],
             "finetune_steps": 20,
             "qm9_molecules": 1600,
             "md_frames": 80,
             "md_steps": 20,
             "library": 200,
             "encoder": tiny,
+            "specformer": tiny_specformer,
         }
         if args.quick
         else {
             "pretrain_steps": 300,
             "batch": 128,
+            "pretrain_data": [],
             "finetune_steps": 300,
             "qm9_molecules": 20000,
             "md_frames": 200,
             "md_steps": 200,
             "library": 5000,
             "encoder": [],
+            "specformer": [],
         }
     )
     import pathlib

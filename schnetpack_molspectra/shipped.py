@@ -10,7 +10,7 @@ held-out molecules (``data.sticks.held_out_selection``) that the benchmarks test
 """
 
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 __all__ = [
     "MODELS_DIR",
@@ -97,3 +97,20 @@ def format_card(card: Dict) -> str:
     for key, value in (card.get("measured") or {}).items():
         lines.append(f"  {key}: {value}")
     return "\n".join(lines)
+
+
+def cards_table(names: Optional[List[str]] = None) -> str:
+    """The model cards of the shipped models (or ``names``) as one Markdown table: the README's."""
+    rows = ["| model | what | trained on | training | measured |", "|---|---|---|---|---|"]
+    for name in names or available_models():
+        card = model_card(name)
+        pieces = card.get("pieces", [])
+        steps = sum(p["steps"] for p in pieces)
+        wall = sum(p["wall_s"] for p in pieces) / 3600
+        machines = ", ".join(sorted({p["machine"] for p in pieces}))
+        measured = "; ".join(f"{k}: {v}" for k, v in (card.get("measured") or {}).items()) or "not yet"
+        rows.append(
+            f"| `{name}` | {card.get('description', '')} | {card.get('trained_on', '')} | "
+            f"{len(pieces)} piece(s), {steps:,} steps, {wall:.1f} h on {machines} | {measured} |"
+        )
+    return "\n".join(rows)

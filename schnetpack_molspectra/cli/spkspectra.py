@@ -154,9 +154,12 @@ def _default(args):
 
 
 def _models(args):
-    from schnetpack_molspectra.shipped import available_models, format_card, model_card
+    from schnetpack_molspectra.shipped import available_models, cards_table, format_card, model_card
 
     names = args.names or available_models()
+    if args.markdown:
+        print(cards_table(names))
+        return 0
     if not names:
         print("no pre-trained models are shipped with this installation")
     for name in names:
@@ -417,6 +420,7 @@ def parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="the pre-trained models shipped with the package, with their model cards")
     models.add_argument("names", nargs="*", help="only these (default: all)")
+    models.add_argument("--markdown", action="store_true", help="one Markdown table (the README's)")
     models.set_defaults(run=_models)
     return p
 
