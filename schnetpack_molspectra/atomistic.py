@@ -10,7 +10,7 @@ from schnetpack.nn.scatter import scatter_add
 from torch import nn
 
 import schnetpack_molspectra.properties as msp
-from schnetpack_molspectra.train.losses import all_reduce_sum
+from schnetpack_molspectra.distributed import all_reduce_sum
 
 __all__ = [
     "DenoisingHead",
@@ -28,7 +28,7 @@ class RunningNoiseScale(nn.Module):
     A single isotropic scale (no mean shift, no per-axis scale) so that standardising
     keeps the target rotation-equivariant. Updated only in training mode.
 
-    Under DDP (inside ``MolSpectraTask``'s steps, see ``train.losses.collective_step``) every
+    Under DDP (inside ``MolSpectraTask``'s steps, see ``distributed.collective_step``) every
     update adds the sums of all ranks' targets, so the statistics are identical on every rank and
     equal to those of one process that saw all ranks' batches.
     """

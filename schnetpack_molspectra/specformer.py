@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.distributed import distributed_world, gather_rows
 from schnetpack_molspectra.spectra.patches import patch_geometry
-from schnetpack_molspectra.train.losses import distributed_world, gather_rows
 
 __all__ = ["SpecFormer", "ResidualAttentionLayer", "SyncBatchNorm1d"]
 
@@ -41,7 +41,7 @@ __all__ = ["SpecFormer", "ResidualAttentionLayer", "SyncBatchNorm1d"]
 class SyncBatchNorm1d(nn.BatchNorm1d):
     """``BatchNorm1d`` whose training statistics span every rank under DDP.
 
-    Outside a collective step (``train.losses.collective_step``), in eval mode or in a single
+    Outside a collective step (``distributed.collective_step``), in eval mode or in a single
     process it is exactly ``nn.BatchNorm1d``; it has the same parameters and buffers, so state
     dicts move freely between the two. In training inside a collective step on W > 1 ranks, each
     rank's count, mean and sum of squared deviations per feature are gathered (differentiably,

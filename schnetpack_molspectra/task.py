@@ -21,7 +21,8 @@ from torchmetrics import MeanMetric, Metric
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.compat import moved_names
-from schnetpack_molspectra.train.losses import InfoNCELoss, SmoothedLoss, collective_step
+from schnetpack_molspectra.distributed import collective_step
+from schnetpack_molspectra.train.losses import InfoNCELoss, SmoothedLoss
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class MolSpectraTask(AtomisticTask):
 
     Under DDP:
 
-    - training, validation and test steps run inside ``train.losses.collective_step``: there the
+    - training, validation and test steps run inside ``distributed.collective_step``: there the
       contrastive loss and metrics with global negatives gather every rank's representations,
       ``SyncBatchNorm1d`` (``sync_batchnorm``) shares statistics, and the denoising head's running
       noise statistics add every rank's targets;

@@ -25,10 +25,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.atomistic import DenoisingHead, MoleculeRepresentation, SpectraEncoder
+from schnetpack_molspectra.distributed import collective_step
 from schnetpack_molspectra.model import MolSpectraModel
 from schnetpack_molspectra.specformer import SpecFormer, SyncBatchNorm1d
 from schnetpack_molspectra.task import ContrastiveOutput
-from schnetpack_molspectra.train.losses import InfoNCELoss, collective_step
+from schnetpack_molspectra.train.losses import InfoNCELoss
 from schnetpack_molspectra.train.metrics import InfoNCE, RetrievalAccuracy, retrieval_hits
 from schnetpack_molspectra.transform import GaussianCoordinateNoise, MaskSpectraPatches, pretraining_transforms
 
