@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from identify_helpers import SMILES
+from identify_helpers import SMILES, tiny  # noqa: F401  (tiny: the session fixture)
 
 from schnetpack_molspectra.identify import IdentifyError, identify, load_model
 from schnetpack_molspectra.spectra.checks import SpectrumError

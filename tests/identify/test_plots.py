@@ -3,6 +3,7 @@
 import os
 
 import pytest
+from identify_helpers import tiny  # noqa: F401  (the session fixture)
 
 from schnetpack_molspectra.cli.spkspectra import main
 
