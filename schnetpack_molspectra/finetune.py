@@ -8,7 +8,6 @@ named by the paper's unit (``{subset}_{key}_mae_meV``, ``..._mae_D``, ...), from
 
 from typing import Any, Dict, Optional
 
-from schnetpack_molspectra.compat import moved_names
 from schnetpack_molspectra.data.qm9 import qm9_target
 from schnetpack_molspectra.train.metrics import ScaledMeanAbsoluteError
 
@@ -28,13 +27,3 @@ def qm9_metrics(property: str) -> Dict[str, ScaledMeanAbsoluteError]:
     target = qm9_target(property)
     unit = target.report_unit.replace("/", "_").replace("^", "")
     return {f"mae_{unit}": ScaledMeanAbsoluteError(target.report_scale)}
-
-
-__getattr__ = moved_names(
-    __name__,
-    {
-        "ElectronicSpatialExtent": "schnetpack_molspectra.atomistic.ElectronicSpatialExtent",
-        "StandardizeProperty": "schnetpack_molspectra.transform.StandardizeProperty",
-        "ScaledMeanAbsoluteError": "schnetpack_molspectra.train.metrics.ScaledMeanAbsoluteError",
-    },
-)

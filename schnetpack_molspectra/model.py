@@ -7,7 +7,7 @@ from schnetpack.model import NeuralNetworkPotential
 from schnetpack.transform import Transform
 from torch import nn
 
-from schnetpack_molspectra.atomistic import DenoisingHead, SpectraEncoder
+from schnetpack_molspectra.atomistic import DenoisingHead
 
 __all__ = ["MolSpectraModel"]
 
@@ -61,12 +61,3 @@ class MolSpectraModel(NeuralNetworkPotential):
     def extract_outputs(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Model outputs present in this batch."""
         return {k: inputs[k] for k in self.model_outputs if k in inputs}
-
-    def __setstate__(self, state):
-        # best_model files written before SpecFormer became an output module keep it in
-        # ``specformer`` (None for denoising-only models): move it to the output modules
-        super().__setstate__(state)
-        specformer = self._modules.pop("specformer", None)
-        if specformer is not None:
-            self.output_modules.append(SpectraEncoder(specformer))
-            self.collect_outputs()

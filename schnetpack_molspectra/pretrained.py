@@ -22,8 +22,6 @@ from typing import Dict, Mapping, Optional
 import torch
 from torch import nn
 
-from schnetpack_molspectra.compat import moved_names
-
 __all__ = [
     "PretrainedModelError",
     "stored_state",
@@ -273,6 +271,3 @@ def model_from_weights(path: str, device: str = "cpu") -> nn.Module:
     state = {k: v.float() if v.dtype == torch.float16 else v for k, v in stored["state_dict"].items()}
     load_state_checked(model, state, path, "model")
     return model.to(device).eval()
-
-
-__getattr__ = moved_names(__name__, {"PretrainedNeuralNetworkPotential": "schnetpack_molspectra.model.MolSpectraModel"})

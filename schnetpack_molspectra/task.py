@@ -13,14 +13,13 @@ from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from pytorch_lightning import seed_everything
+from pytorch_lightning import LightningModule, seed_everything
 from pytorch_lightning.utilities import rank_zero_only
 from schnetpack.task import AtomisticTask, UnsupervisedModelOutput
 from torch import nn
 from torchmetrics import MeanMetric, Metric
 
 import schnetpack_molspectra.properties as msp
-from schnetpack_molspectra.compat import moved_names
 from schnetpack_molspectra.distributed import collective_step
 from schnetpack_molspectra.train.losses import InfoNCELoss, SmoothedLoss
 
@@ -153,6 +152,9 @@ class ContrastiveOutput(SelfSupervisedOutput):
         super().__init__(name, msp.representation_3d, msp.representation_spectra, loss_fn, loss_weight, metrics)
 
 
+_LOG_SIGNATURE = inspect.signature(LightningModule.log)
+
+
 class MolSpectraTask(AtomisticTask):
     """``AtomisticTask`` that can step its LR scheduler every optimiser step, and that trains
     under DDP (``trainer=ddp_trainer``, ``trainer.devices=N trainer.num_nodes=M``) as one process would.
@@ -238,8 +240,10 @@ class MolSpectraTask(AtomisticTask):
     def log(self, name, value, *args, **kwargs):
         """``LightningModule.log`` with ``sync_dist=True`` by default for plain values (mean over
         ranks under DDP; nothing changes in a single process). Metrics reduce their own states."""
-        if not isinstance(value, Metric) and len(args) < 7:  # sync_dist is the 7th optional argument
-            kwargs.setdefault("sync_dist", True)
+        if not isinstance(value, Metric):
+            given = _LOG_SIGNATURE.bind_partial(self, name, value, *args, **kwargs).arguments
+            if "sync_dist" not in given:  # neither by position nor by name
+                kwargs["sync_dist"] = True
         return super().log(name, value, *args, **kwargs)
 
     @classmethod
@@ -274,13 +278,3 @@ class MolSpectraTask(AtomisticTask):
         state = checkpoint.get("molspectra_smoothed_losses", {})
         for name, loss in self._smoothed_losses().items():
             loss.previous = {mode == "train": value for mode, value in state.get(name, {}).items()}
-
-
-__getattr__ = moved_names(
-    __name__,
-    {
-        **{n: f"schnetpack_molspectra.train.losses.{n}" for n in ("info_nce", "InfoNCELoss", "SmoothedLoss")},
-        **{n: f"schnetpack_molspectra.train.metrics.{n}" for n in ("InfoNCE", "RetrievalAccuracy")},
-        **{n: f"schnetpack_molspectra.train.lr_scheduler.{n}" for n in ("resolve_steps", "WarmupCosineLR")},
-    },
-)

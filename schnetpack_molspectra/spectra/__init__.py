@@ -1,7 +1,7 @@
 """Pure functions on spectra arrays: grids, broadening, normalisation, patching."""
 
 from .broadening import broaden, lorentzian
-from .checks import SpectrumError, check_spectrum, spectrum_problem
+from .checks import SpectrumError, spectrum_problem
 from .grids import GRIDS, IR_GRID, RAMAN_GRID, SPECTRUM_LENGTHS, UV_GRID, SpectralGrid
 from .patches import PATCH_LENGTH, PATCH_STRIDE, PatchGeometry, n_patches, patch_geometry
 
@@ -9,7 +9,6 @@ __all__ = [
     "broaden",
     "lorentzian",
     "SpectrumError",
-    "check_spectrum",
     "spectrum_problem",
     "GRIDS",
     "IR_GRID",

@@ -4,8 +4,6 @@ from typing import Optional
 
 import numpy as np
 
-from .grids import SPECTRUM_LENGTHS
-
 
 class SpectrumError(ValueError):
     """A spectrum that cannot be used; the message names the source, molecule and problem."""
@@ -32,10 +30,3 @@ def spectrum_problem(values, expected_length: int, allow_negative: bool = False)
             f"has {int((arr < 0).sum())} negative intensities, first at point {first} (value {arr.ravel()[first]:.3g})"
         )
     return None
-
-
-def check_spectrum(values, modality: str, source: str, index, allow_negative: bool = False) -> None:
-    """Raise :class:`SpectrumError` naming ``source`` and molecule ``index`` if the spectrum is unusable."""
-    problem = spectrum_problem(values, SPECTRUM_LENGTHS[modality], allow_negative)
-    if problem is not None:
-        raise SpectrumError(f"{source}: molecule {index}: {modality} spectrum {problem}")

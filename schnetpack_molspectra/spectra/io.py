@@ -80,9 +80,9 @@ __all__ = [
     "SPECTRA_EXTENSIONS",
 ]
 
-#: median peak height of each modality's spectra in the default dataset (499 shipped QM9
-#: molecules, GFN2-xTB IR km/mol and Raman A^4/amu, sTDA UV oscillator strengths, broadened
-#: onto the QM9S grids): the scale x,y spectra are brought to before ``log10(1 + x)``
+#: median peak height of each modality's spectra in the first 499 shipped QM9 molecules (GFN2-xTB IR km/mol
+#: and Raman A^4/amu, sTDA UV oscillator strengths, broadened onto the QM9S grids; measured when the default
+#: dataset had those 499): the scale x,y spectra are brought to before ``log10(1 + x)``
 REFERENCE_PEAK = {"uv": 0.41, "ir": 11.1, "raman": 14.8}
 #: Lorentzian FWHM (grid units) used to broaden stick spectra (JCAMP peak tables): the simulator's
 STICK_WIDTH = {"uv": 0.2, "ir": 15.0, "raman": 12.0}

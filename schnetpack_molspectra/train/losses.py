@@ -125,10 +125,6 @@ class InfoNCELoss(nn.Module):
         self.symmetric = symmetric
         self.negatives = negatives
 
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self.__dict__.setdefault("negatives", "global")  # pickled before negatives existed
-
     def forward(self, anchor: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         return info_nce(anchor, candidates, self.temperature, self.symmetric, self.negatives)
 

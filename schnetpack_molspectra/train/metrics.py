@@ -45,10 +45,6 @@ class InfoNCE(MeanMetric):
         self.symmetric = symmetric
         self.negatives = _check_negatives(negatives)
 
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self.__dict__.setdefault("negatives", "global")  # pickled before negatives existed
-
     def update(self, anchor: torch.Tensor, candidates: torch.Tensor):
         """anchor, candidates: (n_molecules, n_features) representations of the same molecules."""
         sims = contrastive_similarities(anchor.detach(), candidates.detach(), self.negatives, both_ways=self.symmetric)
@@ -67,10 +63,6 @@ class RetrievalAccuracy(MeanMetric):
     def __init__(self, negatives: str = "global", **kwargs):
         super().__init__(**kwargs)
         self.negatives = _check_negatives(negatives)
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self.__dict__.setdefault("negatives", "global")  # pickled before negatives existed
 
     def update(self, anchor: torch.Tensor, candidates: torch.Tensor):
         """anchor, candidates: (n_molecules, n_features) representations of the same molecules."""
