@@ -18,9 +18,9 @@ import time
 
 from ase.db import connect
 
+from schnetpack_molspectra.configs import pretraining_transforms
 from schnetpack_molspectra.data.datamodule import MolSpectraDataModule
 from schnetpack_molspectra.data.default import ensure_default_dataset
-from schnetpack_molspectra.transform import pretraining_transforms
 
 
 def replicate(source: str, target: str, n: int):

@@ -39,11 +39,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.atomistic import DenoisingHead, MoleculeRepresentation, SpectraEncoder
+from schnetpack_molspectra.configs import pretraining_transforms
 from schnetpack_molspectra.model import MolSpectraModel
 from schnetpack_molspectra.specformer import SpecFormer
 from schnetpack_molspectra.task import MaskedPatchReconstructionOutput, SelfSupervisedOutput
 from schnetpack_molspectra.train import InfoNCELoss
-from schnetpack_molspectra.transform import pretraining_transforms
 
 
 def synchronize(device):
@@ -99,7 +99,7 @@ def molecule_batch(batch_size, seed=0):
     """A collated SchNetPack batch of g2 molecules with random spectra, noise and masks."""
     rng = np.random.default_rng(seed)
     names = [n for n in g2.names if len(g2[n]) >= 6]
-    transforms = pretraining_transforms(neighbor_list="ase")
+    transforms = pretraining_transforms("data.transforms.neighbors._target_=schnetpack.transform.ASENeighborList")
     samples = []
     for i in range(batch_size):
         atoms = g2[names[rng.integers(len(names))]]

@@ -26,7 +26,6 @@ __all__ = [
     "MaskSpectraPatches",
     "GaussianCoordinateNoise",
     "StandardizeProperty",
-    "pretraining_transforms",
     "rank_generator",
 ]
 
@@ -249,25 +248,3 @@ class StandardizeProperty(ScaleProperty):
             _, std = _datamodule.get_stats(self._target_key, False, self.remove_atomrefs)
             self.scale = torch.abs(std).detach().reshape(1).to(self.scale.dtype)
             self._initialized = True
-
-
-def pretraining_transforms(
-    cutoff: float = 5.0,
-    sigma: float = 0.04,
-    mask_ratio: float = 0.1,
-    neighbor_list: str = "matscipy",
-):
-    """The pre-training preprocessing of ``data=molspectra`` with default settings, as a list
-    (for scripts and notebooks; ``spktrain`` builds the same from the config)."""
-    from schnetpack.transform import ASENeighborList, CastTo32, MatScipyNeighborList, SubtractCenterOfMass
-
-    neighbors = MatScipyNeighborList if neighbor_list == "matscipy" else ASENeighborList
-    return [
-        ValidateSpectra(),
-        NormalizeSpectra(),
-        MaskSpectraPatches(mask_ratio),
-        SubtractCenterOfMass(),
-        GaussianCoordinateNoise(sigma),
-        neighbors(cutoff=cutoff),
-        CastTo32(),
-    ]

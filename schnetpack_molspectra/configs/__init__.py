@@ -22,7 +22,7 @@ from typing import Any, List, Mapping
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-__all__ = ["modules"]
+__all__ = ["modules", "pretraining_transforms"]
 
 
 def modules(**entries: Any) -> List[Any]:
@@ -47,6 +47,27 @@ def modules(**entries: Any) -> List[Any]:
             entry = entry["module"]
         built.append(instantiate(entry))
     return built
+
+
+def pretraining_transforms(*overrides: str) -> List[Any]:
+    """The pre-training preprocessing, built from ``data=molspectra`` as ``spktrain
+    experiment=molspectra_pretrain`` builds it (validation, ``log10`` normalisation, patch masks,
+    centre of mass, coordinate noise, neighbour list, float32), for scripts and notebooks.
+
+    Args:
+        overrides: hydra overrides of that experiment, e.g. ``"globals.sigma=0.1"``, ``"globals.cutoff=4.0"``,
+            ``"data.transforms.neighbors._target_=schnetpack.transform.ASENeighborList"``.
+    """
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = ["experiment=molspectra_pretrain", *overrides]
+    if GlobalHydra.instance().is_initialized():  # inside a hydra app or compose context: its search path
+        cfg = compose("train", overrides=overrides)
+    else:
+        with initialize_config_module(config_module="schnetpack.configs", version_base=None):
+            cfg = compose("train", overrides=overrides)
+    return instantiate(cfg.data.transforms)
 
 
 if not OmegaConf.has_resolver("qm9"):

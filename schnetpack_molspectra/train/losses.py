@@ -1,7 +1,7 @@
 """Loss functions of MolSpectra (``loss_fn`` of the task's model outputs). Under DDP they communicate
 only inside ``distributed.collective_step`` (see :mod:`schnetpack_molspectra.distributed`)."""
 
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,7 @@ __all__ = [
     "NEGATIVES",
     "contrastive_similarities",
     "info_nce",
+    "info_nce_terms",
     "InfoNCELoss",
     "SmoothedLoss",
 ]
@@ -95,13 +96,27 @@ def info_nce(
         the concatenated batch, and so is DDP's average of the ranks' gradients (each rank's
         gradient reaches the other ranks' representations through the gather).
     """
+    rows, sims = info_nce_terms(anchor, candidates, temperature, symmetric, negatives)
+    if sims.world == 1:
+        return rows.mean()
+    return rows.sum() * (sims.world / sims.n_pool)
+
+
+def info_nce_terms(
+    anchor: torch.Tensor,
+    candidates: torch.Tensor,
+    temperature: float,
+    symmetric: bool = False,
+    negatives: str = "global",
+) -> Tuple[torch.Tensor, ContrastiveSimilarities]:
+    """The InfoNCE term of each of this rank's molecules, (n_rank,), and the similarities it came from
+    (their ``world`` and ``n_pool`` say how to weigh the terms); :func:`info_nce` and the ``InfoNCE``
+    metric both reduce these."""
     sims = contrastive_similarities(anchor, candidates, negatives, both_ways=symmetric)
     rows = F.cross_entropy(sims.forward / temperature, sims.labels, reduction="none")
     if symmetric:
         rows = 0.5 * (rows + F.cross_entropy(sims.backward / temperature, sims.labels, reduction="none"))
-    if sims.world == 1:
-        return rows.mean()
-    return rows.sum() * (sims.world / sims.n_pool)
+    return rows, sims
 
 
 class InfoNCELoss(nn.Module):

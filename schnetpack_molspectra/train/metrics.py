@@ -6,11 +6,10 @@ that of one process on the concatenated batches (see :class:`InfoNCE`).
 """
 
 import torch
-import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.regression import MeanAbsoluteError
 
-from schnetpack_molspectra.train.losses import NEGATIVES, contrastive_similarities
+from schnetpack_molspectra.train.losses import NEGATIVES, contrastive_similarities, info_nce_terms
 
 __all__ = ["retrieval_hits", "InfoNCE", "RetrievalAccuracy", "ScaledMeanAbsoluteError"]
 
@@ -47,10 +46,9 @@ class InfoNCE(MeanMetric):
 
     def update(self, anchor: torch.Tensor, candidates: torch.Tensor):
         """anchor, candidates: (n_molecules, n_features) representations of the same molecules."""
-        sims = contrastive_similarities(anchor.detach(), candidates.detach(), self.negatives, both_ways=self.symmetric)
-        rows = F.cross_entropy(sims.forward / self.temperature, sims.labels, reduction="none")
-        if self.symmetric:
-            rows = 0.5 * (rows + F.cross_entropy(sims.backward / self.temperature, sims.labels, reduction="none"))
+        rows, sims = info_nce_terms(
+            anchor.detach(), candidates.detach(), self.temperature, self.symmetric, self.negatives
+        )
         if rows.numel() == 0:
             return
         super().update(rows.mean(), weight=1.0 if sims.world == 1 else rows.numel() / sims.n_pool)

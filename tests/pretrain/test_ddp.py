@@ -25,13 +25,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.atomistic import DenoisingHead, MoleculeRepresentation, SpectraEncoder
+from schnetpack_molspectra.configs import pretraining_transforms
 from schnetpack_molspectra.distributed import collective_step
 from schnetpack_molspectra.model import MolSpectraModel
 from schnetpack_molspectra.specformer import SpecFormer, SyncBatchNorm1d
 from schnetpack_molspectra.task import ContrastiveOutput
 from schnetpack_molspectra.train.losses import InfoNCELoss
 from schnetpack_molspectra.train.metrics import InfoNCE, RetrievalAccuracy, retrieval_hits
-from schnetpack_molspectra.transform import GaussianCoordinateNoise, MaskSpectraPatches, pretraining_transforms
+from schnetpack_molspectra.transform import GaussianCoordinateNoise, MaskSpectraPatches
 
 WORLD = 2
 SPLIT = [slice(0, 5), slice(5, 8)]  # uneven on purpose: 5 + 3 molecules
@@ -207,7 +208,7 @@ def ranks(tmp_path_factory):
     """Results of ``_rank_checks`` on each of 2 gloo ranks, and the inputs and state they started from."""
     workdir = tmp_path_factory.mktemp("ddp")
     db = write_spectra_db(workdir / "spectra.db", n_molecules=8)
-    dataset = spk.data.ASEAtomsData(db, transforms=pretraining_transforms(cutoff=5.0))
+    dataset = spk.data.ASEAtomsData(db, transforms=pretraining_transforms())
     torch.manual_seed(0)
     molecules = [dataset[i] for i in range(8)]
     state = tiny_model(sync_batchnorm=False).state_dict()

@@ -9,12 +9,12 @@ from scipy.spatial.transform import Rotation
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.atomistic import DenoisingHead, MoleculeRepresentation, SpectraEncoder
+from schnetpack_molspectra.configs import pretraining_transforms
 from schnetpack_molspectra.data.datamodule import MolSpectraDataModule
 from schnetpack_molspectra.model import MolSpectraModel
 from schnetpack_molspectra.specformer import SpecFormer
 from schnetpack_molspectra.task import MaskedPatchReconstructionOutput, MolSpectraTask, SelfSupervisedOutput
 from schnetpack_molspectra.train import InfoNCELoss
-from schnetpack_molspectra.transform import pretraining_transforms
 
 CUTOFF = 5.0
 
@@ -48,7 +48,7 @@ def datamodule(path, batch_size=6):
         num_val=6,
         num_workers=0,
         split_file=None,
-        transforms=pretraining_transforms(cutoff=CUTOFF),
+        transforms=pretraining_transforms(f"globals.cutoff={CUTOFF}"),
     )
     dm.setup()
     return dm
