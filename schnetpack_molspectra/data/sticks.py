@@ -32,8 +32,6 @@ import numpy as np
 from ase import Atoms
 
 import schnetpack_molspectra.properties as msp
-from schnetpack_molspectra.spectra.broadening import broaden
-from schnetpack_molspectra.spectra.grids import GRIDS
 
 __all__ = [
     "SHIPPED_DIR",
@@ -206,21 +204,16 @@ def sticks_to_spectra(sticks: MoleculeSticks, settings=None) -> Dict[str, np.nda
 
     ``settings``: a :class:`~schnetpack_molspectra.data.simulate.runner.SimulationSettings`
     (widths and scales; default widths if None)."""
-    from schnetpack_molspectra.data.simulate.runner import SimulationSettings
+    from schnetpack_molspectra.data.simulate.runner import SimulationSettings, stick_properties
 
-    s = settings or SimulationSettings()
-    frequencies = sticks.frequencies.astype(np.float64) * s.frequency_scale
-    energies = sticks.uv_energies.astype(np.float64) * s.uv_energy_scale
-    return {
-        msp.uv_spectrum: broaden(energies, sticks.uv_strengths, GRIDS["uv"], s.uv_width),
-        msp.ir_spectrum: broaden(frequencies, sticks.ir_intensities, GRIDS["ir"], s.ir_width),
-        msp.raman_spectrum: broaden(frequencies, sticks.raman_activities, GRIDS["raman"], s.raman_width),
-        msp.vib_frequencies: frequencies.astype(np.float32),
-        msp.ir_intensities: sticks.ir_intensities.astype(np.float32),
-        msp.raman_activities: sticks.raman_activities.astype(np.float32),
-        msp.uv_energies: energies.astype(np.float32),
-        msp.uv_strengths: sticks.uv_strengths.astype(np.float32),
-    }
+    return stick_properties(
+        sticks.frequencies,
+        sticks.ir_intensities,
+        sticks.raman_activities,
+        sticks.uv_energies,
+        sticks.uv_strengths,
+        settings or SimulationSettings(),
+    )
 
 
 def build_db_from_sticks(

@@ -4,6 +4,10 @@ import numpy as np
 
 from .grids import SpectralGrid
 
+#: Lorentzian FWHM per modality (grid units: eV for UV, cm^-1 for IR and Raman) with which the simulator
+#: and the shipped sticks are broadened, and stick lists read from files (JCAMP peak tables)
+DEFAULT_WIDTH = {"uv": 0.2, "ir": 15.0, "raman": 12.0}
+
 
 def lorentzian(x: np.ndarray, centre: np.ndarray, width: float) -> np.ndarray:
     """Area-normalised Lorentzian ``(w/2pi) / ((x - x0)^2 + w^2/4)`` with FWHM ``width``.

@@ -61,13 +61,13 @@ from typing import Dict, List, Optional
 import numpy as np
 
 import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.spectra.broadening import DEFAULT_WIDTH
 from schnetpack_molspectra.spectra.checks import SpectrumError, spectrum_problem
 from schnetpack_molspectra.spectra.grids import GRIDS, SPECTRUM_LENGTHS
 
 __all__ = [
     "QuerySpectrum",
     "REFERENCE_PEAK",
-    "STICK_WIDTH",
     "read_spectra",
     "read_db",
     "read_array",
@@ -84,8 +84,6 @@ __all__ = [
 #: and Raman A^4/amu, sTDA UV oscillator strengths, broadened onto the QM9S grids; measured when the default
 #: dataset had those 499): the scale x,y spectra are brought to before ``log10(1 + x)``
 REFERENCE_PEAK = {"uv": 0.41, "ir": 11.1, "raman": 14.8}
-#: Lorentzian FWHM (grid units) used to broaden stick spectra (JCAMP peak tables): the simulator's
-STICK_WIDTH = {"uv": 0.2, "ir": 15.0, "raman": 12.0}
 
 HC_EV_NM = 1239.84198  # E (eV) * lambda (nm)
 CM1_PER_EV = 8065.544
@@ -402,7 +400,7 @@ def _jcamp_block(block: dict, path: str, modality: Optional[str]):
         bad = ~(np.isfinite(x) & np.isfinite(y))
         if bad.any():
             raise SpectrumError(f"{where}: peak table has non-finite values")
-        values = broaden(x, np.clip(y, 0, None), GRIDS[m], STICK_WIDTH[m])[0]
+        values = broaden(x, np.clip(y, 0, None), GRIDS[m], DEFAULT_WIDTH[m])[0]
         if values.max() <= 0:
             raise SpectrumError(f"{where}: no peak of the table lies on the {m} grid")
         return m, values, 1.0

@@ -27,14 +27,22 @@ from tqdm import tqdm
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.tblite_process import require_tblite, tblite_loads
-from schnetpack_molspectra.spectra.broadening import broaden
+from schnetpack_molspectra.spectra.broadening import DEFAULT_WIDTH, broaden
 from schnetpack_molspectra.spectra.grids import GRIDS
 
 from .cluster import ClusterSpec, dask_client
 from .uv import uv_spectrum_sticks
 from .xtb import SimulationError, relax, vibrational_spectra
 
-__all__ = ["MoleculeInput", "SimulationSettings", "ClusterSpec", "simulate_molecule", "simulate_to_db", "failures_path"]
+__all__ = [
+    "MoleculeInput",
+    "SimulationSettings",
+    "ClusterSpec",
+    "simulate_molecule",
+    "stick_properties",
+    "simulate_to_db",
+    "failures_path",
+]
 
 
 @dataclass
@@ -55,9 +63,9 @@ class SimulationSettings:
     relax: bool = True
     fmax: float = 0.01  # relaxation threshold (eV/A)
     frequency_scale: float = 1.0  # multiply xTB harmonic frequencies
-    ir_width: float = 15.0  # Lorentzian FWHM (cm^-1)
-    raman_width: float = 12.0  # Lorentzian FWHM (cm^-1)
-    uv_width: float = 0.2  # Lorentzian FWHM (eV)
+    ir_width: float = DEFAULT_WIDTH["ir"]  # Lorentzian FWHM (cm^-1)
+    raman_width: float = DEFAULT_WIDTH["raman"]  # Lorentzian FWHM (cm^-1)
+    uv_width: float = DEFAULT_WIDTH["uv"]  # Lorentzian FWHM (eV)
     uv_method: str = "stda"  # a key of uv.UV_METHODS (the levels are described in uv.py)
     uv_states: int = 10
     uv_energy_scale: float = 1.0  # multiply excitation energies (empirical correction)
@@ -69,19 +77,35 @@ def simulate_molecule(atoms: Atoms, settings: SimulationSettings) -> Tuple[Atoms
     structure = relax(atoms, fmax=settings.fmax) if settings.relax else atoms.copy()
     vib = vibrational_spectra(structure, imaginary_threshold=settings.imaginary_threshold)
     uv = uv_spectrum_sticks(structure, settings.uv_method, settings.uv_states)
-    frequencies = vib["frequencies"] * settings.frequency_scale
-    energies = uv["energies"] * settings.uv_energy_scale
-    props = {
-        msp.uv_spectrum: broaden(energies, uv["strengths"], GRIDS["uv"], settings.uv_width),
-        msp.ir_spectrum: broaden(frequencies, vib["ir_intensities"], GRIDS["ir"], settings.ir_width),
-        msp.raman_spectrum: broaden(frequencies, vib["raman_activities"], GRIDS["raman"], settings.raman_width),
-        msp.vib_frequencies: frequencies.astype(np.float32),
-        msp.ir_intensities: vib["ir_intensities"].astype(np.float32),
-        msp.raman_activities: vib["raman_activities"].astype(np.float32),
-        msp.uv_energies: energies.astype(np.float32),
-        msp.uv_strengths: uv["strengths"].astype(np.float32),
-    }
+    props = stick_properties(
+        vib["frequencies"], vib["ir_intensities"], vib["raman_activities"], uv["energies"], uv["strengths"], settings
+    )
     return structure, props
+
+
+def stick_properties(
+    frequencies, ir_intensities, raman_activities, uv_energies, uv_strengths, settings: SimulationSettings
+) -> Dict[str, np.ndarray]:
+    """One molecule's database properties from its sticks: the spectra broadened onto the QM9S grids
+    (1, n_points) with ``settings``' widths and scales, and the (scaled) sticks themselves, float32.
+
+    Args:
+        frequencies: harmonic frequencies (cm^-1), (n_modes,); ir_intensities (km/mol) and
+            raman_activities (A^4/amu) of those modes.
+        uv_energies: excitation energies (eV), (n_states,); uv_strengths: their oscillator strengths.
+    """
+    frequencies = np.asarray(frequencies, dtype=np.float64) * settings.frequency_scale
+    energies = np.asarray(uv_energies, dtype=np.float64) * settings.uv_energy_scale
+    return {
+        msp.uv_spectrum: broaden(energies, uv_strengths, GRIDS["uv"], settings.uv_width),
+        msp.ir_spectrum: broaden(frequencies, ir_intensities, GRIDS["ir"], settings.ir_width),
+        msp.raman_spectrum: broaden(frequencies, raman_activities, GRIDS["raman"], settings.raman_width),
+        msp.vib_frequencies: frequencies.astype(np.float32),
+        msp.ir_intensities: np.asarray(ir_intensities).astype(np.float32),
+        msp.raman_activities: np.asarray(raman_activities).astype(np.float32),
+        msp.uv_energies: energies.astype(np.float32),
+        msp.uv_strengths: np.asarray(uv_strengths).astype(np.float32),
+    }
 
 
 #: properties every simulated row has, with their units
