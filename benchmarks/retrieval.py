@@ -191,17 +191,17 @@ def benchmark_run(run, sizes, workdir, seed, quick, log):
     from schnetpack_molspectra.data.qm9 import gdb_positions, load_qm9pack
     from schnetpack_molspectra.identify import (
         VectorIndex,
-        _run_config,
-        _training_db,
         encode_spectra,
         encode_structures,
         load_model,
+        run_config,
+        training_db,
     )
 
     timings = {}
     t = time.time()
     enc = load_model(os.path.join(run, "best_model"))
-    db = _training_db(_run_config(os.path.join(run, "best_model")))
+    db = training_db(run_config(os.path.join(run, "best_model")))
     split = np.load(os.path.join(run, "split.npz"))
     rows = read_run_db(db)
     val, test, train = (np.asarray(split[k], dtype=int) for k in ("val_idx", "test_idx", "train_idx"))

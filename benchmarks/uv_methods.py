@@ -53,9 +53,9 @@ class _Serial:
 
 
 def _pool(workers):
-    from schnetpack_molspectra.data.simulate.runner import _start_pool  # one OpenMP thread per worker
+    from schnetpack_molspectra.data.simulate.runner import start_pool  # one OpenMP thread per worker
 
-    return _Serial() if workers <= 1 else _start_pool(workers)
+    return _Serial() if workers <= 1 else start_pool(workers)
 
 
 def compute(args):

@@ -65,6 +65,10 @@ __all__ = [
     "Hit",
     "Identification",
     "load_model",
+    "find_model_file",
+    "run_config",
+    "training_db",
+    "normalise_spectra",
     "load_library",
     "library_embeddings",
     "VectorIndex",
@@ -122,7 +126,7 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _find_model_file(path: str) -> str:
+def find_model_file(path: str) -> str:
     if os.path.isdir(path):  # a run directory
         candidate = os.path.join(path, "best_model")
         if not os.path.isfile(candidate):
@@ -133,7 +137,7 @@ def _find_model_file(path: str) -> str:
     return path
 
 
-def _run_config(model_path: str):
+def run_config(model_path: str):
     """The ``config.yaml`` spktrain wrote in the model's run directory, or None."""
     config = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.yaml")
     if not os.path.isfile(config):
@@ -161,7 +165,7 @@ def _normalisation_from_config(cfg) -> Optional[Tuple[str, Dict[str, float]]]:
     return None
 
 
-def _training_db(cfg) -> Optional[str]:
+def training_db(cfg) -> Optional[str]:
     try:
         path = cfg.data.datapath
     except Exception:
@@ -194,7 +198,7 @@ def load_model(path: str, elements: Optional[Sequence] = None, device: str = "cp
     from schnetpack_molspectra.pretrained import PretrainedModelError, model_from_weights, read_weights
     from schnetpack_molspectra.shipped import resolve_model
 
-    path = _find_model_file(resolve_model(path))  # a shipped model's name -> its weights file
+    path = find_model_file(resolve_model(path))  # a shipped model's name -> its weights file
     card = {}
     try:
         if path.endswith(".pt"):  # a weights file (the shipped models): config and card inside
@@ -226,7 +230,7 @@ def load_model(path: str, elements: Optional[Sequence] = None, device: str = "cp
     cutoff = getattr(representation, "cutoff", None)
     if cutoff is None and hasattr(representation, "cutoff_fn"):
         cutoff = getattr(representation.cutoff_fn, "cutoff", None)
-    cfg = _run_config(path) if not card else OmegaConf.create(stored["config"])
+    cfg = run_config(path) if not card else OmegaConf.create(stored["config"])
     if cutoff is None and cfg is not None:
         cutoff = cfg.get("globals", {}).get("cutoff")
     cutoff = float(cutoff if cutoff is not None else 5.0)
@@ -242,7 +246,7 @@ def load_model(path: str, elements: Optional[Sequence] = None, device: str = "cp
         enc.elements = tuple(sorted(_atomic_number(e) for e in card["elements"]))
         enc.elements_source = f"model card of {os.path.basename(path)}"
     elif cfg is not None:
-        db = _training_db(cfg)
+        db = training_db(cfg)
         if db and os.path.isfile(db):
             try:
                 enc.elements = database_elements(db)
@@ -261,7 +265,7 @@ def _atomic_number(element) -> int:
 
 
 # ---------------------------------------------------------------- spectra -> embeddings
-def _normalise(enc: MolSpectraEncoders, spectra: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def normalise_spectra(enc: MolSpectraEncoders, spectra: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     from schnetpack_molspectra.transform import NormalizeSpectra
 
     present = [m for m in enc.modalities if m in spectra]
@@ -303,7 +307,7 @@ def encode_spectra(
                     missing.append(True)
             spectra[m] = torch.from_numpy(np.stack(rows).astype(np.float32)).to(enc.device)
             absent[m] = torch.tensor(missing, device=enc.device)
-        spectra = _normalise(enc, spectra)
+        spectra = normalise_spectra(enc, spectra)
         masks = {}
         for m, missing in absent.items():  # as modality dropout feeds a withheld modality in training
             if bool(missing.any()):

@@ -40,14 +40,14 @@ def _pyplot():
 
 def run_data(model_path: str, data: Optional[str] = None) -> str:
     """``data``, or the spectra database the model's run trained on (its ``config.yaml``)."""
-    from schnetpack_molspectra.identify import _find_model_file, _run_config, _training_db
+    from schnetpack_molspectra.identify import find_model_file, run_config, training_db
 
     if data is not None:
         if not os.path.exists(data):
             raise FileNotFoundError(f"spectra database {data} does not exist")
         return data
-    cfg = _run_config(_find_model_file(model_path))
-    path = _training_db(cfg) if cfg is not None else None
+    cfg = run_config(find_model_file(model_path))
+    path = training_db(cfg) if cfg is not None else None
     if path is None:
         from schnetpack_molspectra.data.default import default_dataset_path
 
@@ -62,9 +62,9 @@ def run_data(model_path: str, data: Optional[str] = None) -> str:
 
 
 def _normalised(enc, spectra: Dict[str, np.ndarray]) -> Dict[str, torch.Tensor]:
-    from schnetpack_molspectra.identify import _normalise
+    from schnetpack_molspectra.identify import normalise_spectra
 
-    return _normalise(
+    return normalise_spectra(
         enc,
         {
             m: torch.as_tensor(np.asarray(v, dtype=np.float32), device=enc.device).reshape(1, -1)
@@ -274,7 +274,7 @@ def plot_mpr(
     the run's ``globals.mask_ratio``, else 0.1) shaded, and SpecFormer's reconstructions.
 
     Returns per modality the MSE on the masked patches and the MSE of predicting zero there."""
-    from schnetpack_molspectra.identify import _find_model_file, _run_config, load_model
+    from schnetpack_molspectra.identify import find_model_file, load_model, run_config
     from schnetpack_molspectra.spectra.grids import GRIDS
     from schnetpack_molspectra.transform import MaskSpectraPatches
 
@@ -282,7 +282,7 @@ def plot_mpr(
     enc = load_model(model, device=device)
     sf = enc.specformer
     if mask_ratio is None:
-        cfg = _run_config(_find_model_file(model))
+        cfg = run_config(find_model_file(model))
         mask_ratio = float(cfg.globals.get("mask_ratio", 0.1)) if cfg is not None and "globals" in cfg else 0.1
     record = _molecule(run_data(model, data), index, sf.modalities)
     torch.manual_seed(seed)

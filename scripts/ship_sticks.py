@@ -101,9 +101,9 @@ def run_chunk(kind, k, selection, table, settings, workdir, workers):
     job = vib_job if kind == "vib" else uv_job
     t0 = time.time()
     if items:
-        from schnetpack_molspectra.data.simulate.runner import _start_pool
+        from schnetpack_molspectra.data.simulate.runner import start_pool
 
-        pool = _start_pool(workers)
+        pool = start_pool(workers)
         try:
             with open(partial, "a") as f:
                 for rec in pool.imap_unordered(job, items, chunksize=1):

@@ -42,6 +42,7 @@ __all__ = [
     "stick_properties",
     "simulate_to_db",
     "failures_path",
+    "start_pool",
 ]
 
 
@@ -194,7 +195,7 @@ def _dask_results(
             client.cancel([future for future, _ in submitted.values()])
 
 
-def _start_pool(workers: int):
+def start_pool(workers: int):
     """Worker processes with one OpenMP thread each (set before they start: an OpenMP
     runtime already running in this process cannot be narrowed in forked children)."""
     previous = os.environ.get("OMP_NUM_THREADS")
@@ -282,7 +283,7 @@ def simulate_to_db(
             results = _dask_results(client, jobs, max_in_flight)
             stack.callback(results.close)
         elif not tblite_loads():  # a fresh process: tblite loads there
-            pool = _start_pool(1)
+            pool = start_pool(1)
             stack.callback(pool.terminate)
             results = pool.imap_unordered(_work, jobs, chunksize=1)
         else:
