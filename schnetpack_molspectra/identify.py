@@ -138,7 +138,12 @@ def find_model_file(path: str) -> str:
 
 
 def run_config(model_path: str):
-    """The ``config.yaml`` spktrain wrote in the model's run directory, or None."""
+    """The ``config.yaml`` spktrain wrote in the model's run directory, or None when there is none.
+
+    Raises:
+        IdentifyError: the file is there but cannot be read: it holds the spectra normalisation the
+            model was trained with, so it is not silently replaced by the defaults.
+    """
     config = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.yaml")
     if not os.path.isfile(config):
         return None
@@ -146,30 +151,43 @@ def run_config(model_path: str):
 
     try:
         return OmegaConf.load(config)
-    except Exception:  # an unreadable config only costs the defaults
-        return None
+    except Exception as err:  # yaml and omegaconf raise several kinds
+        raise IdentifyError(
+            f"{config}: cannot read the run's config ({type(err).__name__}: {err}); it gives the spectra "
+            "normalisation the model was trained with"
+        ) from err
 
 
-def _normalisation_from_config(cfg) -> Optional[Tuple[str, Dict[str, float]]]:
+def _normalisation_from_config(cfg, source: str) -> Optional[Tuple[str, Dict[str, float]]]:
+    """(method, scale per modality) of the run's ``NormalizeSpectra`` transform; None if it has none."""
     from omegaconf import OmegaConf
 
-    try:
-        transforms = cfg.data.transforms
-        nodes = transforms.values() if OmegaConf.is_dict(transforms) else transforms
-        for node in nodes:
-            if node is not None and str(node.get("_target_", "")).endswith("NormalizeSpectra"):
-                node = OmegaConf.to_container(node, resolve=True)
-                return str(node.get("method", "log10")), {k: float(v) for k, v in (node.get("scale") or {}).items()}
-    except Exception:
+    import schnetpack_molspectra.configs  # noqa: F401  (the configs' resolvers)
+
+    transforms = OmegaConf.select(cfg, "data.transforms", default=None)
+    if transforms is None:
         return None
+    nodes = transforms.values() if OmegaConf.is_dict(transforms) else transforms
+    for node in nodes:
+        if OmegaConf.is_dict(node) and str(node.get("_target_", "")).endswith("NormalizeSpectra"):
+            try:
+                node = OmegaConf.to_container(node, resolve=True)
+                scale = {k: float(v) for k, v in (node.get("scale") or {}).items()}
+            except Exception as err:
+                raise IdentifyError(
+                    f"{source}: cannot resolve the run's spectra normalisation ({type(err).__name__}: {err})"
+                ) from err
+            return str(node.get("method", "log10")), scale
     return None
 
 
 def training_db(cfg) -> Optional[str]:
-    try:
-        path = cfg.data.datapath
-    except Exception:
+    """The database the run trained on (``data.datapath``; the default dataset when null), or None."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.select(cfg, "data", default=None) is None or "datapath" not in cfg.data:
         return None
+    path = cfg.data.datapath
     if path is None:
         from schnetpack_molspectra.data.default import default_dataset_path
 
@@ -236,7 +254,7 @@ def load_model(path: str, elements: Optional[Sequence] = None, device: str = "cp
     cutoff = float(cutoff if cutoff is not None else 5.0)
 
     enc = MolSpectraEncoders(path, model, spectra[0], rep3d[0], cutoff, sha256=_sha256(path), device=device)
-    found = _normalisation_from_config(cfg) if cfg is not None else None
+    found = _normalisation_from_config(cfg, path) if cfg is not None else None
     if found is not None:
         enc.normalization, enc.spectra_scale = found
     if elements is not None:

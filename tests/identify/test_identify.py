@@ -228,6 +228,16 @@ def _save(path, array):
     return str(path)
 
 
+def test_unreadable_run_config_is_named_not_replaced_by_defaults(tiny, tmp_path):
+    """The run's config.yaml gives the spectra normalisation: one that cannot be read stops identify."""
+    import shutil
+
+    shutil.copy(tiny["models"]["all"], tmp_path / "best_model")
+    (tmp_path / "config.yaml").write_text("data: {transforms: [unclosed\n")
+    with pytest.raises(IdentifyError, match=r"config.yaml: cannot read the run's config .*spectra normalisation"):
+        load_model(str(tmp_path / "best_model"))
+
+
 def test_model_without_spectra_encoder_is_refused(tiny, tmp_path):
     import torch
 
