@@ -234,7 +234,7 @@ def test_unreadable_run_config_is_named_not_replaced_by_defaults(tiny, tmp_path)
 
     shutil.copy(tiny["models"]["all"], tmp_path / "best_model")
     (tmp_path / "config.yaml").write_text("data: {transforms: [unclosed\n")
-    with pytest.raises(IdentifyError, match=r"config.yaml: cannot read the run's config .*spectra normalisation"):
+    with pytest.raises(IdentifyError, match=r"(?s)config.yaml: cannot read the run.s config .*spectra normalisation"):
         load_model(str(tmp_path / "best_model"))
 
 
