@@ -201,7 +201,7 @@ def _db_property(data: str, key: str) -> np.ndarray:
                 values.append(float(row.key_value_pairs[key]))
             else:
                 have = sorted(k for k, v in row.data.items() if np.asarray(v).size == 1)
-                raise KeyError(
+                raise ValueError(
                     f"{data}: row {row.id} has no property {key!r}; scalar properties: {have}, or n_atoms, n_C, n_O, ..."
                 )
     return np.array(values, dtype=np.float64)

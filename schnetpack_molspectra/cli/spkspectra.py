@@ -426,9 +426,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _error_line(err: BaseException) -> str:
-    """One line for an error: its message with line breaks folded (a KeyError without quotes)."""
-    message = err.args[0] if isinstance(err, KeyError) and err.args else err
-    return " ".join(line.strip() for line in str(message).splitlines() if line.strip()) or type(err).__name__
+    """One line for an error: its message with line breaks folded."""
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
 
 
 def main(argv=None) -> int:
@@ -440,7 +439,10 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except (OSError, KeyError, ValueError) as err:  # FileNotFoundError, FileExistsError and the readers' errors
+    except (
+        OSError,
+        ValueError,
+    ) as err:  # FileNotFoundError, FileExistsError and the readers' errors; a bug is a traceback
         print(f"spkspectra {args.command}: error: {_error_line(err)}", file=sys.stderr)
         return 2
 

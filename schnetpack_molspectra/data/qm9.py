@@ -188,7 +188,7 @@ def gdb_positions(table, gdb_indices: Sequence[int]) -> List[int]:
     by_index = {int(i): pos for pos, i in enumerate(table["Index"])}
     unknown = [i for i in gdb_indices if int(i) not in by_index]
     if unknown:
-        raise KeyError(f"GDB indices not in QM9: {unknown[:10]}")
+        raise ValueError(f"GDB indices not in QM9: {unknown[:10]}")
     return [by_index[int(i)] for i in gdb_indices]
 
 

@@ -27,3 +27,18 @@ def test_xyz_and_db_are_names_of_the_structure_file_option(tmp_path):
     for flag in ("--xyz", "--db"):
         result = spkspectra("simulate", str(tmp_path / "s.db"), flag, str(tmp_path / "none.xyz"))
         assert result.returncode == 2 and "none.xyz does not exist" in result.stderr
+
+
+def test_a_bug_is_a_traceback_not_a_bad_input(monkeypatch, capsys):
+    """Exit code 2 and one line are for bad inputs (OSError, ValueError); any other error, e.g. a
+    KeyError from a bug, propagates with its traceback."""
+    import pytest
+
+    from schnetpack_molspectra.cli import spkspectra as cli
+
+    def broken(args):
+        raise KeyError("internal")
+
+    monkeypatch.setattr(cli, "_default", broken)
+    with pytest.raises(KeyError, match="internal"):
+        cli.main(["default"])
