@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -50,6 +51,15 @@ def qm9_finetune_overrides(db, split, target, n_train, n_val, n_test, batch_size
     ]
 
 
+def console_script(name):
+    """The console script ``name`` of the Python running this benchmark (beside ``sys.executable``), so
+    that the benchmark trains with the same environment, not with whatever comes first on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    if not os.path.exists(beside):
+        raise FileNotFoundError(f"{beside} does not exist: install the project into this Python (pip install -e .)")
+    return beside
+
+
 def spktrain(workdir, name, overrides, env=None):
     """One spktrain run in ``workdir/name`` (skipped when it finished before); its test scalars."""
     cwd = os.path.join(workdir, name)
@@ -57,14 +67,18 @@ def spktrain(workdir, name, overrides, env=None):
     previous = finished_run(workdir, name)
     if previous is not None:
         return previous
-    if os.path.isdir(cwd):  # an unfinished earlier attempt
-        import shutil
-
-        shutil.rmtree(cwd)
+    if os.path.isdir(cwd):  # an unfinished earlier attempt: kept aside, named, never silently deleted
+        aside = f"{cwd}.unfinished-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.rename(cwd, aside)
+        print(f"{name}: an unfinished earlier run moved to {aside}; starting it again", flush=True)
     os.makedirs(cwd)
     start = time.time()
     proc = subprocess.run(
-        ["spktrain", *overrides], cwd=cwd, env=dict(os.environ, PWD=cwd, **(env or {})), capture_output=True, text=True
+        [console_script("spktrain"), *overrides],
+        cwd=cwd,
+        env=dict(os.environ, PWD=cwd, **(env or {})),
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

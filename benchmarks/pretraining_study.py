@@ -242,7 +242,9 @@ def build_data(workdir, args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", default="pretraining_study_runs")
-    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "pretraining_study.json"))
+    # default: inside the workdir, so a new study never overwrites a committed result; the README's
+    # tables name their --out in benchmarks/results/ explicitly (benchmarks/README.md)
+    p.add_argument("--out", default=None, help="results JSON (default: <workdir>/pretraining_study.json)")
     p.add_argument(
         "--arms",
         nargs="+",
@@ -279,6 +281,7 @@ def main(argv=None):
 
     workdir = os.path.abspath(args.workdir)
     os.makedirs(workdir, exist_ok=True)
+    args.out = args.out or os.path.join(workdir, "pretraining_study.json")
     start = time.time()
     walls = {}
     t = time.time()

@@ -161,7 +161,7 @@ def report(path, reference, methods):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=20)
-    p.add_argument("--methods", default="tddft,fast", type=lambda s: s.split(","))
+    p.add_argument("--methods", default="tddft,fast,stda", type=lambda s: s.split(","))
     p.add_argument("--reference", default="tddft")
     p.add_argument("--states", type=int, default=10)
     p.add_argument("--workdir", default="uv_methods_work")

@@ -5,7 +5,7 @@ Two passes over chunks of ``CHUNK_SIZE`` molecules of :func:`shipped_selection`:
   uv-<method>  UV sticks (PySCF, ``uv_spectrum_sticks``) on the relaxed structures of vib
 
     python scripts/ship_sticks.py vib --chunks 0:20 --workers 2
-    python scripts/ship_sticks.py uv --uv-method fast --chunks 0:20 --workers 2
+    python scripts/ship_sticks.py uv --chunks 0:20 --workers 2        # sTDA, the level of the shipped chunks
 
 Every finished molecule is appended to ``<workdir>/<kind>_<k>.partial.jsonl`` at once, so a
 killed run resumes where it stopped; a chunk is written into the package (and its failures
@@ -21,6 +21,7 @@ import time
 from schnetpack_molspectra.data.sticks import (
     CHUNK_SIZE,
     SHIPPED_DIR,
+    SHIPPED_UV_METHOD,
     chunk_path,
     read_chunk,
     shipped_selection,
@@ -126,7 +127,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pass_", choices=["vib", "uv"], metavar="pass")
     parser.add_argument("--chunks", default="0:20", help="chunk range a:b (default 0:20 = 5,000 molecules)")
-    parser.add_argument("--uv-method", default="fast")
+    parser.add_argument("--uv-method", default=SHIPPED_UV_METHOD, help="UV level (default: the shipped chunks' level)")
     parser.add_argument("--uv-states", type=int, default=10)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--workdir", default=os.path.join(os.getcwd(), "ship_sticks_work"))
