@@ -66,16 +66,9 @@ def stored_state(path: str) -> Dict[str, torch.Tensor]:
     damage = damaged_zip(path)  # before unpickling: a damaged pickle can allocate gigabytes
     if damage is not None:
         raise PretrainedModelError(f"cannot read pre-trained model {path}: {damage}")
-    try:
-        stored = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        message = " ".join(str(err).split())[:300]
-        raise PretrainedModelError(f"cannot read pre-trained model {path}: {type(err).__name__}: {message}") from err
+    stored = _torch_load(path, "pre-trained model", weights_only=False)
     if isinstance(stored, dict) and stored.get("format") == WEIGHTS_FORMAT:
-        return {
-            k: v.float() if v.dtype == torch.float16 else v
-            for k, v in _checked_state(stored["state_dict"], path, "").items()
-        }
+        return _full_precision(_checked_state(stored["state_dict"], path, ""))
     if isinstance(stored, nn.Module):
         if not hasattr(stored, "representation"):
             raise PretrainedModelError(f"{path}: model {type(stored).__name__} has no 'representation' (encoder)")
@@ -85,6 +78,20 @@ def stored_state(path: str) -> Dict[str, torch.Tensor]:
     raise PretrainedModelError(
         f"{path}: neither a SchNetPack model nor a Lightning checkpoint ({type(stored).__name__})"
     )
+
+
+def _torch_load(path: str, what: str, weights_only: bool):
+    """``torch.load`` on the CPU; any failure as a :class:`PretrainedModelError` naming ``what`` and ``path``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:
+        message = " ".join(str(err).split())[:300]
+        raise PretrainedModelError(f"cannot read {what} {path}: {type(err).__name__}: {message}") from err
+
+
+def _full_precision(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """A weights file's state with its half-precision tensors back in float32."""
+    return {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
 
 
 def _checked_state(state_dict, path: str, prefix: str = "model.") -> Dict[str, torch.Tensor]:
@@ -238,11 +245,7 @@ def read_weights(path: str) -> dict:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file {path} does not exist")
-    try:
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        message = " ".join(str(err).split())[:300]
-        raise PretrainedModelError(f"cannot read weights file {path}: {type(err).__name__}: {message}") from err
+    stored = _torch_load(path, "weights file", weights_only=True)
     if not isinstance(stored, dict) or stored.get("format") != WEIGHTS_FORMAT:
         raise PretrainedModelError(f"{path}: not a weights file ({WEIGHTS_FORMAT})")
     return stored
@@ -268,6 +271,5 @@ def model_from_weights(path: str, device: str = "cpu") -> nn.Module:
     cfg = OmegaConf.create(stored["config"])
     cfg.model.pretrained_model = None  # the weights come from this file
     model = instantiate(cfg.model)
-    state = {k: v.float() if v.dtype == torch.float16 else v for k, v in stored["state_dict"].items()}
-    load_state_checked(model, state, path, "model")
+    load_state_checked(model, _full_precision(stored["state_dict"]), path, "model")
     return model.to(device).eval()
