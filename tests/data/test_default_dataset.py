@@ -37,7 +37,8 @@ def test_main_job_uses_the_default_dataset_sizes_its_schedule_and_summarises(mai
     for when in ("start", "end"):
         assert {"denoising", "mpr", "contrastive", "retrieval_top1", "retrieval_chance"} <= set(summary[when])
         assert summary[when]["retrieval_chance"] == pytest.approx(1 / n_val)
-    assert summary["end"]["denoising"] != summary["start"]["denoising"]  # it trained in between
+    assert summary["end"]["denoising"] < summary["start"]["denoising"]  # it learned to denoise in between
+    assert summary["end"]["contrastive"] < summary["start"]["contrastive"]
     assert summary["best_model"] == os.path.join(run, "best_model") and os.path.exists(summary["best_model"])
     assert f"globals.pretrained_model={summary['best_model']}" in summary["finetune_command"]
     assert summary["finetune_command"] in proc.stdout

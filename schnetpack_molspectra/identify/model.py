@@ -1,0 +1,222 @@
+"""Loading a pre-trained MolSpectra model for identification, and reading its run's ``config.yaml``:
+the spectra normalisation the model was trained with and the elements of its training data (or of
+a weights file's model card), which decide the library molecules it can embed; the package
+docstring (:mod:`schnetpack_molspectra.identify`) describes both.
+"""
+
+import hashlib
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from ase.data import chemical_symbols
+
+__all__ = [
+    "IdentifyError",
+    "QM9_ELEMENTS",
+    "MolSpectraEncoders",
+    "find_model_file",
+    "run_config",
+    "training_db",
+    "database_elements",
+    "load_model",
+]
+
+#: elements assumed when neither the run's training data nor ``elements=`` says otherwise
+QM9_ELEMENTS = (1, 6, 7, 8, 9)
+
+
+class IdentifyError(ValueError):
+    """A model, spectrum or library that identification cannot use; the message names it."""
+
+
+@dataclass
+class MolSpectraEncoders:
+    """The two sides of a pre-trained MolSpectra model, ready for embedding."""
+
+    path: str
+    model: torch.nn.Module
+    spectra_encoder: torch.nn.Module  # atomistic.SpectraEncoder
+    representation_3d: torch.nn.Module  # atomistic.MoleculeRepresentation
+    cutoff: float
+    normalization: str = "log10"
+    spectra_scale: Dict[str, float] = field(default_factory=dict)
+    elements: Tuple[int, ...] = QM9_ELEMENTS
+    elements_source: str = "default (QM9: H, C, N, O, F)"
+    sha256: str = ""
+    device: str = "cpu"
+
+    @property
+    def specformer(self):
+        return self.spectra_encoder.specformer
+
+    @property
+    def modalities(self) -> List[str]:
+        return list(self.specformer.modalities)
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def find_model_file(path: str) -> str:
+    if os.path.isdir(path):  # a run directory
+        candidate = os.path.join(path, "best_model")
+        if not os.path.isfile(candidate):
+            raise FileNotFoundError(f"{path} is a directory without a best_model")
+        return candidate
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model {path} does not exist")
+    return path
+
+
+def run_config(model_path: str):
+    """The ``config.yaml`` spktrain wrote in the model's run directory, or None when there is none.
+
+    Raises:
+        IdentifyError: the file is there but cannot be read: it holds the spectra normalisation the
+            model was trained with, so it is not silently replaced by the defaults.
+    """
+    config = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.yaml")
+    if not os.path.isfile(config):
+        return None
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.load(config)
+    except Exception as err:  # yaml and omegaconf raise several kinds
+        raise IdentifyError(
+            f"{config}: cannot read the run's config ({type(err).__name__}: {err}); it gives the spectra "
+            "normalisation the model was trained with"
+        ) from err
+
+
+def _normalisation_from_config(cfg, source: str) -> Optional[Tuple[str, Dict[str, float]]]:
+    """(method, scale per modality) of the run's ``NormalizeSpectra`` transform; None if it has none."""
+    from omegaconf import OmegaConf
+
+    import schnetpack_molspectra.configs  # noqa: F401  (the configs' resolvers)
+
+    transforms = OmegaConf.select(cfg, "data.transforms", default=None)
+    if transforms is None:
+        return None
+    nodes = transforms.values() if OmegaConf.is_dict(transforms) else transforms
+    for node in nodes:
+        if OmegaConf.is_dict(node) and str(node.get("_target_", "")).endswith("NormalizeSpectra"):
+            try:
+                node = OmegaConf.to_container(node, resolve=True)
+                scale = {k: float(v) for k, v in (node.get("scale") or {}).items()}
+            except Exception as err:
+                raise IdentifyError(
+                    f"{source}: cannot resolve the run's spectra normalisation ({type(err).__name__}: {err})"
+                ) from err
+            return str(node.get("method", "log10")), scale
+    return None
+
+
+def training_db(cfg) -> Optional[str]:
+    """The database the run trained on (``data.datapath``; the default dataset when null), or None."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.select(cfg, "data", default=None) is None or "datapath" not in cfg.data:
+        return None
+    path = cfg.data.datapath
+    if path is None:
+        from schnetpack_molspectra.data.default import default_dataset_path
+
+        return default_dataset_path()
+    return str(path)
+
+
+def database_elements(path: str) -> Tuple[int, ...]:
+    """Atomic numbers present in an ASE sqlite database (its ``species`` table)."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        return tuple(sorted(int(z) for (z,) in conn.execute("SELECT DISTINCT Z FROM species")))
+
+
+def load_model(path: str, elements: Optional[Sequence] = None, device: str = "cpu") -> MolSpectraEncoders:
+    """Load a MolSpectra ``best_model`` (or a run directory holding one), a weights file or a shipped
+    model by name (``molspectra-painn-qm9``) for identification.
+
+    Raises:
+        IdentifyError: the file is not a saved model, or has no spectra encoder / 3D representation
+            (a ``denoise_pretrain`` or fine-tuned model).
+    """
+    from omegaconf import OmegaConf
+
+    import schnetpack_molspectra  # noqa: F401  (tblite before torch; old class names of saved models)
+    from schnetpack_molspectra.atomistic import MoleculeRepresentation, SpectraEncoder
+    from schnetpack_molspectra.pretrained import PretrainedModelError, model_from_weights, read_weights
+    from schnetpack_molspectra.shipped import resolve_model
+
+    path = find_model_file(resolve_model(path))  # a shipped model's name -> its weights file
+    card = {}
+    try:
+        if path.endswith(".pt"):  # a weights file (the shipped models): config and card inside
+            stored = read_weights(path)
+            card = stored["card"]
+            model = model_from_weights(path, device=device)
+        else:
+            model = torch.load(path, map_location=device, weights_only=False)
+    except PretrainedModelError as err:
+        raise IdentifyError(str(err)) from err
+    except Exception as err:
+        raise IdentifyError(f"cannot read model {path}: {type(err).__name__}: {err}") from err
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "representation"):
+        raise IdentifyError(
+            f"{path}: not a saved SchNetPack model ({type(model).__name__}); pass the best_model of a molspectra_pretrain run"
+        )
+    outputs = list(getattr(model, "output_modules", []))
+    spectra = [m for m in outputs if isinstance(m, SpectraEncoder)]
+    rep3d = [m for m in outputs if isinstance(m, MoleculeRepresentation)]
+    if not spectra or not rep3d:
+        have = [type(m).__name__ for m in outputs]
+        raise IdentifyError(
+            f"{path}: model has no {'spectra encoder (SpectraEncoder)' if not spectra else '3D representation (MoleculeRepresentation)'}"
+            f" among its output modules {have}: identification needs the best_model of molspectra_pretrain, "
+            "not of denoise_pretrain or a fine-tuning run"
+        )
+    model.eval()
+    representation = model.representation
+    cutoff = getattr(representation, "cutoff", None)
+    if cutoff is None and hasattr(representation, "cutoff_fn"):
+        cutoff = getattr(representation.cutoff_fn, "cutoff", None)
+    cfg = run_config(path) if not card else OmegaConf.create(stored["config"])
+    if cutoff is None and cfg is not None:
+        cutoff = cfg.get("globals", {}).get("cutoff")
+    cutoff = float(cutoff if cutoff is not None else 5.0)
+
+    enc = MolSpectraEncoders(path, model, spectra[0], rep3d[0], cutoff, sha256=_sha256(path), device=device)
+    found = _normalisation_from_config(cfg, path) if cfg is not None else None
+    if found is not None:
+        enc.normalization, enc.spectra_scale = found
+    if elements is not None:
+        enc.elements = tuple(sorted(_atomic_number(e) for e in elements))
+        enc.elements_source = "given"
+    elif card.get("elements"):
+        enc.elements = tuple(sorted(_atomic_number(e) for e in card["elements"]))
+        enc.elements_source = f"model card of {os.path.basename(path)}"
+    elif cfg is not None:
+        db = training_db(cfg)
+        if db and os.path.isfile(db):
+            try:
+                enc.elements = database_elements(db)
+                enc.elements_source = f"training data {db}"
+            except sqlite3.Error:
+                pass
+    return enc
+
+
+def _atomic_number(element) -> int:
+    if isinstance(element, (int, np.integer)) or str(element).isdigit():
+        return int(element)
+    if element not in chemical_symbols:
+        raise ValueError(f"unknown element {element!r}")
+    return chemical_symbols.index(element)

@@ -1,0 +1,134 @@
+"""The orchestration: :func:`identify` reads the spectra, merges the records of one molecule into
+one query (:func:`merge_queries`), embeds the queries and the library (cached) and ranks the
+library's structures for each query (:class:`Identification` of :class:`Hit`); the package
+docstring (:mod:`schnetpack_molspectra.identify`) describes inputs, modalities and scaling.
+"""
+
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+from schnetpack_molspectra.identify.cache import library_embeddings
+from schnetpack_molspectra.identify.encode import encode_spectra
+from schnetpack_molspectra.identify.index import EXACT_BELOW, VectorIndex
+from schnetpack_molspectra.identify.library import Library, load_library, smiles_from_structure
+from schnetpack_molspectra.identify.model import IdentifyError, MolSpectraEncoders, load_model
+from schnetpack_molspectra.identify.output import write_csv
+from schnetpack_molspectra.spectra.io import QuerySpectrum, read_spectra
+
+__all__ = ["Hit", "Identification", "merge_queries", "identify"]
+
+
+@dataclass
+class Hit:
+    rank: int
+    index: int
+    name: str
+    smiles: str
+    score: float
+
+
+@dataclass
+class Identification:
+    query: str
+    source: str
+    used: List[str]  # modalities given and used
+    filled: List[str]  # modalities the model uses that the query lacks (fully masked)
+    ignored: List[str]  # modalities given that the model does not use
+    hits: List[Hit]
+    query_smiles: Optional[str] = None
+    coverage: Dict[str, float] = field(default_factory=dict)
+
+
+def merge_queries(records: Iterable[QuerySpectrum], one_molecule: bool = False) -> List[QuerySpectrum]:
+    """Records with the same name (all of them with ``one_molecule``) become one query."""
+    merged: Dict[str, QuerySpectrum] = {}
+    for r in records:
+        key = "query" if one_molecule else r.name
+        if key not in merged:
+            merged[key] = QuerySpectrum(r.name, dict(r.spectra), r.source, r.smiles, r.external_units, dict(r.coverage))
+            continue
+        q = merged[key]
+        twice = set(q.spectra) & set(r.spectra)
+        if twice:
+            raise IdentifyError(
+                f"{r.source}: a second {sorted(twice)} spectrum for '{q.name}' (first from {q.source}); "
+                "one spectrum per modality and molecule"
+            )
+        q.spectra.update(r.spectra)
+        q.coverage.update(r.coverage)
+        q.source = f"{q.source} + {r.source}"
+        q.external_units = q.external_units or r.external_units
+        q.smiles = q.smiles or r.smiles
+        if one_molecule and r.name not in q.name.split(" + "):
+            q.name = f"{q.name} + {r.name}"
+    return list(merged.values())
+
+
+def identify(
+    model: Union[str, MolSpectraEncoders],
+    spectra: Union[str, Sequence[str], Sequence[QuerySpectrum]],
+    library: Union[str, Library],
+    top_k: int = 5,
+    modality: Optional[str] = None,
+    one_molecule: bool = False,
+    rescale: str = "auto",
+    elements: Optional[Sequence] = None,
+    cache: bool = True,
+    cache_dir: Optional[str] = None,
+    exact_below: int = EXACT_BELOW,
+    out_csv: Optional[str] = None,
+    progress: bool = False,
+    device: str = "cpu",
+) -> List[Identification]:
+    """Rank the library's structures for each spectrum (module docstring); top ``top_k`` each.
+
+    Args:
+        model: a ``best_model`` path (or run directory) or :func:`load_model`'s result.
+        spectra: spectra files (any format of ``spectra.io``) or records read already.
+        library: candidate structures (database, xyz/extxyz, SMILES list) or a :class:`Library`.
+        modality: the modality of files that do not say (``.npy``, CSV, JCAMP-DX without ``##DATA TYPE``).
+        one_molecule: all spectra are of one molecule (e.g. ``ir.jdx`` + ``raman.jdx``).
+        rescale: ``auto`` (x,y data in instrument units to the training peak height), ``peak``, ``none``.
+        elements: elements the model knows (default: those of its training data, see module docstring).
+        out_csv: also write the results there (:func:`write_csv`).
+        device: where the model runs (``cpu``, ``cuda``, ``cuda:1``; :func:`load_model`).
+    """
+    enc = model if isinstance(model, MolSpectraEncoders) else load_model(model, elements, device=device)
+    if isinstance(spectra, str):
+        spectra = [spectra]
+    records: List[QuerySpectrum] = []
+    for item in spectra:
+        records.extend([item] if isinstance(item, QuerySpectrum) else read_spectra(item, modality))
+    queries = merge_queries(records, one_molecule)
+    emb = library_embeddings(enc, library, cache=cache, cache_dir=cache_dir, progress=progress)
+    index_path = emb.cache_path[: -len(".npz")] + ".faiss" if emb.cache_path else None
+    index = VectorIndex(emb.vectors, exact_below, index_path)
+    scores, idx = index.search(encode_spectra(enc, queries, rescale), top_k)
+    atoms = emb.atoms
+    results = []
+    for q, row_scores, row_idx in zip(queries, scores, idx):
+        hits = []
+        for rank, (s, i) in enumerate(zip(row_scores, row_idx), 1):
+            if i < 0:
+                continue
+            smiles = emb.smiles[i]
+            if not smiles:  # xyz library without SMILES: from the geometry, for the hits only
+                if atoms is None:
+                    atoms = (library if isinstance(library, Library) else load_library(emb.path)).atoms
+                smiles = emb.smiles[i] = smiles_from_structure(atoms[i]) or atoms[i].get_chemical_formula()
+            hits.append(Hit(rank, int(i), emb.names[i], smiles, float(s)))
+        results.append(
+            Identification(
+                q.name,
+                q.source,
+                [m for m in enc.modalities if m in q.spectra],
+                [m for m in enc.modalities if m not in q.spectra],
+                [m for m in q.spectra if m not in enc.modalities],
+                hits,
+                q.smiles,
+                dict(q.coverage),
+            )
+        )
+    if out_csv:
+        write_csv(results, out_csv)
+    return results
