@@ -119,7 +119,10 @@ def _csv_header(raw: bytes, path: str, n_points: int) -> None:
     import csv
 
     # parsed as CSV: an index cell written as "" (quoted empty) is the empty cell it stands for
-    header = next(csv.reader([raw.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")]), [])
+    try:
+        header = next(csv.reader([raw.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")]), [])
+    except csv.Error as err:  # e.g. a lone carriage return inside the line
+        raise QM9SFormatError(f"{path}: header line is not CSV ({err})") from err
     if len(header) != n_points + 1 or header[0].strip() not in ("", "Unnamed: 0"):
         raise QM9SFormatError(
             f"{path}: header has {len(header)} columns (expected an empty index column + {n_points} grid values)"

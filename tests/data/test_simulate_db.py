@@ -1,14 +1,13 @@
 """Simulating into a SchNetPack database: layout, failures, resuming, and the CLI."""
 
-import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 
 import numpy as np
 from ase.db import connect
+from conftest import rows_so_far
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.inputs import from_smiles
@@ -20,14 +19,6 @@ FAST = SimulationSettings(uv_states=3)
 def rows(db):
     with connect(db) as conn:
         return list(conn.select())
-
-
-def rows_so_far(db):
-    """Rows of a database another process is writing (0 while it creates the file and its tables)."""
-    try:
-        return len(rows(db)) if os.path.exists(db) else 0
-    except sqlite3.OperationalError:  # ASE >= 3.23 does not wait for the writer's tables
-        return 0
 
 
 def test_database_layout_and_recorded_failure(tmp_path):
