@@ -18,10 +18,12 @@ class MolSpectraModel(NeuralNetworkPotential):
     - a ``DenoisingHead(mode="auto")`` among the output modules is resolved against the
       ``representation`` (vector head on PaiNN/SO3net, gradient head otherwise) before
       SchNetPack collects the required derivatives;
-    - ``pretrained_model`` (a pre-training ``best_model`` or Lightning checkpoint) initialises
-      the encoder and, with ``pretrained_denoising_head`` (released behaviour), the denoising
-      head with its noise statistics (``schnetpack_molspectra.pretrained``), at construction,
-      i.e. before any training; ``None`` trains from scratch;
+    - ``pretrained_model`` (a pre-training ``best_model``, Lightning checkpoint, weights file or
+      shipped model's name) initialises the encoder and, with ``pretrained_denoising_head``
+      (released behaviour), the denoising head with its noise statistics, and with
+      ``pretrained_spectra_encoder`` SpecFormer too (a MolSpectra pre-training continued from an
+      earlier one) (``schnetpack_molspectra.pretrained``), at construction, i.e. before any
+      training; ``None`` trains from scratch;
     - outputs missing from a batch are left out of the results (a denoising target exists only
       for batches whose positions were perturbed, e.g. only the training split while fine-tuning).
 
@@ -40,6 +42,7 @@ class MolSpectraModel(NeuralNetworkPotential):
         do_postprocessing: bool = True,
         pretrained_model: Optional[str] = None,
         pretrained_denoising_head: bool = True,
+        pretrained_spectra_encoder: bool = False,
     ):
         for module in output_modules or []:
             if isinstance(module, DenoisingHead):
@@ -56,7 +59,12 @@ class MolSpectraModel(NeuralNetworkPotential):
         if pretrained_model is not None:
             from schnetpack_molspectra.pretrained import load_pretrained_weights
 
-            load_pretrained_weights(self, pretrained_model, denoising_head=pretrained_denoising_head)
+            load_pretrained_weights(
+                self,
+                pretrained_model,
+                denoising_head=pretrained_denoising_head,
+                spectra_encoder=pretrained_spectra_encoder,
+            )
 
     def extract_outputs(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Model outputs present in this batch."""

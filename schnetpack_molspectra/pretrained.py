@@ -189,7 +189,9 @@ def load_state_checked(module: nn.Module, state: Dict[str, torch.Tensor], path: 
     return module
 
 
-def load_pretrained_weights(model: nn.Module, path: str, denoising_head: bool = True) -> nn.Module:
+def load_pretrained_weights(
+    model: nn.Module, path: str, denoising_head: bool = True, spectra_encoder: bool = False
+) -> nn.Module:
     """Copy the pre-trained encoder (and denoising head) of ``path`` into ``model`` in place.
 
     Args:
@@ -197,6 +199,8 @@ def load_pretrained_weights(model: nn.Module, path: str, denoising_head: bool = 
         denoising_head: also carry the denoising head and its noise statistics into the
             model's ``DenoisingHead``, if it has one (released behaviour); False keeps the
             model's fresh head.
+        spectra_encoder: also carry SpecFormer (``SpectraEncoder``) into the model's, which must
+            have one: a MolSpectra pre-training that continues an earlier one.
 
     Raises:
         PretrainedModelError: the stored encoder or head does not match, or the model has a
@@ -215,6 +219,17 @@ def load_pretrained_weights(model: nn.Module, path: str, denoising_head: bool = 
                 "set globals.pretrained_denoising_head=false to start a fresh head"
             )
         load_state_checked(heads[0], head_state, path, "denoising head")
+    if spectra_encoder:
+        from schnetpack_molspectra.atomistic import SpectraEncoder
+
+        index = [i for i, m in enumerate(getattr(model, "output_modules", [])) if isinstance(m, SpectraEncoder)]
+        stored = [k for k in state if k.startswith("output_modules.") and ".specformer." in k]
+        if not index or not stored:
+            where = "this model" if not index else path
+            raise PretrainedModelError(f"{path}: carrying the spectra encoder needs one in {where}")
+        prefix = stored[0][: stored[0].index(".specformer.") + 1]
+        spectra_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        load_state_checked(model.output_modules[index[0]], spectra_state, path, "spectra encoder")
     return model
 
 

@@ -97,6 +97,8 @@ def piece_overrides(name, args, previous):
         overrides += ["globals.modality_dropout=0.5"]
     if previous is not None:
         overrides.append(f"globals.pretrained_model={previous}")
+        if spec["data"] == "spectra" and previous.endswith(f"{name}.pt"):  # a continuation: SpecFormer too
+            overrides.append("+globals.pretrained_spectra_encoder=true")
     return overrides + list(args.overrides)
 
 

@@ -112,3 +112,14 @@ def test_identify_by_name_from_all_spectra_and_from_ir_alone(tmp_path, capsys):
     # chance is 5/40 = 0.125; all three spectra of training molecules retrieve nearly always
     assert hits[("uv", "ir", "raman")] >= 0.9, hits
     assert hits[("ir",)] >= 0.6, hits  # IR alone: what modality dropout is for
+
+
+def test_a_continued_pretraining_carries_specformer_too():
+    """The shipped model's training goes on piece by piece: a continuation takes SpecFormer as well
+    (``globals.pretrained_spectra_encoder``); a plain ``globals.pretrained_model`` takes the encoder only."""
+    shipped = model_from_weights("molspectra-painn-qm9").output_modules[2].state_dict()
+    for carry in (True, False):
+        extra = ["+globals.pretrained_spectra_encoder=true"] if carry else []
+        model = compose_model("molspectra_pretrain", "globals.pretrained_model=molspectra-painn-qm9", *extra)
+        state = model.output_modules[2].state_dict()
+        assert all(torch.equal(state[k], v) for k, v in shipped.items()) == carry
