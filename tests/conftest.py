@@ -97,3 +97,15 @@ def rows_so_far(db):
             return conn.count()
     except (sqlite3.OperationalError, TypeError):
         return 0
+
+
+#: eight small molecules for the resume tests of ``spkspectra simulate``
+RESUME_SMILES = ["O", "C", "N", "CO", "CC", "C=O", "C#N", "OO"]
+
+
+def simulate_command(db, *options):
+    """``spkspectra simulate db`` of :data:`RESUME_SMILES` with 3 UV states (and ``options``), as a subprocess argv."""
+    import sys
+
+    cli = [sys.executable, "-m", "schnetpack_molspectra.cli.spkspectra", "simulate", db, "--uv-states", "3"]
+    return [*cli, *options, "--smiles", *RESUME_SMILES]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.db import connect
-from conftest import rows_so_far
+from conftest import RESUME_SMILES, rows_so_far, simulate_command
 
 from schnetpack_molspectra.cli import spkspectra
 from schnetpack_molspectra.data.inputs import from_smiles
@@ -97,20 +97,8 @@ def test_dask_writes_every_molecule_once_with_the_serial_spectra(client, tmp_pat
 def test_killed_client_resumes_on_the_scheduler_without_duplicates_or_losses(client, tmp_path):
     """``spkspectra simulate --scheduler ADDRESS`` killed after 2 molecules, then the run started again."""
     db = str(tmp_path / "resume.db")
-    smiles = ["O", "C", "N", "CO", "CC", "C=O", "C#N", "OO"]
-    cmd = [
-        sys.executable,
-        "-m",
-        "schnetpack_molspectra.cli.spkspectra",
-        "simulate",
-        db,
-        "--uv-states",
-        "3",
-        "--scheduler",
-        client.scheduler.address,
-        "--smiles",
-        *smiles,
-    ]
+    smiles = RESUME_SMILES
+    cmd = simulate_command(db, "--scheduler", client.scheduler.address)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 from ase.db import connect
-from conftest import rows_so_far
+from conftest import RESUME_SMILES, rows_so_far, simulate_command
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.inputs import from_smiles
@@ -51,18 +51,8 @@ def test_database_layout_and_recorded_failure(tmp_path):
 
 def test_killed_run_resumes_without_duplicates_or_losses(tmp_path):
     db = str(tmp_path / "resume.db")
-    smiles = ["O", "C", "N", "CO", "CC", "C=O", "C#N", "OO"]
-    cmd = [
-        sys.executable,
-        "-m",
-        "schnetpack_molspectra.cli.spkspectra",
-        "simulate",
-        db,
-        "--uv-states",
-        "3",
-        "--smiles",
-        *smiles,
-    ]
+    smiles = RESUME_SMILES
+    cmd = simulate_command(db)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
