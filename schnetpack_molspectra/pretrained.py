@@ -266,9 +266,11 @@ def read_weights(path: str) -> dict:
     return stored
 
 
-def model_from_weights(path: str, device: str = "cpu") -> nn.Module:
+def model_from_weights(path: str, device: str = "cpu", stored: Optional[dict] = None) -> nn.Module:
     """The whole model of a weights file (or a shipped model's name), rebuilt from its stored config
     (``model``, built by hydra as the run built it) with its weights, in eval mode.
+
+    ``stored``: the file's :func:`read_weights`, when the caller has read it already.
 
     Raises:
         PretrainedModelError: the file has no model config, or its weights do not fit the model built.
@@ -280,7 +282,7 @@ def model_from_weights(path: str, device: str = "cpu") -> nn.Module:
     from schnetpack_molspectra.shipped import resolve_model
 
     path = resolve_model(path)
-    stored = read_weights(path)
+    stored = read_weights(path) if stored is None else stored
     if "model" not in (stored.get("config") or {}):
         raise PretrainedModelError(f"{path}: the weights file has no model config to rebuild the model from")
     cfg = OmegaConf.create(stored["config"])

@@ -157,12 +157,11 @@ def load_model(path: str, elements: Optional[Sequence] = None, device: str = "cp
     from schnetpack_molspectra.shipped import resolve_model
 
     path = find_model_file(resolve_model(path))  # a shipped model's name -> its weights file
-    card = {}
+    stored = None  # a weights file's entries: its config and card replace the run directory's
     try:
         if path.endswith(".pt"):  # a weights file (the shipped models): config and card inside
             stored = read_weights(path)
-            card = stored["card"]
-            model = model_from_weights(path, device=device)
+            model = model_from_weights(path, device=device, stored=stored)
         else:
             model = torch.load(path, map_location=device, weights_only=False)
     except PretrainedModelError as err:
@@ -188,7 +187,8 @@ def load_model(path: str, elements: Optional[Sequence] = None, device: str = "cp
     cutoff = getattr(representation, "cutoff", None)
     if cutoff is None and hasattr(representation, "cutoff_fn"):
         cutoff = getattr(representation.cutoff_fn, "cutoff", None)
-    cfg = run_config(path) if not card else OmegaConf.create(stored["config"])
+    cfg = run_config(path) if stored is None else OmegaConf.create(stored["config"])
+    card = {} if stored is None else stored["card"]
     if cutoff is None and cfg is not None:
         cutoff = cfg.get("globals", {}).get("cutoff")
     cutoff = float(cutoff if cutoff is not None else 5.0)
