@@ -25,6 +25,9 @@ Arms (each fine-tuned with ``qm9_finetune``'s released recipe, same encoder, sam
   molspectra_uv10 (UV intensities x10 before log10(1 + x): UV patches as strong as IR/Raman ones).
   Any control or MolSpectra arm with the suffix ``_x<k>`` pre-trains stage 2 (or the control)
   k times as long: ``control_x3 molspectra_x3`` compare a three times longer stage 2 with its control.
+  A shipped pre-trained model's name (``spkspectra models``) is an arm too: fine-tuned from that model,
+  no pre-training run (the shipped models never saw the fine-tuning molecules: they are held out).
+  ``--pretrain-seed`` seeds every pre-training run (one workdir per pre-training seed).
 
 Every run lives in ``--workdir/<name>`` and is skipped when it finished before, so a killed study
 resumes. A workdir belongs to one spectra set (the molecules are recorded in ``spectra_set.json``) and
@@ -47,6 +50,12 @@ labels, epochs, a GPU with ``--accelerator gpu``).
   python benchmarks/pretraining_study.py --workdir runs5k_250 --n-train 250 --arms scratch coord control molspectra \
       --targets gap --seeds 0 1 2 --stage2-epochs 6 --out benchmarks/results/pretraining_study_5k_250labels.json
       # 250 labels; runs5k_250 holds links to runs5k's stage1, control and stage2
+  python benchmarks/pretraining_study.py --workdir runs5k_250_p1 --pretrain-seed 1 --n-train 250 --arms control \
+      molspectra --targets gap --seeds 0 --stage2-epochs 6 --out benchmarks/results/pretraining_seed1_250labels.json
+      # another pre-training seed (and --pretrain-seed 2)
+  python benchmarks/pretraining_study.py --workdir shipped_250 --n-train 250 --width 128 --arms scratch \
+      denoise-painn-qm9 molspectra-painn-qm9 --targets gap --seeds 0 1 2 --out benchmarks/results/shipped_finetune_250.json
+      # the shipped models against scratch (their encoder: PaiNN 128 x 3)
   python benchmarks/pretraining_study.py --targets gap --seeds 0 1 2 --n-spectra 499   # its first study (499)
   python benchmarks/pretraining_study.py                       # everything: homo, lumo, gap, 3 seeds, 20 stage-2 epochs
   python benchmarks/pretraining_study.py --targets gap --seeds 0 --ft-epochs 2 --stage1-epochs 1 --stage2-epochs 1   # a quick look
@@ -96,9 +105,18 @@ def stage2_length(arm):
     return (longer.group(1), int(longer.group(2))) if longer else (arm, 1)
 
 
+def shipped_arm(arm):
+    """Whether ``arm`` is the name of a shipped pre-trained model."""
+    from schnetpack_molspectra.shipped import available_models
+
+    return arm in available_models()
+
+
 def pretraining_source(arm, stage2_epochs):
     """(run name, experiment, epochs, overrides) of the pre-training run after stage 1 that ``arm``'s
-    encoder comes from; ("stage1", ...) for coord and None for scratch."""
+    encoder comes from; ("stage1", ...) for coord and None for scratch and the shipped models."""
+    if shipped_arm(arm):
+        return None
     base, factor = stage2_length(arm)
     suffix = arm[len(base) :]
     if base in ("scratch", "coord"):
@@ -112,7 +130,8 @@ def pretraining_source(arm, stage2_epochs):
     if base in VARIANTS:
         return f"stage2_{base}{suffix}", "molspectra_pretrain", stage2_epochs * factor, VARIANTS[base]
     raise SystemExit(
-        f"unknown arm {arm}; choose from {list(ARMS) + list(VARIANTS)}, optionally with _x<k> (control, MolSpectra)"
+        f"unknown arm {arm}; choose from {list(ARMS) + list(VARIANTS)}, optionally with _x<k> (control, MolSpectra), "
+        "or a shipped model (spkspectra models)"
     )
 
 
@@ -175,6 +194,7 @@ RUN_SETTINGS = (
     "width",
     "interactions",
     "finetune_overrides",
+    "pretrain_seed",
 )
 
 
@@ -263,6 +283,7 @@ def main(argv=None):
     )
     p.add_argument("--stage2-epochs", type=int, default=20, help="stage 2 and control epochs on the spectra set")
     p.add_argument("--pretrain-batch", type=int, default=32)
+    p.add_argument("--pretrain-seed", type=int, default=0, help="seed of every pre-training run")
     p.add_argument("--n-train", type=int, default=1000, help="fine-tuning labels")
     p.add_argument("--n-val", type=int, default=500)
     p.add_argument("--n-test", type=int, default=1000)
@@ -295,7 +316,12 @@ def main(argv=None):
         f"trainer.accelerator={args.accelerator}",
         "data.num_workers=2",
     ]
-    pretrain = [*common, f"data.batch_size={args.pretrain_batch}", "trainer.max_steps=-1", "+seed=0"]
+    pretrain = [
+        *common,
+        f"data.batch_size={args.pretrain_batch}",
+        "trainer.max_steps=-1",
+        f"+seed={args.pretrain_seed}",
+    ]
 
     def run(name, overrides):
         result = spktrain(workdir, name, overrides)
@@ -353,7 +379,9 @@ def main(argv=None):
                     *common,
                     *args.finetune_overrides,
                 ]
-                if sources[arm]:
+                if shipped_arm(arm):
+                    overrides.append(f"globals.pretrained_model={arm}")
+                elif sources[arm]:
                     overrides.append(f"globals.pretrained_model={best_model(workdir, sources[arm][0])}")
                 r = finished[(target, arm, seed)] = run(name, overrides)
                 print(f"  {target} {arm} seed {seed}: test MAE {r[f'test_{target}_mae_meV']:.1f} meV", flush=True)
@@ -418,7 +446,11 @@ def report(results, args):
             + " | ".join(cells)
             + f" | {ratio('coord', 'scratch')} | {ratio('molspectra', 'control')} | {ratio('molspectra', 'coord')} |"
         )
-    others = [a for a in args.arms if a not in ARMS and not a.startswith("control")]
+    for target, arms in results["finetune"].items():
+        for arm in [a for a in args.arms if shipped_arm(a) and a in arms and "scratch" in arms]:
+            a, c = arms[arm]["test_mae_meV"], arms["scratch"]["test_mae_meV"]
+            print(f"  {target} {arm} / scratch: {a['mean'] / c['mean']:.3f}")
+    others = [a for a in args.arms if a not in ARMS and not a.startswith("control") and not shipped_arm(a)]
     for target, arms in results["finetune"].items():
         for arm in others:
             control = matched_control(arm)

@@ -24,12 +24,20 @@ molecules: the queries, and the queries + the run's training molecules):
 - the library's geometries: xTB-relaxed (those paired with the spectra in training), QM9 B3LYP,
   RDKit MMFF from SMILES (what ``identify`` does with a SMILES list).
 
+With ``--model`` (a shipped model's name or a weights file) the queries are instead the held-out
+molecules (``data.sticks.held_out_selection``, which no shipped model saw) whose sticks
+``scripts/ship_sticks.py --selection held-out`` computed into ``benchmarks/data/held_out_sticks``
+with the simulator of the training data; the candidates with spectra are those and the shipped
+spectra molecules. A library smaller than the query set is searched group by group: the queries in
+groups of that size, each group its own library.
+
 The library search is exact; for libraries of 5,000 or more, the FAISS HNSW index ``identify``
 uses there is checked against it (fraction of exact top-10 lists it returns).
 
     python benchmarks/retrieval.py                                   # the stage-2 study model
     python benchmarks/retrieval.py --run /tmp/mainjob/runs/<id> --tag mainjob
     python benchmarks/retrieval.py --sizes 100,1000 --quick          # minutes
+    python benchmarks/retrieval.py --model molspectra-painn-qm9 --tag molspectra-painn-qm9   # a shipped model
 
 Writes ``benchmarks/results/retrieval.json`` (one entry per ``--tag``) and prints markdown tables.
 QM9 3D embeddings are cached per model (``--workdir``), so a rerun costs minutes.
@@ -47,6 +55,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_RUN = "/work/study_runs/stage2/runs"
+HELD_OUT_STICKS = os.path.join(HERE, "data", "held_out_sticks")
 SUBSETS = {
     "uv+ir+raman": ("uv", "ir", "raman"),
     "ir+raman": ("ir", "raman"),
@@ -117,25 +126,101 @@ def raw_vectors(spectra_list, modalities):
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
 
-def perturbed_spectra(gdbs):
-    """The shipped sticks of these molecules re-broadened with PERTURBATION."""
+def sticks_rows(sticks_list, settings=None):
+    """Rows like :func:`read_run_db`'s from stick spectra (``data.sticks.MoleculeSticks``), broadened
+    with ``settings`` (a ``SimulationSettings``; the simulator's defaults if None)."""
     import schnetpack_molspectra.properties as msp
+    from schnetpack_molspectra.data.sticks import sticks_to_spectra
+
+    rows = []
+    for s in sticks_list:
+        spectra = sticks_to_spectra(s, settings)
+        rows.append(
+            {
+                "gdb": int(s.gdb_index),
+                "smiles": "",
+                "spectra": {m: spectra[msp.spectra[m]].reshape(-1) for m in msp.modalities},
+                "atoms": s.atoms,
+            }
+        )
+    return rows
+
+
+def perturbed_spectra(gdbs, folder=None):
+    """The sticks of these molecules (shipped, or in ``folder``) re-broadened with PERTURBATION."""
     from schnetpack_molspectra.data.simulate.runner import SimulationSettings
-    from schnetpack_molspectra.data.sticks import load_sticks, sticks_to_spectra
+    from schnetpack_molspectra.data.sticks import load_sticks
 
     wanted = set(gdbs)
-    settings = SimulationSettings(**PERTURBATION)
-    found = {s.gdb_index: s for s in load_sticks() if s.gdb_index in wanted}
+    found = {s.gdb_index: s for s in load_sticks(folder=folder) if s.gdb_index in wanted}
     missing = wanted - set(found)
     if missing:
+        raise SystemExit(f"no sticks for GDB {sorted(missing)[:5]}: the run's database is not the default dataset")
+    rows = sticks_rows([found[g] for g in gdbs], SimulationSettings(**PERTURBATION))
+    return [r["spectra"] for r in rows]
+
+
+def run_queries(run):
+    """The queries of a pre-training run: its validation and test molecules, spectra from its database;
+    the candidates with spectra: those and its training molecules."""
+    from schnetpack_molspectra.identify import load_model, run_config, training_db
+
+    enc = load_model(os.path.join(run, "best_model"))
+    db = training_db(run_config(os.path.join(run, "best_model")))
+    split = np.load(os.path.join(run, "split.npz"))
+    rows = read_run_db(db)
+    val, test, train = (np.asarray(split[k], dtype=int) for k in ("val_idx", "test_idx", "train_idx"))
+    queries = [rows[i] for i in np.concatenate([val, test])]
+    return enc, {
+        "source": f"run {run} (database {db})",
+        "queries": queries,
+        "perturbed": perturbed_spectra([r["gdb"] for r in queries]),
+        "train": [rows[i] for i in train],
+        "counts": {"val": len(val), "test": len(test), "train_molecules": len(train)},
+        "describe": f"{len(val)} validation + {len(test)} test molecules of the run",
+    }
+
+
+def qm9_smiles():
+    """GDB index -> QM9's SMILES (qm9pack)."""
+    from schnetpack_molspectra.data.qm9 import load_qm9pack
+
+    table = load_qm9pack()
+    return dict(zip(table["Index"].astype(int), table["SMILES"]))
+
+
+def held_out_queries(model, folder, n_queries):
+    """The queries of a shipped (or any weights-file) model: the first ``n_queries`` held-out molecules
+    with sticks in ``folder`` (``scripts/ship_sticks.py --selection held-out``), which no shipped model
+    saw; the candidates with spectra: those and the shipped spectra molecules (stage 2's data)."""
+    from schnetpack_molspectra.data.simulate.runner import SimulationSettings
+    from schnetpack_molspectra.data.sticks import held_out_selection, load_sticks
+    from schnetpack_molspectra.identify import load_model
+
+    sticks = list(load_sticks(folder=folder, n_molecules=n_queries))
+    if not sticks:
         raise SystemExit(
-            f"no shipped sticks for GDB {sorted(missing)[:5]}: the run's database is not the default dataset"
+            f"{folder}: no held-out sticks; compute them: python scripts/ship_sticks.py --selection held-out"
         )
-    out = []
-    for g in gdbs:
-        spectra = sticks_to_spectra(found[g], settings)
-        out.append({m: spectra[msp.spectra[m]].reshape(-1) for m in msp.modalities})
-    return out
+    outside = sorted({s.gdb_index for s in sticks} - set(held_out_selection().tolist()))
+    if outside:
+        raise SystemExit(f"{folder}: GDB {outside[:5]} are not held-out molecules")
+    train = list(load_sticks())
+    queries = sticks_rows(sticks)
+    smiles = qm9_smiles()
+    for r in queries:
+        r["smiles"] = smiles[r["gdb"]]
+    train_rows = sticks_rows(train)
+    for r in train_rows:
+        r["smiles"] = smiles[r["gdb"]]
+    return load_model(model), {
+        "source": f"model {model}, held-out sticks {folder}",
+        "queries": queries,
+        "perturbed": [r["spectra"] for r in sticks_rows(sticks, SimulationSettings(**PERTURBATION))],
+        "train": train_rows,
+        "counts": {"held_out": len(sticks), "train_molecules": len(train)},
+        "describe": f"{len(sticks)} held-out QM9 molecules (spectra simulated like the training data, by scripts/ship_sticks.py)",
+    }
 
 
 def queries_from(spectra_list, names, subset):
@@ -185,28 +270,15 @@ def rdkit_atoms(smiles_list, fallback):
     return atoms, failed
 
 
-def benchmark_run(run, sizes, workdir, seed, quick, log):
+def benchmark(enc, qset, sizes, workdir, seed, quick, log):
     import torch
 
     from schnetpack_molspectra.data.qm9 import gdb_positions, load_qm9pack
-    from schnetpack_molspectra.identify import (
-        VectorIndex,
-        encode_spectra,
-        encode_structures,
-        load_model,
-        run_config,
-        training_db,
-    )
+    from schnetpack_molspectra.identify import VectorIndex, encode_spectra, encode_structures
 
     timings = {}
     t = time.time()
-    enc = load_model(os.path.join(run, "best_model"))
-    db = training_db(run_config(os.path.join(run, "best_model")))
-    split = np.load(os.path.join(run, "split.npz"))
-    rows = read_run_db(db)
-    val, test, train = (np.asarray(split[k], dtype=int) for k in ("val_idx", "test_idx", "train_idx"))
-    q_idx = np.concatenate([val, test])
-    queries = [rows[i] for i in q_idx]
+    queries, train = qset["queries"], qset["train"]
     names = [f"gdb_{r['gdb']}" for r in queries]
     table = load_qm9pack()
     q_pos = np.array(gdb_positions(table, [r["gdb"] for r in queries]))
@@ -216,12 +288,12 @@ def benchmark_run(run, sizes, workdir, seed, quick, log):
         inchi_counts[x] = inchi_counts.get(x, 0) + 1
     n_dup = int(sum(inchi_counts[inchi[p]] > 1 for p in q_pos))
     timings["load"] = time.time() - t
-    log(f"{run}: {len(queries)} queries (val {len(val)} + test {len(test)}), database {db}, model {enc.sha256[:12]}")
+    log(f"{qset['source']}: {len(queries)} queries, model {enc.sha256[:12]}")
 
     # spectra embeddings per modality subset, clean and perturbed
     t = time.time()
     clean = [r["spectra"] for r in queries]
-    perturbed = perturbed_spectra([r["gdb"] for r in queries])
+    perturbed = qset["perturbed"]
     spec = {}
     for kind, spectra_list in (("clean", clean), ("perturbed", perturbed)):
         for name, subset in SUBSETS.items():
@@ -238,7 +310,7 @@ def benchmark_run(run, sizes, workdir, seed, quick, log):
     others = np.setdiff1d(np.arange(n_qm9), q_pos)
     others = others[rng.permutation(len(others))]
     largest = max(n_qm9 if s == "all" else int(s) for s in sizes)
-    shipped_pos = np.array(gdb_positions(table, [r["gdb"] for r in rows]))
+    shipped_pos = np.array(gdb_positions(table, [r["gdb"] for r in queries + train]))
     needed = None if largest >= n_qm9 else np.concatenate([q_pos, others[: largest - len(q_pos)], shipped_pos])
     qm9_vectors, timings["qm9_embeddings"] = qm9_embeddings(enc, table, workdir, log, needed)
 
@@ -246,16 +318,22 @@ def benchmark_run(run, sizes, workdir, seed, quick, log):
     t = time.time()
     for size in sizes:
         n = n_qm9 if size == "all" else int(size)
-        library = np.concatenate([q_pos, others[: n - len(q_pos)]])
-        truth = np.arange(len(q_pos))  # the queries come first in the library
+        library = np.concatenate([q_pos, others[: max(n - len(q_pos), 0)]])
         lib_vectors = qm9_vectors[library]
         entry = {}
         for (kind, name), vectors in spec.items():
-            r = ranks(vectors @ lib_vectors.T, truth)
+            if n < len(q_pos):  # queries in groups of n, each group the library of its own queries
+                r = np.concatenate(
+                    [
+                        ranks(vectors[i : i + n] @ lib_vectors[i : i + n].T, np.arange(len(vectors[i : i + n])))
+                        for i in range(0, len(q_pos) - n + 1, n)
+                    ]
+                )
+            else:
+                r = ranks(vectors @ lib_vectors.T, np.arange(len(q_pos)))  # the queries come first
             entry[f"{kind}:{name}"] = recall(r, n)
             if kind == "clean" and name == "uv+ir+raman":
-                entry["clean:uv+ir+raman:test_only"] = recall(r[len(val) :], n)
-                entry["clean:uv+ir+raman:val_only"] = recall(r[: len(val)], n)
+                truth = np.arange(len(q_pos))
                 if n >= 5000:  # the FAISS index identify uses at this size vs exact search
                     t_index = time.time()
                     index = VectorIndex(lib_vectors, exact_below=5000)
@@ -277,11 +355,9 @@ def benchmark_run(run, sizes, workdir, seed, quick, log):
 
     # libraries with candidate spectra: the shipped molecules (queries, + the training molecules)
     t = time.time()
-    shipped_sets = {"queries": q_idx, "queries+train": np.concatenate([q_idx, train])}
-    for set_name, idx in shipped_sets.items():
-        lib_rows = [rows[i] for i in idx]
-        n = len(idx)
-        truth = np.arange(len(q_idx))
+    for set_name, lib_rows in {"queries": queries, "queries+train": queries + train}.items():
+        n = len(lib_rows)
+        truth = np.arange(len(queries))
         entry = {}
         for kind, spectra_list in (("clean", clean), ("perturbed", perturbed)):
             for name, subset in SUBSETS.items():
@@ -309,15 +385,9 @@ def benchmark_run(run, sizes, workdir, seed, quick, log):
         )
     timings["shipped"] = time.time() - t
     return {
-        "run": run,
+        "source": qset["source"],
         "model_sha256": enc.sha256,
-        "database": db,
-        "queries": {
-            "val": len(val),
-            "test": len(test),
-            "train_molecules": len(train),
-            "queries_with_qm9_inchi_duplicates": n_dup,
-        },
+        "queries": {**qset["counts"], "queries_with_qm9_inchi_duplicates": n_dup, "describe": qset["describe"]},
         "model": {
             "encoder": type(enc.model.representation).__name__,
             "n_features": int(qm9_vectors.shape[1]),
@@ -355,9 +425,11 @@ def recall_rows(by_size, queries, subsets, chance):
 def markdown(entry):
     lines = []
     res = entry["results"]
+    queries = entry["queries"]
+    describe = queries.get("describe") or f"{queries['val']} validation + {queries['test']} test molecules"
     lines.append(
-        f"Queries: {entry['queries']['val']} validation + {entry['queries']['test']} test molecules; "
-        f"library = the queries + random QM9 molecules (qm9pack B3LYP geometries)."
+        f"Queries: {describe}; library = the queries + random QM9 molecules (qm9pack B3LYP geometries; "
+        "a library smaller than the queries: the queries in groups of that size)."
     )
     lines.append("")
     lines.append("| spectra given | library | recall@1 | recall@5 | recall@10 | median rank | chance@1 | chance@10 |")
@@ -413,6 +485,13 @@ def markdown(entry):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", default=DEFAULT_RUN, help="run directory (or a folder with exactly one run below it)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="a shipped model's name or a weights file: queries from the held-out molecules (--held-out) instead of --run",
+    )
+    p.add_argument("--held-out", default=HELD_OUT_STICKS, help="folder of the held-out molecules' sticks")
+    p.add_argument("--n-queries", type=int, default=None, help="the first N held-out molecules (default: all)")
     p.add_argument("--tag", default="stage2", help="name of this entry in the results file")
     p.add_argument("--sizes", default="100,1000,10000,all", help="library sizes (all = 130,831)")
     p.add_argument(
@@ -429,9 +508,12 @@ def main(argv=None):
     start = time.time()
     workdir = args.workdir or os.path.join(cache_dir(), "retrieval_benchmark")
     log = lambda text: print(f"[{time.time() - start:7.1f} s] {text}", file=sys.stderr, flush=True)  # noqa: E731
-    run = find_run(args.run)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    entry = benchmark_run(run, sizes, workdir, args.seed, args.quick, log)
+    if args.model:
+        enc, qset = held_out_queries(args.model, args.held_out, args.n_queries)
+    else:
+        enc, qset = run_queries(find_run(args.run))
+    entry = benchmark(enc, qset, sizes, workdir, args.seed, args.quick, log)
     entry["wall_s"] = time.time() - start
     entry["command"] = "python benchmarks/retrieval.py " + " ".join(argv if argv is not None else sys.argv[1:])
     entry["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
@@ -443,7 +525,7 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
-    print(f"## retrieval, {args.tag} ({run})\n")
+    print(f"## retrieval, {args.tag} ({qset['source']})\n")
     print(markdown(entry))
     print(
         f"\nwall {entry['wall_s']:.0f} s on {entry['machine']}; "

@@ -1,15 +1,17 @@
-"""Compute the stick spectra shipped in ``schnetpack_molspectra/data/qm9_sticks`` (maintainers).
+"""Compute stick spectra in chunks of ``CHUNK_SIZE`` molecules (maintainers).
 
-Two passes over chunks of ``CHUNK_SIZE`` molecules of :func:`shipped_selection`:
-  vib          GFN2-xTB relaxation from the QM9 geometry, then IR and Raman sticks
-  uv-<method>  UV sticks (PySCF, ``uv_spectrum_sticks``) on the relaxed structures of vib
+Each chunk is one resumable run of the simulator (``simulate_to_db``: GFN2-xTB relaxation from
+the QM9 geometry, IR and Raman sticks, UV sticks at ``--uv-method`` on the relaxed structure) into
+``<workdir>/<selection>_<k>.db``; a killed run started again goes on from the molecules that
+database (and its ``.failures.jsonl``) already holds. When every molecule of the chunk is done,
+its sticks are written as ``vib_<k>.npz`` and ``uv-<method>_<k>.npz`` into ``--folder`` and its
+failures appended to ``<folder>/failures.jsonl`` (``data.sticks`` describes the layout).
 
-    python scripts/ship_sticks.py vib --chunks 0:20 --workers 2
-    python scripts/ship_sticks.py uv --chunks 0:20 --workers 2        # sTDA, the level of the shipped chunks
+  python scripts/ship_sticks.py --chunks 0:20 --workers 2             # the shipped chunks (into the package)
+  python scripts/ship_sticks.py --selection held-out --chunks 0:2 --workers 2
+        # the retrieval benchmark's queries: the first 500 held-out molecules, into benchmarks/data/held_out_sticks
 
-Every finished molecule is appended to ``<workdir>/<kind>_<k>.partial.jsonl`` at once, so a
-killed run resumes where it stopped; a chunk is written into the package (and its failures
-into ``failures.jsonl``) only when all its molecules are done. Commit each chunk as it lands.
+Commit each chunk as it lands; the databases in ``--workdir`` are not committed.
 """
 
 import argparse
@@ -18,115 +20,83 @@ import os
 import sys
 import time
 
-from schnetpack_molspectra.data.sticks import (
-    CHUNK_SIZE,
-    SHIPPED_DIR,
-    SHIPPED_UV_METHOD,
-    chunk_path,
-    read_chunk,
-    shipped_selection,
-    write_chunk,
-)
+HERE = os.path.dirname(os.path.abspath(__file__))
+FOLDERS = {
+    "shipped": None,  # data.sticks.SHIPPED_DIR
+    "held-out": os.path.join(HERE, "..", "benchmarks", "data", "held_out_sticks"),
+}
 
 
-def vib_job(item):
-    gdb, numbers, positions, settings = item
-    from ase import Atoms
+def chunk_molecules(gdbs, table):
+    """The simulator's inputs of one chunk: QM9 (B3LYP) geometries, indexed by GDB index."""
+    from schnetpack_molspectra.data.qm9 import gdb_positions, row_atoms
+    from schnetpack_molspectra.data.simulate.runner import MoleculeInput
 
-    from schnetpack_molspectra.data.simulate.xtb import relax, vibrational_spectra
-
-    try:
-        atoms = relax(Atoms(numbers=numbers, positions=positions), fmax=settings["fmax"])
-        vib = vibrational_spectra(atoms, imaginary_threshold=settings["imaginary_threshold"])
-    except Exception as err:
-        return {"gdb_index": gdb, "reason": f"{type(err).__name__}: {err}"}
-    return {
-        "gdb_index": gdb,
-        "numbers": atoms.numbers.tolist(),
-        "positions": atoms.positions.tolist(),
-        "frequencies": vib["frequencies"].tolist(),
-        "ir_intensities": vib["ir_intensities"].tolist(),
-        "raman_activities": vib["raman_activities"].tolist(),
-    }
-
-
-def uv_job(item):
-    gdb, numbers, positions, settings = item
-    from ase import Atoms
-
-    from schnetpack_molspectra.data.simulate.uv import uv_spectrum_sticks
-
-    try:
-        uv = uv_spectrum_sticks(
-            Atoms(numbers=numbers, positions=positions), settings["uv_method"], settings["uv_states"]
-        )
-    except Exception as err:
-        return {"gdb_index": gdb, "reason": f"{type(err).__name__}: {err}"}
-    return {"gdb_index": gdb, "energies": uv["energies"].tolist(), "strengths": uv["strengths"].tolist()}
-
-
-def chunk_inputs(kind, k, selection, table, settings):
-    """(gdb, numbers, positions, settings) of chunk k: QM9 geometries for vib, relaxed ones for UV."""
-    gdbs = selection[k * CHUNK_SIZE : (k + 1) * CHUNK_SIZE]
-    if kind == "vib":
-        from schnetpack_molspectra.data.qm9 import gdb_positions, row_atoms
-
-        rows = table.iloc[gdb_positions(table, gdbs)]
-        return [
-            (int(g), row_atoms(r).numbers.tolist(), row_atoms(r).positions.tolist(), settings)
-            for g, r in zip(gdbs, rows.itertuples(index=False))
-        ]
-    vib = read_chunk(chunk_path("vib", k))
+    rows = table.iloc[gdb_positions(table, gdbs)]
     return [
-        (int(g), vib[g]["numbers"].tolist(), vib[g]["positions"].tolist(), settings) for g in map(int, gdbs) if g in vib
+        MoleculeInput(index=int(g), atoms=row_atoms(r), name=f"gdb_{int(g)}", smiles=r.SMILES)
+        for g, r in zip(gdbs, rows.itertuples(index=False))
     ]
 
 
-def run_chunk(kind, k, selection, table, settings, workdir, workers):
-    final = chunk_path(kind, k)
-    if os.path.exists(final):
-        return "exists"
-    if kind.startswith("uv") and not os.path.exists(chunk_path("vib", k)):
-        return "no vib chunk"
-    partial = os.path.join(workdir, f"{kind}_{k:03d}.partial.jsonl")
-    done = {}
-    if os.path.exists(partial):
-        with open(partial) as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a kill
-                done[rec["gdb_index"]] = rec
-    items = [it for it in chunk_inputs(kind, k, selection, table, settings) if it[0] not in done]
-    job = vib_job if kind == "vib" else uv_job
-    t0 = time.time()
-    if items:
-        from schnetpack_molspectra.data.simulate.runner import start_pool
+def sticks_records(db_path):
+    """gdb index -> (vib record, uv record) of every molecule in a simulated chunk database."""
+    from ase.db import connect
 
-        pool = start_pool(workers)
-        try:
-            with open(partial, "a") as f:
-                for rec in pool.imap_unordered(job, items, chunksize=1):
-                    f.write(json.dumps(rec) + "\n")
-                    f.flush()
-                    done[rec["gdb_index"]] = rec
-        finally:
-            pool.terminate()
-    order = [int(g) for g in selection[k * CHUNK_SIZE : (k + 1) * CHUNK_SIZE] if int(g) in done]
-    ok = [done[g] for g in order if "reason" not in done[g]]
-    failed = [done[g] for g in order if "reason" in done[g]]
-    write_chunk(final, ok, settings)
-    with open(os.path.join(SHIPPED_DIR, "failures.jsonl"), "a") as f:
+    import schnetpack_molspectra.properties as msp
+
+    records = {}
+    with connect(db_path, use_lock_file=False) as conn:
+        for row in conn.select():
+            gdb = int(row.key_value_pairs["input_index"])
+            vib = {
+                "gdb_index": gdb,
+                "numbers": row.numbers,
+                "positions": row.positions,
+                "frequencies": row.data[msp.vib_frequencies],
+                "ir_intensities": row.data[msp.ir_intensities],
+                "raman_activities": row.data[msp.raman_activities],
+            }
+            uv = {"gdb_index": gdb, "energies": row.data[msp.uv_energies], "strengths": row.data[msp.uv_strengths]}
+            records[gdb] = (vib, uv)
+    return records
+
+
+def run_chunk(name, k, gdbs, table, settings, workdir, folder, workers):
+    """Simulate chunk ``k`` (the GDB indices ``gdbs``) and write its two sticks files into ``folder``."""
+    from schnetpack_molspectra.data.simulate.runner import read_failures, simulate_to_db
+    from schnetpack_molspectra.data.sticks import chunk_path, write_chunk
+
+    vib_path, uv_path = chunk_path("vib", k, folder), chunk_path(f"uv-{settings.uv_method}", k, folder)
+    if os.path.exists(vib_path) and os.path.exists(uv_path):
+        return "exists"
+    db = os.path.join(workdir, f"{name}_{k:03d}.db")
+    t0 = time.time()
+    counts = simulate_to_db(chunk_molecules(gdbs, table), db, settings, workers=workers)
+    records = sticks_records(db)
+    order = [int(g) for g in gdbs if int(g) in records]
+    write_chunk(
+        vib_path,
+        [records[g][0] for g in order],
+        {"relax": "GFN2-xTB", "fmax": settings.fmax, "imaginary_threshold": settings.imaginary_threshold},
+    )
+    write_chunk(
+        uv_path, [records[g][1] for g in order], {"uv_method": settings.uv_method, "uv_states": settings.uv_states}
+    )
+    failed = read_failures(db)
+    with open(os.path.join(folder, "failures.jsonl"), "a") as f:
         for rec in failed:
-            f.write(json.dumps({"pass": kind, **rec}) + "\n")
-    return f"{len(ok)} written, {len(failed)} failed, {len(items)} computed in {time.time() - t0:.0f} s"
+            f.write(json.dumps({"pass": "simulate", "gdb_index": rec["input_index"], "reason": rec["reason"]}) + "\n")
+    return f"{len(order)} written, {len(failed)} failed, {counts['written'] + counts['failed']} computed in {time.time() - t0:.0f} s"
 
 
 def main(argv=None):
+    from schnetpack_molspectra.data.sticks import CHUNK_SIZE, SHIPPED_DIR, SHIPPED_UV_METHOD
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("pass_", choices=["vib", "uv"], metavar="pass")
+    parser.add_argument("--selection", choices=sorted(FOLDERS), default="shipped")
     parser.add_argument("--chunks", default="0:20", help="chunk range a:b (default 0:20 = 5,000 molecules)")
+    parser.add_argument("--folder", default=None, help="where the chunks go (default: the selection's folder)")
     parser.add_argument("--uv-method", default=SHIPPED_UV_METHOD, help="UV level (default: the shipped chunks' level)")
     parser.add_argument("--uv-states", type=int, default=10)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -135,24 +105,20 @@ def main(argv=None):
 
     from schnetpack_molspectra.data.qm9 import load_qm9pack
     from schnetpack_molspectra.data.simulate.runner import SimulationSettings
+    from schnetpack_molspectra.data.sticks import held_out_selection, shipped_selection
 
+    folder = os.path.abspath(args.folder or FOLDERS[args.selection] or SHIPPED_DIR)
     os.makedirs(args.workdir, exist_ok=True)
-    os.makedirs(SHIPPED_DIR, exist_ok=True)
-    defaults = SimulationSettings()
-    if args.pass_ == "vib":
-        kind = "vib"
-        settings = {"relax": "GFN2-xTB", "fmax": defaults.fmax, "imaginary_threshold": defaults.imaginary_threshold}
-    else:
-        kind = f"uv-{args.uv_method}"
-        settings = {"uv_method": args.uv_method, "uv_states": args.uv_states}
+    os.makedirs(folder, exist_ok=True)
+    settings = SimulationSettings(uv_method=args.uv_method, uv_states=args.uv_states)
     table = load_qm9pack()
-    selection = shipped_selection(table)
+    selection = shipped_selection(table) if args.selection == "shipped" else held_out_selection(table)
+    name = args.selection.replace("-", "_")
     a, b = (int(x) for x in args.chunks.split(":"))
     for k in range(a, b):
-        print(
-            f"{kind} chunk {k}: {run_chunk(kind, k, selection, table, settings, args.workdir, args.workers)}",
-            flush=True,
-        )
+        gdbs = selection[k * CHUNK_SIZE : (k + 1) * CHUNK_SIZE]
+        status = run_chunk(name, k, gdbs, table, settings, args.workdir, folder, args.workers)
+        print(f"{args.selection} chunk {k} -> {folder}: {status}", flush=True)
     return 0
 
 
