@@ -177,7 +177,7 @@ def main():
     results.update(timed_side_by_side(steps, device, args.repeats))
 
     spec = SpecFormer(n_out=128, n_heads=args.heads).to(device).train()
-    spectra = {m: batch[msp.spectra[m]] for m in spec.modalities}
+    spectra = {m: batch[msp.spectrum_keys[m]] for m in spec.modalities}
     masks = {m: batch[msp.patch_mask(m)] for m in spec.modalities}
 
     def fwd_bwd(module, **options):

@@ -89,7 +89,7 @@ def read_run_db(path):
                     "gdb": int(np.asarray(row.data[msp.gdb_index]).reshape(-1)[0]),
                     "smiles": row.get("smiles", ""),
                     "spectra": {
-                        m: np.asarray(row.data[msp.spectra[m]], np.float32).reshape(-1) for m in msp.modalities
+                        m: np.asarray(row.data[msp.spectrum_keys[m]], np.float32).reshape(-1) for m in msp.modalities
                     },
                     "atoms": row.toatoms(),
                 }
@@ -139,7 +139,7 @@ def sticks_rows(sticks_list, settings=None):
             {
                 "gdb": int(s.gdb_index),
                 "smiles": "",
-                "spectra": {m: spectra[msp.spectra[m]].reshape(-1) for m in msp.modalities},
+                "spectra": {m: spectra[msp.spectrum_keys[m]].reshape(-1) for m in msp.modalities},
                 "atoms": s.atoms,
             }
         )
@@ -224,7 +224,7 @@ def held_out_queries(model, folder, n_queries):
 
 
 def queries_from(spectra_list, names, subset):
-    from schnetpack_molspectra.spectra.io import QuerySpectrum
+    from schnetpack_molspectra.data.spectrum_files import QuerySpectrum
 
     return [QuerySpectrum(n, {m: s[m] for m in subset}, n) for n, s in zip(names, spectra_list)]
 

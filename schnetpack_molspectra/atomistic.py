@@ -208,7 +208,7 @@ class SpectraEncoder(nn.Module):
     def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         spectra, masks = {}, {}
         for m in self.specformer.modalities:
-            key = msp.spectra[m]
+            key = msp.spectrum_keys[m]
             if key not in inputs:
                 raise KeyError(f"batch has no '{key}'; the {m} modality is enabled in SpecFormer")
             spectra[m] = inputs[key]

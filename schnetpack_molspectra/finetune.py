@@ -2,13 +2,13 @@
 
 The experiment lists every module it builds; what depends on the target (``globals.property``:
 mu, alpha, homo, lumo, gap, r2, zpve, U0, U, H, G, Cv, or SchNetPack's key) comes from the table
-``data.qm9.QM9_TARGETS`` through the ``qm9`` resolver (:func:`qm9_attribute`), and the logged MAE,
+``data.qm9_targets.QM9_TARGETS`` through the ``qm9`` resolver (:func:`qm9_attribute`), and the logged MAE,
 named by the paper's unit (``{subset}_{key}_mae_meV``, ``..._mae_D``, ...), from :func:`qm9_metrics`.
 """
 
 from typing import Any, Dict, Optional
 
-from schnetpack_molspectra.data.qm9 import qm9_target
+from schnetpack_molspectra.data.qm9_targets import qm9_target
 from schnetpack_molspectra.train.metrics import ScaledMeanAbsoluteError
 
 __all__ = ["qm9_attribute", "qm9_metrics"]

@@ -74,7 +74,7 @@ def _normalised(enc, spectra: Dict[str, np.ndarray]) -> Dict[str, torch.Tensor]:
 
 
 def _molecule(data: str, index: int, modalities: Sequence[str]):
-    from schnetpack_molspectra.spectra.io import read_spectra
+    from schnetpack_molspectra.data.spectrum_files import read_spectra
 
     records = read_spectra(data)
     if not 0 <= index < len(records):
@@ -217,15 +217,18 @@ def plot_tsne(
     max_molecules: Optional[int] = None,
     device: str = "cpu",
 ) -> Dict[str, object]:
-    """t-SNE of the spectra and the 3D representations of ``data``'s molecules, coloured by ``color_by``."""
+    """t-SNE of the spectra and the 3D representations of ``data``'s molecules, coloured by ``color_by``.
+
+    Returns ``{"out", "molecules", "color_by", "colour": (n,) the colour values, "xy": {"spectra",
+    "structures"}: (n, 2) the t-SNE coordinates}``."""
     try:
         from sklearn.manifold import TSNE
     except ImportError as err:
         raise ImportError("the t-SNE plot needs scikit-learn: pip install scikit-learn") from err
     from ase.db import connect
 
+    from schnetpack_molspectra.data.spectrum_files import read_spectra
     from schnetpack_molspectra.identify import encode_spectra, encode_structures, load_model
-    from schnetpack_molspectra.spectra.io import read_spectra
 
     plt = _pyplot()
     enc = load_model(model, device=device)
@@ -240,12 +243,18 @@ def plot_tsne(
     structures = encode_structures(enc, atoms)
     perplexity = min(perplexity, (len(records) - 1) / 3)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
-    for ax, (title, x) in zip(
-        axes, (("spectra representation (SpecFormer)", spectra), ("3D representation (encoder)", structures))
+    coordinates = {}
+    for ax, (side, title, x) in zip(
+        axes,
+        (
+            ("spectra", "spectra representation (SpecFormer)", spectra),
+            ("structures", "3D representation (encoder)", structures),
+        ),
     ):
         xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, metric="cosine").fit_transform(
             x
         )
+        coordinates[side] = xy
         sc = ax.scatter(xy[:, 0], xy[:, 1], c=colour, s=9, cmap="viridis")
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])
@@ -257,7 +266,13 @@ def plot_tsne(
         f"t-SNE (cosine, perplexity {perplexity:g}) of {len(records)} molecules of {os.path.basename(data)}",
         fontsize=10,
     )
-    return {"out": _save(fig, out), "molecules": len(records), "color_by": color_by}
+    return {
+        "out": _save(fig, out),
+        "molecules": len(records),
+        "color_by": color_by,
+        "colour": colour,
+        "xy": coordinates,
+    }
 
 
 # ---------------------------------------------------------------- masked patch reconstruction
@@ -342,7 +357,10 @@ def _scalars(run: str) -> Dict[str, List[tuple]]:
 
 
 def plot_curves(run: str, out: str = "curves.png") -> Dict[str, object]:
-    """Train/validation curves of every loss term, the retrieval top-1 and the learning rate."""
+    """Train/validation curves of every loss term, the retrieval top-1 and the learning rate.
+
+    Returns ``{"out", "tags": every logged scalar, "panels": {panel title: {tag: [(step, value), ...]}}}``:
+    what each panel plots."""
     plt = _pyplot()
     if os.path.isfile(run):
         run = os.path.dirname(os.path.abspath(run))
@@ -377,4 +395,8 @@ def plot_curves(run: str, out: str = "curves.png") -> Dict[str, object]:
         ax.axis("off")
     fig.suptitle(f"learning curves of {os.path.basename(os.path.normpath(run))}", fontsize=10)
     fig.tight_layout()
-    return {"out": _save(fig, out), "tags": sorted(s)}
+    return {
+        "out": _save(fig, out),
+        "tags": sorted(s),
+        "panels": {title: {t: s[t] for t in tags} for title, tags in panels},
+    }

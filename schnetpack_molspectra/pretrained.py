@@ -32,6 +32,7 @@ __all__ = [
     "WEIGHTS_FORMAT",
     "save_weights",
     "read_weights",
+    "update_card",
     "model_from_weights",
 ]
 
@@ -264,6 +265,17 @@ def read_weights(path: str) -> dict:
     if not isinstance(stored, dict) or stored.get("format") != WEIGHTS_FORMAT:
         raise PretrainedModelError(f"{path}: not a weights file ({WEIGHTS_FORMAT})")
     return stored
+
+
+def update_card(path: str, card: dict) -> str:
+    """Replace the model card of the weights file ``path`` (weights and config stay byte for byte as
+    stored). Written to ``<path>.partial`` and renamed, so ``path`` is whole or absent."""
+    stored = read_weights(path)
+    stored["card"] = card
+    partial = path + ".partial"
+    torch.save(stored, partial)
+    os.replace(partial, path)
+    return path
 
 
 def model_from_weights(path: str, device: str = "cpu", stored: Optional[dict] = None) -> nn.Module:

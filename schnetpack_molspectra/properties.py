@@ -19,7 +19,7 @@ raman_spectrum: Final[str] = "raman_spectrum"
 #: per-modality table (grids, patch geometry, configs) is keyed by these names
 modalities: Final[Tuple[str, ...]] = ("uv", "ir", "raman")
 #: modality name -> property key of its broadened spectrum, in ``modalities`` order
-spectra = dict(zip(modalities, (uv_spectrum, ir_spectrum, raman_spectrum)))
+spectrum_keys = dict(zip(modalities, (uv_spectrum, ir_spectrum, raman_spectrum)))
 
 ## stick spectra from the simulator (variable length per molecule, float32)
 #: harmonic frequencies (cm^-1), (n_modes,)

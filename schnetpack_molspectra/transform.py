@@ -84,7 +84,7 @@ class ValidateSpectra(Transform):
     def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         index = int(inputs[structure.idx]) if structure.idx in inputs else "?"
         for m in self.modalities:
-            key = msp.spectra[m]
+            key = msp.spectrum_keys[m]
             if key not in inputs:
                 raise SpectrumError(
                     f"{self.source}: molecule {index}: {m} spectrum '{key}' is missing "
@@ -124,7 +124,7 @@ class NormalizeSpectra(Transform):
 
     def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         for m in self.modalities:
-            key = msp.spectra[m]
+            key = msp.spectrum_keys[m]
             x = inputs[key] * self.scale[m]
             if self.method == "log10":
                 x = torch.log10(1.0 + x)

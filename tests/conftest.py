@@ -22,14 +22,14 @@ def random_spectra(rng):
         centres = rng.uniform(grid.start, grid.stop, n_lines)
         heights = rng.uniform(0.1, 50.0, n_lines)
         width = 0.3 if m == "uv" else 15.0
-        spectra[msp.spectra[m]] = broaden(centres, heights, grid, width)
+        spectra[msp.spectrum_keys[m]] = broaden(centres, heights, grid, width)
     return spectra
 
 
 def write_spectra_db(path, n_molecules=24, seed=0, spectra_fn=None, with_spectra=True):
     """Write ``n_molecules`` small molecules (ASE's g2 set, jittered) with synthetic spectra."""
     rng = np.random.default_rng(seed)
-    units = {msp.spectra[m]: "1" for m in GRIDS} if with_spectra else {"energy": "eV"}
+    units = {msp.spectrum_keys[m]: "1" for m in GRIDS} if with_spectra else {"energy": "eV"}
     db = ASEAtomsData.create(str(path), distance_unit="Ang", property_unit_dict=units)
     atoms_list, props = [], []
     for i in range(n_molecules):

@@ -68,7 +68,7 @@ def _cluster_spec(args):
 
 def _simulate(args):
     from schnetpack_molspectra.data import inputs
-    from schnetpack_molspectra.data.qm9 import QM9_UNITS
+    from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
     from schnetpack_molspectra.data.simulate.cluster import ClusterError
 
     cluster = _cluster_spec(args)  # before the molecules: a wrong option fails at once

@@ -4,7 +4,7 @@
 - :func:`modules` (``_target_``): a list of modules given by name, which inheriting configs
   and switches can leave out;
 - the ``qm9`` resolver, ``finetune.qm9_attribute``: ``${qm9:<property>,<attribute>}`` is an
-  attribute of the QM9 target ``<property>`` (``data.qm9.QM9_TARGETS``: key, aggregation,
+  attribute of the QM9 target ``<property>`` (``data.qm9_targets.QM9_TARGETS``: key, aggregation,
   atomrefs, is_extensive, module, ...); ``${qm9:<property>,<attribute>,<value>}`` whether it equals ``<value>``.
 
 - the ``run_uuid`` resolver: ``${run_uuid:}`` is a uuid1 made once per config (SchNetPack's

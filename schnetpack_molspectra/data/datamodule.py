@@ -69,7 +69,7 @@ class MolSpectraDataModule(AtomsDataModule):
             from schnetpack_molspectra.data.default import default_dataset_path
 
             datapath = default_dataset_path()
-        properties = [msp.spectra[m] for m in self.modalities] + list(load_properties or [])
+        properties = [msp.spectrum_keys[m] for m in self.modalities] + list(load_properties or [])
         super().__init__(datapath=str(datapath), load_properties=properties, **kwargs)
 
     def prepare_data(self):

@@ -224,7 +224,7 @@ def _qm9_labels(qm9_db: str) -> Dict[int, Dict]:
     """GDB index -> QM9 labels of a ``spkspectra qm9`` database."""
     from ase.db import connect
 
-    from schnetpack_molspectra.data.qm9 import QM9_UNITS
+    from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
 
     require_file(qm9_db, "QM9 database")  # ase.db.connect would create an empty one
     try:
@@ -248,7 +248,7 @@ def _molecule_spectra(store: sqlite3.Connection, position: int) -> Optional[Dict
         found = store.execute(f"SELECT spectrum FROM {modality} WHERE idx = ?", (position,)).fetchone()
         if found is None:
             return None
-        data[msp.spectra[modality]] = np.frombuffer(found[0], dtype=np.float32)[None, :].copy()
+        data[msp.spectrum_keys[modality]] = np.frombuffer(found[0], dtype=np.float32)[None, :].copy()
     return data
 
 
@@ -258,9 +258,9 @@ def _write_molecules(path: str, molecules, store: sqlite3.Connection, labels: Op
     from ase.db import connect
     from schnetpack.data import ASEAtomsData
 
-    from schnetpack_molspectra.data.qm9 import QM9_UNITS
+    from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
 
-    property_units = {msp.spectra[m]: "1" for m in GRIDS}
+    property_units = {msp.spectrum_keys[m]: "1" for m in GRIDS}
     property_units[msp.gdb_index] = "1"
     if labels is not None:
         property_units.update(QM9_UNITS)

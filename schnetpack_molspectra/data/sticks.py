@@ -237,7 +237,8 @@ def build_db_from_sticks(
     from schnetpack.data import ASEAtomsData
 
     from schnetpack_molspectra.data.files import new_database
-    from schnetpack_molspectra.data.qm9 import QM9_UNITS, gdb_positions, load_qm9pack, row_labels
+    from schnetpack_molspectra.data.qm9 import gdb_positions, load_qm9pack, row_labels
+    from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
     from schnetpack_molspectra.data.simulate.runner import SIMULATED_UNITS
 
     molecules = list(load_sticks(uv_method, folder, n_molecules))

@@ -10,7 +10,7 @@ spectra needed - can be ranked against a measured or simulated spectrum::
     results = identify("runs/<id>/best_model", ["unknown_ir.jdx"], "candidates.smi", top_k=5)
     print(format_results(results))
 
-Spectra: any file :func:`schnetpack_molspectra.spectra.io.read_spectra` reads (database,
+Spectra: any file :func:`schnetpack_molspectra.data.spectrum_files.read_spectra` reads (database,
 ``.npy``/``.npz``, CSV, JCAMP-DX; units and resampling are described there). Records with the
 same name in several files are one molecule (e.g. an IR and a Raman JCAMP-DX file with the
 same ``##TITLE``); ``one_molecule=True`` makes all of them one query.
@@ -61,8 +61,8 @@ from schnetpack_molspectra.identify.library import (
 )
 from schnetpack_molspectra.identify.model import (
     QM9_ELEMENTS,
+    EmbeddingModel,
     IdentifyError,
-    MolSpectraEncoders,
     database_elements,
     find_model_file,
     load_model,
@@ -74,7 +74,7 @@ from schnetpack_molspectra.identify.search import Hit, Identification, identify,
 
 __all__ = [
     "IdentifyError",
-    "MolSpectraEncoders",
+    "EmbeddingModel",
     "Library",
     "Hit",
     "Identification",

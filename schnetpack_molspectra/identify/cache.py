@@ -15,7 +15,7 @@ from ase import Atoms
 
 from schnetpack_molspectra.identify.encode import check_elements, encode_structures
 from schnetpack_molspectra.identify.library import Library, load_library
-from schnetpack_molspectra.identify.model import MolSpectraEncoders
+from schnetpack_molspectra.identify.model import EmbeddingModel
 
 __all__ = ["LibraryEmbeddings", "library_embeddings"]
 
@@ -45,7 +45,7 @@ class LibraryEmbeddings:
 
 
 def library_embeddings(
-    enc: MolSpectraEncoders,
+    enc: EmbeddingModel,
     library: Union[str, Library],
     cache: bool = True,
     cache_dir: Optional[str] = None,

@@ -14,24 +14,24 @@ from ase.data import chemical_symbols
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.atomistic import missing_modality
-from schnetpack_molspectra.identify.model import IdentifyError, MolSpectraEncoders
-from schnetpack_molspectra.spectra.io import QuerySpectrum, rescale_to_reference
+from schnetpack_molspectra.data.spectrum_files import QuerySpectrum, rescale_to_reference
+from schnetpack_molspectra.identify.model import EmbeddingModel, IdentifyError
 
 __all__ = ["normalise_spectra", "encode_spectra", "check_elements", "encode_structures"]
 
 
-def normalise_spectra(enc: MolSpectraEncoders, spectra: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def normalise_spectra(enc: EmbeddingModel, spectra: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     from schnetpack_molspectra.transform import NormalizeSpectra
 
     present = [m for m in enc.modalities if m in spectra]
     transform = NormalizeSpectra(present, enc.normalization, {m: enc.spectra_scale.get(m, 1.0) for m in present})
-    out = transform({msp.spectra[m]: spectra[m] for m in present})
-    return {m: out[msp.spectra[m]] for m in present}
+    out = transform({msp.spectrum_keys[m]: spectra[m] for m in present})
+    return {m: out[msp.spectrum_keys[m]] for m in present}
 
 
 @torch.no_grad()
 def encode_spectra(
-    enc: MolSpectraEncoders, queries: Sequence[QuerySpectrum], rescale: str = "auto", batch_size: int = 64
+    enc: EmbeddingModel, queries: Sequence[QuerySpectrum], rescale: str = "auto", batch_size: int = 64
 ) -> np.ndarray:
     """Unit-norm spectra embeddings (n_queries, n_features); modalities the model uses but a
     query lacks are fully masked (zero-filled), see the module docstring."""
@@ -72,7 +72,7 @@ def encode_spectra(
     return np.concatenate(out).astype(np.float32)
 
 
-def check_elements(enc: MolSpectraEncoders, atoms_list: Sequence[Atoms], names: Sequence[str], source: str) -> None:
+def check_elements(enc: EmbeddingModel, atoms_list: Sequence[Atoms], names: Sequence[str], source: str) -> None:
     """Raise :class:`IdentifyError` naming the first molecule with an element the model does not know."""
     known = set(enc.elements)
     n_embed = getattr(getattr(enc.model.representation, "embedding", None), "num_embeddings", None)
@@ -92,7 +92,7 @@ def check_elements(enc: MolSpectraEncoders, atoms_list: Sequence[Atoms], names: 
 
 @torch.no_grad()
 def encode_structures(
-    enc: MolSpectraEncoders, atoms_list: Sequence[Atoms], batch_size: int = 128, progress: bool = False
+    enc: EmbeddingModel, atoms_list: Sequence[Atoms], batch_size: int = 128, progress: bool = False
 ) -> np.ndarray:
     """Unit-norm 3D embeddings (n_molecules, n_features): the encoder + ``MoleculeRepresentation``
     on each structure, with the training transforms (centre of mass, neighbour list, float32)."""

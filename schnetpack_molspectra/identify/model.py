@@ -17,7 +17,7 @@ from ase.data import chemical_symbols
 __all__ = [
     "IdentifyError",
     "QM9_ELEMENTS",
-    "MolSpectraEncoders",
+    "EmbeddingModel",
     "find_model_file",
     "run_config",
     "training_db",
@@ -34,7 +34,7 @@ class IdentifyError(ValueError):
 
 
 @dataclass
-class MolSpectraEncoders:
+class EmbeddingModel:
     """The two sides of a pre-trained MolSpectra model, ready for embedding."""
 
     path: str
@@ -141,7 +141,7 @@ def database_elements(path: str) -> Tuple[int, ...]:
         return tuple(sorted(int(z) for (z,) in conn.execute("SELECT DISTINCT Z FROM species")))
 
 
-def load_model(path: str, elements: Optional[Sequence] = None, device: str = "cpu") -> MolSpectraEncoders:
+def load_model(path: str, elements: Optional[Sequence] = None, device: str = "cpu") -> EmbeddingModel:
     """Load a MolSpectra ``best_model`` (or a run directory holding one), a weights file or a shipped
     model by name (``molspectra-painn-qm9``) for identification.
 
@@ -193,7 +193,7 @@ def load_model(path: str, elements: Optional[Sequence] = None, device: str = "cp
         cutoff = cfg.get("globals", {}).get("cutoff")
     cutoff = float(cutoff if cutoff is not None else 5.0)
 
-    enc = MolSpectraEncoders(path, model, spectra[0], rep3d[0], cutoff, sha256=_sha256(path), device=device)
+    enc = EmbeddingModel(path, model, spectra[0], rep3d[0], cutoff, sha256=_sha256(path), device=device)
     found = _normalisation_from_config(cfg, path) if cfg is not None else None
     if found is not None:
         enc.normalization, enc.spectra_scale = found

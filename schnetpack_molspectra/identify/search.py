@@ -7,13 +7,13 @@ docstring (:mod:`schnetpack_molspectra.identify`) describes inputs, modalities a
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
+from schnetpack_molspectra.data.spectrum_files import QuerySpectrum, read_spectra
 from schnetpack_molspectra.identify.cache import library_embeddings
 from schnetpack_molspectra.identify.encode import encode_spectra
 from schnetpack_molspectra.identify.index import EXACT_BELOW, VectorIndex
 from schnetpack_molspectra.identify.library import Library, load_library, smiles_from_structure
-from schnetpack_molspectra.identify.model import IdentifyError, MolSpectraEncoders, load_model
+from schnetpack_molspectra.identify.model import EmbeddingModel, IdentifyError, load_model
 from schnetpack_molspectra.identify.output import write_csv
-from schnetpack_molspectra.spectra.io import QuerySpectrum, read_spectra
 
 __all__ = ["Hit", "Identification", "merge_queries", "identify"]
 
@@ -65,7 +65,7 @@ def merge_queries(records: Iterable[QuerySpectrum], one_molecule: bool = False) 
 
 
 def identify(
-    model: Union[str, MolSpectraEncoders],
+    model: Union[str, EmbeddingModel],
     spectra: Union[str, Sequence[str], Sequence[QuerySpectrum]],
     library: Union[str, Library],
     top_k: int = 5,
@@ -84,7 +84,7 @@ def identify(
 
     Args:
         model: a ``best_model`` path (or run directory) or :func:`load_model`'s result.
-        spectra: spectra files (any format of ``spectra.io``) or records read already.
+        spectra: spectra files (any format of ``data.spectrum_files``) or records read already.
         library: candidate structures (database, xyz/extxyz, SMILES list) or a :class:`Library`.
         modality: the modality of files that do not say (``.npy``, CSV, JCAMP-DX without ``##DATA TYPE``).
         one_molecule: all spectra are of one molecule (e.g. ``ir.jdx`` + ``raman.jdx``).
@@ -93,7 +93,7 @@ def identify(
         out_csv: also write the results there (:func:`write_csv`).
         device: where the model runs (``cpu``, ``cuda``, ``cuda:1``; :func:`load_model`).
     """
-    enc = model if isinstance(model, MolSpectraEncoders) else load_model(model, elements, device=device)
+    enc = model if isinstance(model, EmbeddingModel) else load_model(model, elements, device=device)
     if isinstance(spectra, str):
         spectra = [spectra]
     records: List[QuerySpectrum] = []

@@ -1,7 +1,7 @@
 """Every reader of user files, fuzzed with damaged files: it succeeds or raises its documented error.
 
 Readers: QM9S CSVs and ``qm9s.pt`` (data/qm9s.py), MD17 ``.npz`` (data/md17.py), structure files
-and SMILES (data/inputs.py), the QM9 xyz archive (data/qm9.py) and pre-trained checkpoints
+and SMILES (data/inputs.py), the QM9 xyz archive (data/qm9_xyz.py) and pre-trained checkpoints
 (pretrained.py). hypothesis damages valid files written to disk: truncated, emptied, bytes
 overwritten, inserted or flipped, re-encoded (UTF-16, latin-1, BOM, CRLF), fields emptied or
 replaced by text, fields and lines dropped or doubled, arrays and pickles of the wrong kind.
@@ -29,7 +29,8 @@ from hypothesis.extra import numpy as npst
 from schnetpack_molspectra.cli import spkspectra
 from schnetpack_molspectra.data.inputs import StructureInputError, from_file, from_smiles
 from schnetpack_molspectra.data.md17 import MD17FormatError, npz_to_db
-from schnetpack_molspectra.data.qm9 import QM9FormatError, build_qm9_db, qm9_xyz_archive
+from schnetpack_molspectra.data.qm9 import build_qm9_db
+from schnetpack_molspectra.data.qm9_xyz import QM9FormatError, qm9_xyz_archive
 from schnetpack_molspectra.data.qm9s import QM9SFormatError, convert_qm9s, read_qm9s_graphs, stream_spectra_csv
 from schnetpack_molspectra.pretrained import PretrainedModelError, load_pretrained_weights
 from schnetpack_molspectra.spectra.grids import GRIDS

@@ -75,7 +75,7 @@ def test_stock_spktrain_qm9_atomwise_runs_on_it(tmp_path, qm9_db):
 
 def write_qm9_xyz(row, atoms, frequencies, exponent_form=False):
     """A dsgdb9nsd xyz file in the standard layout, from one qm9pack molecule."""
-    from schnetpack_molspectra.data.qm9 import QM9_COLUMNS
+    from schnetpack_molspectra.data.qm9_targets import QM9_COLUMNS
 
     props = "\t".join(f"{getattr(row, c)}" for c in QM9_COLUMNS)
     coords = []

@@ -41,7 +41,7 @@ def test_database_layout_and_recorded_failure(tmp_path):
 
     from schnetpack_molspectra.transform import ValidateSpectra
 
-    data = ASEAtomsData(db, load_properties=list(msp.spectra.values()))
+    data = ASEAtomsData(db, load_properties=list(msp.spectrum_keys.values()))
     assert ValidateSpectra(source=db)(data[0])[msp.ir_spectrum].shape == (1, 3501)
 
     # a second run does nothing twice

@@ -11,7 +11,8 @@ from hydra.utils import instantiate
 from spktrain import TINY_ENCODER, TINY_PRETRAIN, run_dir, scalar_values, spktrain
 
 from schnetpack_molspectra.atomistic import DenoisingHead
-from schnetpack_molspectra.data.qm9 import QM9_TARGETS, build_qm9_db, qm9_target
+from schnetpack_molspectra.data.qm9 import build_qm9_db
+from schnetpack_molspectra.data.qm9_targets import QM9_TARGETS, qm9_target
 from schnetpack_molspectra.pretrained import PretrainedModelError, representation_state
 
 pytestmark = pytest.mark.slow
@@ -111,8 +112,28 @@ def test_aux_denoising_perturbs_only_the_training_split():
     (noise,) = [t for t in train if isinstance(t, GaussianCoordinateNoise)]
     assert noise.sigma == 0.005
     assert not any(isinstance(t, GaussianCoordinateNoise) for t in evaluation)
+    # the training split's transforms are the evaluation ones with the noise before the neighbour list
+    names = [type(t).__name__ for t in train]
+    assert names == [type(t).__name__ for t in evaluation][:-2] + ["GaussianCoordinateNoise"] + names[-2:]
+    assert names[-2:] == ["MatScipyNeighborList", "CastTo32"]
     (aux,) = [o for o in outputs if o.name == "aux_denoising"]
     assert aux.loss_weight == 0.1 and aux.calculate_loss({"gap": torch.zeros(1)}) == 0.0
+
+
+@pytest.mark.parametrize("experiment", ["qm9_finetune", "md17_finetune"])
+def test_an_override_of_the_evaluation_transforms_reaches_the_training_ones(experiment):
+    """train_transforms take transforms' entries by reference: one override changes both."""
+    overrides = [
+        f"experiment={experiment}",
+        "data.datapath=x.db",
+        "data.transforms.neighbors._target_=schnetpack.transform.ASENeighborList",
+        "data.transforms.neighbors.cutoff=3.5",
+    ]
+    with initialize_config_module(config_module="schnetpack.configs", version_base=None):
+        cfg = compose("train", overrides=overrides)
+        for key in ("transforms", "train_transforms"):
+            (neighbors,) = [t for t in instantiate(cfg.data[key]) if "NeighborList" in type(t).__name__]
+            assert type(neighbors).__name__ == "ASENeighborList" and neighbors._cutoff == 3.5, key
 
 
 def test_bad_inputs_stop_before_training(tmp_path, qm9_db, pretrained):

@@ -14,7 +14,8 @@ from spktrain import TINY_ENCODER, run_dir, spktrain
 
 from schnetpack_molspectra.atomistic import DenoisingHead
 from schnetpack_molspectra.data.datamodule import BoundedTestSplit
-from schnetpack_molspectra.data.qm9 import QM9_TARGETS, build_qm9_db
+from schnetpack_molspectra.data.qm9 import build_qm9_db
+from schnetpack_molspectra.data.qm9_targets import QM9_TARGETS
 from schnetpack_molspectra.train import SmoothedLoss, WarmupCosineLR
 from schnetpack_molspectra.transform import GaussianCoordinateNoise, StandardizeProperty
 

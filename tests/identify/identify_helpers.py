@@ -16,9 +16,9 @@ import pytest
 import torch
 
 import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.data.spectrum_files import REFERENCE_PEAK
 from schnetpack_molspectra.spectra.broadening import broaden
 from schnetpack_molspectra.spectra.grids import GRIDS
-from schnetpack_molspectra.spectra.io import REFERENCE_PEAK
 
 #: the tiny library: small H/C/N/O molecules, 3D from RDKit (seed 0) as identify builds them
 SMILES = ["CCO", "CC=O", "CC#N", "C1CC1", "OC=O", "CN", "COC", "CC(C)=O"]
@@ -50,10 +50,10 @@ def write_query_db(path, atoms_list, spectra, names, smiles):
     from ase.db import connect
     from schnetpack.data import ASEAtomsData
 
-    ASEAtomsData.create(str(path), distance_unit="Ang", property_unit_dict={msp.spectra[m]: "1" for m in GRIDS})
+    ASEAtomsData.create(str(path), distance_unit="Ang", property_unit_dict={msp.spectrum_keys[m]: "1" for m in GRIDS})
     with connect(str(path), use_lock_file=False) as conn:
         for atoms, s, name, smi in zip(atoms_list, spectra, names, smiles):
-            conn.write(atoms, data={msp.spectra[m]: v[None, :] for m, v in s.items()}, label=name, smiles=smi)
+            conn.write(atoms, data={msp.spectrum_keys[m]: v[None, :] for m, v in s.items()}, label=name, smiles=smi)
     return str(path)
 
 
@@ -87,7 +87,7 @@ def train_tiny(db_path, modalities, steps=150):
     from schnetpack_molspectra.train.metrics import retrieval_hits
     from schnetpack_molspectra.transform import NormalizeSpectra
 
-    keys = [msp.spectra[m] for m in modalities]
+    keys = [msp.spectrum_keys[m] for m in modalities]
     data = ASEAtomsData(
         db_path,
         load_properties=keys,

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from identify_helpers import SMILES, tiny  # noqa: F401  (tiny: the session fixture)
 
+from schnetpack_molspectra.data.spectrum_files import read_jcamp
 from schnetpack_molspectra.identify import IdentifyError, identify, load_model
 from schnetpack_molspectra.spectra.checks import SpectrumError
 from schnetpack_molspectra.spectra.grids import GRIDS
-from schnetpack_molspectra.spectra.io import read_jcamp
 
 
 def top1(results):

@@ -138,8 +138,8 @@ def test_batch_without_an_enabled_modality_is_named(spectra_db):
 def test_withheld_modality_is_fed_as_identify_feeds_a_missing_one_and_left_out_of_mpr(spectra_db):
     """Modality dropout: SpecFormer sees a withheld modality exactly as ``identify`` gives a missing
     one, so the training signal covers the queries identify makes; MPR is computed on the rest."""
-    from schnetpack_molspectra.identify import MolSpectraEncoders, encode_spectra
-    from schnetpack_molspectra.spectra.io import read_spectra
+    from schnetpack_molspectra.data.spectrum_files import read_spectra
+    from schnetpack_molspectra.identify import EmbeddingModel, encode_spectra
 
     torch.manual_seed(0)
     model = build_model("painn").eval()
@@ -161,7 +161,7 @@ def test_withheld_modality_is_fed_as_identify_feeds_a_missing_one_and_left_out_o
         record = records[row]
         kept = {m: v for m, v in record.spectra.items() if i not in withheld[m]}
         queries.append(type(record)(record.name, kept, record.source))
-    enc = MolSpectraEncoders("tiny", model, encoder, model.output_modules[1], CUTOFF)
+    enc = EmbeddingModel("tiny", model, encoder, model.output_modules[1], CUTOFF)
     identified = encode_spectra(enc, queries, rescale="none")
     assert identified.shape == (4, 16)
     np.testing.assert_allclose(identified, trained_on[:4].numpy(), atol=1e-5)

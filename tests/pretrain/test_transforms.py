@@ -27,7 +27,7 @@ def molecule_inputs(idx=7):
 
 def test_log10_normalisation_with_per_modality_scale():
     inputs = molecule_inputs()
-    raw = {k: inputs[k].clone() for k in msp.spectra.values()}
+    raw = {k: inputs[k].clone() for k in msp.spectrum_keys.values()}
     out = NormalizeSpectra(scale={"uv": 1e4})(inputs)
     assert torch.allclose(out[msp.ir_spectrum], torch.log10(1 + raw[msp.ir_spectrum]))
     assert torch.allclose(out[msp.uv_spectrum], torch.log10(1 + 1e4 * raw[msp.uv_spectrum]))

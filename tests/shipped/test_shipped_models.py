@@ -93,11 +93,13 @@ def test_identify_by_name_from_all_spectra_and_from_ir_alone(tmp_path, capsys):
     hits = {}
     for given in (["uv", "ir", "raman"], ["ir"]):
         query = str(tmp_path / f"{'_'.join(given)}.db")
-        ASEAtomsData.create(query, distance_unit="Ang", property_unit_dict={msp.spectra[m]: "1" for m in given})
+        ASEAtomsData.create(query, distance_unit="Ang", property_unit_dict={msp.spectrum_keys[m]: "1" for m in given})
         with connect(query, use_lock_file=False) as conn:
             for row in rows:
                 conn.write(
-                    row.toatoms(), data={msp.spectra[m]: row.data[msp.spectra[m]] for m in given}, smiles=row.smiles
+                    row.toatoms(),
+                    data={msp.spectrum_keys[m]: row.data[msp.spectrum_keys[m]] for m in given},
+                    smiles=row.smiles,
                 )
         out_csv = str(tmp_path / f"{'_'.join(given)}.csv")
         argv = ["identify", query, "--model", "molspectra-painn-qm9", "--library", str(tmp_path / "library.extxyz")]
@@ -123,3 +125,18 @@ def test_a_continued_pretraining_carries_specformer_too():
         model = compose_model("molspectra_pretrain", "globals.pretrained_model=molspectra-painn-qm9", *extra)
         state = model.output_modules[2].state_dict()
         assert all(torch.equal(state[k], v) for k, v in shipped.items()) == carry
+
+
+def test_update_card_replaces_the_card_and_keeps_weights_and_config(tmp_path):
+    from schnetpack_molspectra.pretrained import save_weights, update_card
+
+    path = str(tmp_path / "m.pt")
+    module = torch.nn.Linear(3, 2)
+    save_weights(path, module, config={"model": {"x": 1}}, card={"name": "m", "measured": {}})
+    before = read_weights(path)
+    update_card(path, {"name": "m", "measured": {"fine-tuning": "250 labels ..."}})
+    after = read_weights(path)
+    assert after["card"]["measured"] == {"fine-tuning": "250 labels ..."} and after["config"] == before["config"]
+    assert after["state_dict"].keys() == before["state_dict"].keys()
+    for key, value in before["state_dict"].items():
+        assert torch.equal(after["state_dict"][key], value) and after["state_dict"][key].dtype == torch.float16

@@ -1,9 +1,11 @@
-"""Read spectra from files onto the QM9S grids: SchNetPack/ASE databases, ``.npy``/``.npz``
-arrays, CSV files and JCAMP-DX files as instruments and spectral libraries export them.
+"""Reading measured or simulated spectrum files into :class:`QuerySpectrum` records on the QM9S
+grids: SchNetPack/ASE databases, ``.npy``/``.npz`` arrays, CSV files and JCAMP-DX files as
+instruments and spectral libraries export them.
 
 Every reader returns :class:`QuerySpectrum` records: a name, the spectra found for it
-(modality -> float32 array on that modality's grid, :mod:`.grids`, in the units of the file)
-and where they came from (``file:row``), plus the SMILES when the file knows it.
+(modality -> float32 array on that modality's grid, :mod:`schnetpack_molspectra.spectra.grids`,
+in the units of the file) and where they came from (``file:row``), plus the SMILES when the file
+knows it.
 
 Formats
 -------
@@ -226,11 +228,11 @@ def read_db(path: str, modality: Optional[str] = None) -> List[QuerySpectrum]:
     with connect(path, use_lock_file=False) as db:
         for row in db.select():
             data = row.data
-            found = {m: data[msp.spectra[m]] for m in wanted if msp.spectra[m] in data}
+            found = {m: data[msp.spectrum_keys[m]] for m in wanted if msp.spectrum_keys[m] in data}
             where = f"{path}: row {row.id}"
             if not found:
                 raise SpectrumError(
-                    f"{where}: no spectra (expected some of {[msp.spectra[m] for m in wanted]}, has {sorted(data)})"
+                    f"{where}: no spectra (expected some of {[msp.spectrum_keys[m] for m in wanted]}, has {sorted(data)})"
                 )
             spectra = {m: _check(v, m, where) for m, v in found.items()}
             name = row.get("label") or f"row {row.id}"
@@ -264,7 +266,7 @@ def read_array(path: str, modality: Optional[str] = None) -> List[QuerySpectrum]
     with np.load(path, allow_pickle=False) as f:
         arrays = {}
         for m in msp.modalities:
-            for key in (m, msp.spectra[m]):
+            for key in (m, msp.spectrum_keys[m]):
                 if key in f.files:
                     arrays[m] = _rows(f[key], f"{path}: {key}")
         if modality is not None:

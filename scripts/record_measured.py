@@ -1,0 +1,95 @@
+"""Write the benchmarks' measured figures into the shipped models' cards (maintainers).
+
+The model card is the one source of the README's model table (``spkspectra models --markdown``);
+its ``measured`` entry is filled from committed benchmark results, never by hand:
+
+  benchmarks/results/retrieval.json                 entry tagged with the model's name
+                                                    (``benchmarks/retrieval.py --model <name> --tag <name>``)
+  benchmarks/results/shipped_finetune_<n>.json      ``benchmarks/pretraining_study.py`` with the shipped
+                                                    models as arms (``--n-train <n>``)
+
+    python scripts/record_measured.py            # every shipped model
+    spkspectra models --markdown                 # the README's table
+
+Only the card changes; the weights and the config are rewritten as stored.
+"""
+
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "results")
+
+
+def retrieval_figures(name, path):
+    """'recall@1 ... among 1,000' from the retrieval benchmark's entry for ``name``, or None."""
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        entry = json.load(f).get(name)
+    if entry is None:
+        return None
+    by_size = entry["results"]["library_qm9"]
+    n = "1000" if "1000" in by_size else sorted(by_size, key=int)[0]
+    cells = by_size[n]
+    parts = [
+        f"{label} {cells[f'clean:{subset}']['recall@1']:.2f}"
+        for subset, label in (("uv+ir+raman", "all three"), ("ir+raman", "IR+Raman"), ("ir", "IR alone"))
+        if f"clean:{subset}" in cells
+    ]
+    queries = entry["queries"].get("held_out", "?")
+    return f"recall@1 among {int(n):,} ({queries} held-out molecules): " + ", ".join(parts)
+
+
+def finetune_figures(name, paths):
+    """'gap test MAE ... vs scratch' per label count from the fine-tuning studies, or None."""
+    parts = []
+    for path in paths:
+        with open(path) as f:
+            study = json.load(f)
+        arms = study["finetune"].get("gap", {})
+        if name not in arms or "scratch" not in arms:
+            continue
+        model, scratch = arms[name]["test_mae_meV"], arms["scratch"]["test_mae_meV"]
+        labels = study["settings"]["n_train"]
+        parts.append(
+            f"{labels:,} labels {model['mean']:.0f} ± {model['std']:.0f} meV vs scratch {scratch['mean']:.0f} "
+            f"({model['mean'] / scratch['mean']:.2f}x, {model['n']} seeds)"
+        )
+    return "gap fine-tuning test MAE: " + "; ".join(parts) if parts else None
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("names", nargs="*", help="shipped models (default: all)")
+    p.add_argument("--results", default=RESULTS)
+    args = p.parse_args(argv)
+
+    from schnetpack_molspectra.pretrained import read_weights, update_card
+    from schnetpack_molspectra.shipped import available_models, model_file
+
+    studies = sorted(
+        glob.glob(os.path.join(args.results, "shipped_finetune_*.json")),
+        key=lambda f: int(re.findall(r"\d+", os.path.basename(f))[0]),
+    )
+    for name in args.names or available_models():
+        path = model_file(name)
+        card = read_weights(path)["card"]
+        measured = {}
+        retrieval = retrieval_figures(name, os.path.join(args.results, "retrieval.json"))
+        if retrieval:
+            measured["identification"] = retrieval
+        finetune = finetune_figures(name, studies)
+        if finetune:
+            measured["fine-tuning"] = finetune
+        card["measured"] = measured
+        update_card(path, card)
+        print(f"{name}: {json.dumps(measured, indent=1)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
