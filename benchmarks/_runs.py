@@ -95,4 +95,5 @@ def summary(values):
         "mean": float(values.mean()),
         "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
         "n": len(values),
+        "values": values.tolist(),
     }
