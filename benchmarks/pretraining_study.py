@@ -450,6 +450,9 @@ def report(results, args):
         for arm in [a for a in args.arms if shipped_arm(a) and a in arms and "scratch" in arms]:
             a, c = arms[arm]["test_mae_meV"], arms["scratch"]["test_mae_meV"]
             print(f"  {target} {arm} / scratch: {a['mean'] / c['mean']:.3f}")
+        if {"molspectra-painn-qm9", "denoise-painn-qm9"} <= set(arms):  # stage 2 over its own stage 1
+            a, c = arms["molspectra-painn-qm9"]["test_mae_meV"], arms["denoise-painn-qm9"]["test_mae_meV"]
+            print(f"  {target} molspectra-painn-qm9 / denoise-painn-qm9: {a['mean'] / c['mean']:.3f}")
     others = [a for a in args.arms if a not in ARMS and not a.startswith("control") and not shipped_arm(a)]
     for target, arms in results["finetune"].items():
         for arm in others:

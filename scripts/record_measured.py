@@ -59,7 +59,7 @@ def finetune_figures(name, paths):
             f"{labels:,} labels {model['mean']:.0f} ± {model['std']:.0f} meV vs scratch {scratch['mean']:.0f} "
             f"({model['mean'] / scratch['mean']:.2f}x, {model['n']} seeds)"
         )
-    return "gap fine-tuning test MAE: " + "; ".join(parts) if parts else None
+    return "gap test MAE, " + "; ".join(parts) if parts else None
 
 
 def main(argv=None):
