@@ -3,7 +3,8 @@
 # The device image has Python 3.12, torch, Lightning, torchmetrics and tensorboard, but not SchNetPack, ASE,
 # hydra, tblite or the QM9 package (qm9pack's wheel alone is 104 MB, over the 64 MiB a call may carry). So:
 #   .whl/       the missing wheels for Python 3.12 (~12 MB)
-#   .gpu_data/  a spectra database of the first shipped molecules and a QM9 database of a few thousand molecules
+#   .gpu_data/  a spectra database of the first shipped molecules and a QM9 database of a few thousand molecules;
+#               train_inputs.npz (~25 MB): what benchmarks/gpu_train.sh trains the shipped models from
 # Both are git-ignored (.git/info/exclude) and travel with `carry`. Then, in one device call:
 #   run(command="bash benchmarks/gpu_check.sh", carry=[".whl", ".gpu_data"], timeout_s=540)
 set -euo pipefail
@@ -31,3 +32,4 @@ for path, build in ((".gpu_data/spectra.db", lambda p: build_default_dataset(p, 
         build(path)
     print(path, os.path.getsize(path) // 2**20, "MiB")
 EOF
+[ -f .gpu_data/train_inputs.npz ] || python scripts/train_shipped.py --write-inputs .gpu_data/train_inputs.npz

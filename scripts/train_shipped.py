@@ -17,6 +17,13 @@ started again resumes from its ``last.ckpt`` (same ``run.id``) on the same machi
   python scripts/train_shipped.py denoise-painn-qm9 --steps 40000 --accelerator gpu --batch-size 128 --workers 8
                                                                            # a GPU: one long piece
 The run directories go to ``--workdir`` (``shipped_runs/``, not committed).
+
+A machine without ``qm9pack`` (a GPU node given only what it needs) trains from one file of inputs,
+written here (~25 MB: the stage-1 structures, float32, and the spectra molecules' QM9 labels):
+
+  python scripts/train_shipped.py --write-inputs .gpu_data/train_inputs.npz
+  python scripts/train_shipped.py denoise-painn-qm9 --steps 20000 --inputs .gpu_data/train_inputs.npz \
+      --accelerator gpu --batch-size 128 --workers 8          # what benchmarks/gpu_train.sh runs
 """
 
 import argparse
@@ -28,6 +35,8 @@ import sys
 import time
 
 import numpy as np
+
+from schnetpack_molspectra.shipped import MODELS_DIR
 
 MODELS = {
     "denoise-painn-qm9": {
@@ -50,15 +59,84 @@ VALIDATION = 1000  # stage 1: validation molecules drawn from the pre-training s
 TEST = 200
 
 
-def pretraining_structures(workdir):
-    """The QM9 database of every structure outside the held-out set, and its split file."""
-    from schnetpack_molspectra.data.qm9 import build_qm9_db, load_qm9pack
+def pretraining_gdbs(table):
+    """GDB indices of the stage-1 structures, sorted: every QM9 molecule outside the held-out set."""
     from schnetpack_molspectra.data.sticks import HELD_OUT, shipped_selection
 
-    db = os.path.join(workdir, "qm9_pretrain.db")
+    return sorted(int(g) for g in shipped_selection(table)[:-HELD_OUT])
+
+
+def write_inputs(path):
+    """Everything training needs from qm9pack, in one file: the stage-1 structures (GDB order) and the
+    QM9 labels and SMILES of the shipped spectra molecules."""
+    from schnetpack_molspectra.data.qm9 import gdb_positions, load_qm9pack, row_atoms, row_labels
+    from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
+    from schnetpack_molspectra.data.sticks import load_sticks
+
+    table = load_qm9pack()
+    gdbs = pretraining_gdbs(table)
+    atoms = [row_atoms(r) for r in table.iloc[gdb_positions(table, gdbs)].itertuples(index=False)]
+    spectra_gdbs = [m.gdb_index for m in load_sticks()]
+    rows = list(table.iloc[gdb_positions(table, spectra_gdbs)].itertuples(index=False))
+    labels = [row_labels(r) for r in rows]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    np.savez_compressed(
+        path,
+        gdb=np.array(gdbs, dtype=np.int64),
+        n_atoms=np.array([len(a) for a in atoms], dtype=np.int32),
+        numbers=np.concatenate([a.numbers for a in atoms]).astype(np.uint8),
+        positions=np.concatenate([a.positions for a in atoms]).astype(np.float32),
+        label_gdb=np.array(spectra_gdbs, dtype=np.int64),
+        smiles=np.array([r.SMILES for r in rows]),
+        **{f"label_{key}": np.array([lab[key] for lab in labels]) for key in QM9_UNITS},
+    )
+    print(
+        f"{path}: {len(gdbs):,} structures, labels of {len(spectra_gdbs):,} spectra molecules, "
+        f"{os.path.getsize(path) / 1e6:.1f} MB"
+    )
+
+
+def structures_db_from_inputs(db, inputs):
+    """The stage-1 database from :func:`write_inputs`' file (structures only, in the same order)."""
+    from ase import Atoms
+    from schnetpack.data import ASEAtomsData
+
+    from schnetpack_molspectra.data.files import new_database
+
+    with np.load(inputs) as z:
+        bounds = np.concatenate([[0], np.cumsum(z["n_atoms"])])
+        numbers, positions = z["numbers"], z["positions"].astype(np.float64)
+    atoms = [Atoms(numbers=numbers[a:b], positions=positions[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    with new_database(db, leftover="remove") as partial:
+        ASEAtomsData.create(partial, distance_unit="Ang", property_unit_dict={}).add_systems([{}] * len(atoms), atoms)
+
+
+def spectra_db_from_inputs(workdir, inputs):
+    """The stage-2 database: the shipped sticks broadened, labels from :func:`write_inputs`' file."""
+    from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
+    from schnetpack_molspectra.data.sticks import build_db_from_sticks
+
+    db = os.path.join(workdir, "spectra.db")
     if not os.path.exists(db):
-        selection = shipped_selection(load_qm9pack())
-        build_qm9_db(db, gdb_indices=sorted(int(g) for g in selection[:-HELD_OUT]))
+        with np.load(inputs) as z:
+            labels = {
+                int(g): ({key: float(z[f"label_{key}"][i]) for key in QM9_UNITS}, str(z["smiles"][i]))
+                for i, g in enumerate(z["label_gdb"])
+            }
+        build_db_from_sticks(db, labels=labels)
+    return db
+
+
+def pretraining_structures(workdir, inputs=None):
+    """The QM9 database of every structure outside the held-out set, and its split file (from
+    qm9pack, or from ``inputs``, a file of :func:`write_inputs`)."""
+    db = os.path.join(workdir, "qm9_pretrain.db")
+    if not os.path.exists(db) and inputs:
+        structures_db_from_inputs(db, inputs)
+    elif not os.path.exists(db):
+        from schnetpack_molspectra.data.qm9 import build_qm9_db, load_qm9pack
+
+        build_qm9_db(db, gdb_indices=pretraining_gdbs(load_qm9pack()))
     split = os.path.join(workdir, "qm9_pretrain_split.npz")
     if not os.path.exists(split):
         from ase.db import connect
@@ -86,7 +164,7 @@ def piece_overrides(name, args, previous):
         f"+seed={args.seed}",
     ]
     if spec["data"] == "qm9":
-        db, split = pretraining_structures(args.workdir)
+        db, split = pretraining_structures(args.workdir, args.inputs)
         overrides += [
             f"data.datapath={db}",
             f"data.split_file={split}",
@@ -95,6 +173,8 @@ def piece_overrides(name, args, previous):
         ]
     else:
         overrides += ["globals.modality_dropout=0.5"]
+        if args.inputs:
+            overrides.append(f"data.datapath={spectra_db_from_inputs(args.workdir, args.inputs)}")
     if previous is not None:
         overrides.append(f"globals.pretrained_model={previous}")
         if spec["data"] == "spectra" and previous.endswith(f"{name}.pt"):  # a continuation: SpecFormer too
@@ -106,7 +186,7 @@ def run_piece(name, args):
     from schnetpack_molspectra.pretrained import read_weights, save_weights
     from schnetpack_molspectra.shipped import model_file
 
-    out = model_file(name, must_exist=False)
+    out = os.path.join(args.models_dir, os.path.basename(model_file(name, must_exist=False)))
     if os.path.exists(out):
         card = read_weights(out)["card"]
     else:
@@ -123,7 +203,7 @@ def run_piece(name, args):
     if card["pieces"]:
         previous = out
     elif source is not None:
-        previous = model_file(source)  # stage 2 starts from the newest stage-1 piece
+        previous = os.path.join(args.models_dir, os.path.basename(model_file(source)))  # the newest stage-1 piece
     else:
         previous = None
     piece = len(card["pieces"]) + 1
@@ -152,7 +232,7 @@ def run_piece(name, args):
     card["pieces"].append(
         {
             "piece": piece,
-            "steps": args.steps,
+            "steps": int(summary.get("steps") or args.steps),  # fewer when trainer.max_time stopped it
             "batch_size": args.batch_size,
             "wall_s": round(wall, 1),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores"
@@ -169,8 +249,13 @@ def run_piece(name, args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name", choices=sorted(MODELS))
-    p.add_argument("--steps", type=int, required=True, help="optimiser steps of this piece")
+    p.add_argument("name", nargs="?", choices=sorted(MODELS))
+    p.add_argument("--steps", type=int, help="optimiser steps of this piece")
+    p.add_argument(
+        "--models-dir", default=MODELS_DIR, help="where the weights files are continued (default: the package's)"
+    )
+    p.add_argument("--inputs", default=None, help="train from this file of --write-inputs instead of qm9pack")
+    p.add_argument("--write-inputs", default=None, metavar="PATH", help="write the inputs file and stop")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=1, help="dataloader worker processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads (OMP_NUM_THREADS)")
@@ -178,7 +263,13 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default="shipped_runs")
     p.add_argument("overrides", nargs="*", help="further spktrain overrides")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # overrides may follow the options
+    if args.write_inputs:
+        return write_inputs(args.write_inputs)
+    if args.name is None or args.steps is None:
+        p.error("give a model name and --steps (or --write-inputs PATH)")
+    if args.inputs:
+        args.inputs = os.path.abspath(args.inputs)
     os.makedirs(args.workdir, exist_ok=True)
     args.workdir = os.path.abspath(args.workdir)
     run_piece(args.name, args)

@@ -26,7 +26,7 @@ Ragged arrays are concatenated; the ``n_*`` arrays give each molecule's share.
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from ase import Atoms
@@ -222,8 +222,12 @@ def build_db_from_sticks(
     uv_method: str = SHIPPED_UV_METHOD,
     folder: Optional[str] = None,
     settings=None,
+    labels: Optional[Dict[int, Tuple[Dict[str, float], str]]] = None,
 ) -> int:
     """Broaden the shipped sticks into a SchNetPack database at ``path`` with QM9 labels.
+
+    ``labels``: GDB index -> (QM9 targets in SchNetPack's names and units, SMILES) of every molecule,
+    where ``qm9pack`` is not installed (e.g. a GPU node given only what it needs); read from qm9pack if None.
 
     Writes ``<path>.partial.db`` in one transaction and renames it (:func:`.files.new_database`),
     so ``path`` is whole or absent. Returns the number of molecules written.
@@ -246,10 +250,15 @@ def build_db_from_sticks(
         raise FileNotFoundError(
             f"{folder or SHIPPED_DIR}: no shipped molecule has IR, Raman and UV ({uv_method}) sticks"
         )
-    table = load_qm9pack()
-    rows = table.iloc[gdb_positions(table, [m.gdb_index for m in molecules])]
-    labels = [row_labels(row) for row in rows.itertuples(index=False)]
-    smiles = rows["SMILES"].tolist()
+    if labels is None:
+        table = load_qm9pack()
+        rows = table.iloc[gdb_positions(table, [m.gdb_index for m in molecules])]
+        labels = {m.gdb_index: (row_labels(r), r.SMILES) for m, r in zip(molecules, rows.itertuples(index=False))}
+    missing = [m.gdb_index for m in molecules if m.gdb_index not in labels]
+    if missing:
+        raise ValueError(f"no labels given for GDB {missing[:5]} ({len(missing)} molecules)")
+    smiles = [labels[m.gdb_index][1] for m in molecules]
+    labels = [labels[m.gdb_index][0] for m in molecules]
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     units = dict(SIMULATED_UNITS, **QM9_UNITS, **{msp.gdb_index: "1"})
