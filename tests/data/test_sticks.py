@@ -163,3 +163,27 @@ def test_default_dataset_replaces_a_killed_build_and_never_overwrites(tmp_path, 
     with pytest.raises(FileExistsError, match="mine.db exists"):
         build_default_dataset(str(mine), n_molecules=3)
     assert mine.read_bytes() == b"someone's database"
+
+
+def test_given_labels_replace_qm9pack_and_a_missing_one_is_named(tmp_path, monkeypatch):
+    """build_db_from_sticks(labels=...) never reads qm9pack (a GPU node without it): what it writes is
+    what was given; a molecule without labels stops the build, named, and leaves no file."""
+    import schnetpack_molspectra.data.qm9 as qm9
+    from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
+    from schnetpack_molspectra.data.sticks import build_db_from_sticks
+
+    monkeypatch.setattr(qm9, "load_qm9pack", lambda: pytest.fail("qm9pack read although labels were given"))
+    molecules = list(load_sticks(n_molecules=3))
+    labels = {
+        m.gdb_index: ({key: float(i + k) for k, key in enumerate(QM9_UNITS)}, f"C{i}") for i, m in enumerate(molecules)
+    }
+    assert build_db_from_sticks(str(tmp_path / "a.db"), n_molecules=3, labels=labels) == 3
+    with connect(tmp_path / "a.db") as conn:
+        for row, m in zip(conn.select(), molecules):
+            given, smiles = labels[m.gdb_index]
+            assert row.key_value_pairs["smiles"] == smiles and row.data[msp.gdb_index][0] == m.gdb_index
+            assert {key: float(row.data[key][0]) for key in QM9_UNITS} == given
+    del labels[molecules[1].gdb_index]
+    with pytest.raises(ValueError, match=f"no labels given for GDB \\[{molecules[1].gdb_index}\\]"):
+        build_db_from_sticks(str(tmp_path / "b.db"), n_molecules=3, labels=labels)
+    assert not os.path.exists(tmp_path / "b.db")
