@@ -20,7 +20,7 @@ from ase import units
 from ase.io import read
 from ase.io.trajectory import Trajectory
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+from ase.md.velocitydistribution import Stationary, ZeroRotation
 from ase.md.verlet import VelocityVerlet
 
 
@@ -44,7 +44,7 @@ def run(
     seed=0,
 ):
     """Langevin then NVE MD; returns a summary dict (drift in eV/atom/ps, energy fluctuation)."""
-    from schnetpack_molspectra.data.md17 import md17_atoms
+    from schnetpack_molspectra.data.md17 import md17_atoms, thermalize
 
     atoms = read(structure, index=0) if structure else md17_atoms(molecule)
     atoms.calc = spk.interfaces.SpkCalculator(
@@ -55,7 +55,7 @@ def run(
         energy_unit=energy_unit,
         position_unit="Ang",
     )
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
+    thermalize(atoms, temperature, np.random.default_rng(seed))
     Stationary(atoms)
     ZeroRotation(atoms)
     Langevin(atoms, timestep * units.fs, temperature_K=temperature, friction=0.02, rng=np.random.default_rng(seed)).run(

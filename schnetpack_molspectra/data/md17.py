@@ -15,7 +15,15 @@ from tqdm import tqdm
 from schnetpack_molspectra.data.files import check_new_database, damaged_zip, new_database, require_file
 from schnetpack_molspectra.data.tblite_process import require_tblite
 
-__all__ = ["MD17_SMILES", "MD17_UNITS", "MD17FormatError", "md17_atoms", "npz_to_db", "generate_xtb_md"]
+__all__ = [
+    "MD17_SMILES",
+    "MD17_UNITS",
+    "MD17FormatError",
+    "md17_atoms",
+    "npz_to_db",
+    "thermalize",
+    "generate_xtb_md",
+]
 
 #: property -> unit, as ``schnetpack.datasets.MD17`` stores them
 MD17_UNITS = {structure.energy: "kcal/mol", structure.forces: "kcal/mol/Ang"}
@@ -64,21 +72,22 @@ def _npz_arrays(npz: str) -> Dict[str, np.ndarray]:
     damage = damaged_zip(npz)
     if damage is not None:
         raise MD17FormatError(f"{npz}: not a readable .npz file: {damage}")
-    try:
-        data = np.load(npz, allow_pickle=False)
-    except Exception as err:  # zipfile.BadZipFile, OSError, EOFError, ...: numpy does not wrap them
-        raise MD17FormatError(f"{npz}: not a readable .npz file ({type(err).__name__}: {err})") from err
-    with data:
-        missing = [k for k in ("R", "z", "E", "F") if k not in data.files]
-        if missing:
-            what = "no forces" if "F" in missing else f"missing keys {missing}"
-            raise MD17FormatError(f"{npz}: not an MD17 file with energies and forces ({what}; has {data.files})")
-        arrays = {}
-        for key in ("R", "z", "E", "F"):
-            try:
-                arrays[key] = data[key]
-            except Exception as err:  # damaged member, object array, ...
-                raise MD17FormatError(f"{npz}: array {key} cannot be read ({type(err).__name__}: {err})") from err
+    with open(npz, "rb") as f:  # ours to close: numpy leaves a file it opened open when the zip is refused
+        try:
+            data = np.load(f, allow_pickle=False)
+        except Exception as err:  # zipfile.BadZipFile, OSError, EOFError, ...: numpy does not wrap them
+            raise MD17FormatError(f"{npz}: not a readable .npz file ({type(err).__name__}: {err})") from err
+        with data:
+            missing = [k for k in ("R", "z", "E", "F") if k not in data.files]
+            if missing:
+                what = "no forces" if "F" in missing else f"missing keys {missing}"
+                raise MD17FormatError(f"{npz}: not an MD17 file with energies and forces ({what}; has {data.files})")
+            arrays = {}
+            for key in ("R", "z", "E", "F"):
+                try:
+                    arrays[key] = data[key]
+                except Exception as err:  # damaged member, object array, ...
+                    raise MD17FormatError(f"{npz}: array {key} cannot be read ({type(err).__name__}: {err})") from err
     return arrays
 
 
@@ -135,6 +144,19 @@ def npz_to_db(npz: str, db: str) -> int:
     return len(frames)
 
 
+def thermalize(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
+    """Momenta drawn from the Maxwell-Boltzmann distribution at ``temperature_K`` (K): ASE's
+    ``thermalize_momenta`` (ASE >= 3.29; ``MaxwellBoltzmannDistribution`` before, deprecated since)."""
+    try:
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:  # ASE < 3.29
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    else:
+        thermalize_momenta(atoms, temperature_K, rng=rng)
+
+
 def generate_xtb_md(
     molecule: str,
     db: str,
@@ -151,7 +173,6 @@ def generate_xtb_md(
     frame written (its positions and momenta). Returns the number of frames in ``db``."""
     from ase.db import connect
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
     from schnetpack.data import ASEAtomsData
 
     require_tblite()
@@ -171,7 +192,7 @@ def generate_xtb_md(
         done, last = 0, None
     atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
     if last is None:
-        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
+        thermalize(atoms, temperature, np.random.default_rng(seed))
     dynamics = Langevin(
         atoms, timestep * units.fs, temperature_K=temperature, friction=friction, rng=np.random.default_rng(seed + done)
     )

@@ -135,7 +135,7 @@ def read_chunk(path: str) -> Dict[int, Dict[str, np.ndarray]]:
         ValueError: naming the file, when it is not a whole chunk.
     """
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:  # numpy leaks a file it opened on a bad zip
             data = {k: z[k] for k in z.files}
     except Exception as err:
         raise ValueError(f"{path}: not a readable sticks chunk ({type(err).__name__}: {err})") from err

@@ -31,7 +31,8 @@ def test_main_job_uses_the_default_dataset_sizes_its_schedule_and_summarises(mai
 
     # the summary: printed and written, each loss at the start and the end, retrieval vs chance
     assert proc.stdout.count("MolSpectra pre-training summary") == 1  # once, after the test stage
-    summary = json.load(open(os.path.join(run, "pretraining_summary.json")))
+    with open(os.path.join(run, "pretraining_summary.json")) as f:
+        summary = json.load(f)
     n_val = summary["end"]["molecules"]
     assert 0 < n_val <= 0.1 * n_rows + 1  # all of the validation split (num_val 0.1)
     for when in ("start", "end"):

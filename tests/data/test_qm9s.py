@@ -67,7 +67,8 @@ def test_clean_files_convert_completely_and_train(tmp_path):
         lines = f.readlines()
     expected = np.array(lines[3].split(",")[1:], dtype=np.float32)
     assert np.allclose(row.data[msp.uv_spectrum][0], expected)
-    assert json.load(open(out + ".summary.json"))["written"] == 12
+    with open(out + ".summary.json") as f:
+        assert json.load(f)["written"] == 12
     spktrain(
         tmp_path / "run",
         "experiment=molspectra_pretrain",
@@ -98,10 +99,12 @@ def test_quoted_empty_index_header_cell_is_read(tmp_path):
     """Several CSV writers quote the index column's empty header cell: ``"",1,1.02,...``."""
     pt, csvs = write_qm9s(str(tmp_path), n=3)
     for path in csvs.values():
-        lines = open(path).read().splitlines(keepends=True)
+        with open(path) as f:
+            lines = f.read().splitlines(keepends=True)
         assert lines[0].startswith(",")
         lines[0] = '""' + lines[0]  # the empty header cell, quoted
-        open(path, "w").writelines(lines)
+        with open(path, "w") as f:
+            f.writelines(lines)
     summary = convert_qm9s(pt, csvs, str(tmp_path / "quoted.db"))
     assert summary["written"] == 3 and not summary["bad_rows"]
 
@@ -151,7 +154,8 @@ def test_an_empty_field_is_a_bad_row_and_the_rest_is_converted(tmp_path, capsys)
     values = np.random.default_rng(1).random((5, grid.n_points)) * 10
     values[2, 100] = np.nan
     pd.DataFrame(values, columns=grid.values()).to_csv(csvs["ir"])  # how the release was written
-    assert ",," in open(csvs["ir"]).read().splitlines()[3]
+    with open(csvs["ir"]) as f:
+        assert ",," in f.read().splitlines()[3]
     summary = convert_qm9s(pt, csvs, str(tmp_path / "out.db"))
     assert summary["bad_rows"] == [
         {"file": csvs["ir"], "index": 2, "problem": "has 1 empty values (NaN as pandas writes it), first at point 100"}
