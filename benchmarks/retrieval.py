@@ -29,7 +29,7 @@ molecules (``data.sticks.held_out_selection``, which no shipped model saw) whose
 ``scripts/ship_sticks.py --selection held-out`` computed into ``benchmarks/data/held_out_sticks``
 with the simulator of the training data; the candidates with spectra are those and the shipped
 spectra molecules. A library smaller than the query set is searched group by group: the queries in
-groups of that size, each group its own library.
+groups of that size, each group its own library (queries left over after the last whole group are left out).
 
 The library search is exact; for libraries of 5,000 or more, the FAISS HNSW index ``identify``
 uses there is checked against it (fraction of exact top-10 lists it returns).
@@ -146,13 +146,13 @@ def sticks_rows(sticks_list, settings=None):
     return rows
 
 
-def perturbed_spectra(gdbs, folder=None):
-    """The sticks of these molecules (shipped, or in ``folder``) re-broadened with PERTURBATION."""
+def perturbed_spectra(gdbs):
+    """The shipped sticks of these molecules re-broadened with PERTURBATION."""
     from schnetpack_molspectra.data.simulate.runner import SimulationSettings
     from schnetpack_molspectra.data.sticks import load_sticks
 
     wanted = set(gdbs)
-    found = {s.gdb_index: s for s in load_sticks(folder=folder) if s.gdb_index in wanted}
+    found = {s.gdb_index: s for s in load_sticks() if s.gdb_index in wanted}
     missing = wanted - set(found)
     if missing:
         raise SystemExit(f"no sticks for GDB {sorted(missing)[:5]}: the run's database is not the default dataset")
@@ -178,15 +178,8 @@ def run_queries(run):
         "train": [rows[i] for i in train],
         "counts": {"val": len(val), "test": len(test), "train_molecules": len(train)},
         "describe": f"{len(val)} validation + {len(test)} test molecules of the run",
+        "parts": {"val_only": slice(0, len(val)), "test_only": slice(len(val), len(val) + len(test))},
     }
-
-
-def qm9_smiles():
-    """GDB index -> QM9's SMILES (qm9pack)."""
-    from schnetpack_molspectra.data.qm9 import load_qm9pack
-
-    table = load_qm9pack()
-    return dict(zip(table["Index"].astype(int), table["SMILES"]))
 
 
 def held_out_queries(model, folder, n_queries):
@@ -206,20 +199,14 @@ def held_out_queries(model, folder, n_queries):
     if outside:
         raise SystemExit(f"{folder}: GDB {outside[:5]} are not held-out molecules")
     train = list(load_sticks())
-    queries = sticks_rows(sticks)
-    smiles = qm9_smiles()
-    for r in queries:
-        r["smiles"] = smiles[r["gdb"]]
-    train_rows = sticks_rows(train)
-    for r in train_rows:
-        r["smiles"] = smiles[r["gdb"]]
     return load_model(model), {
         "source": f"model {model}, held-out sticks {folder}",
-        "queries": queries,
+        "queries": sticks_rows(sticks),
         "perturbed": [r["spectra"] for r in sticks_rows(sticks, SimulationSettings(**PERTURBATION))],
-        "train": train_rows,
+        "train": sticks_rows(train),
         "counts": {"held_out": len(sticks), "train_molecules": len(train)},
         "describe": f"{len(sticks)} held-out QM9 molecules (spectra simulated like the training data, by scripts/ship_sticks.py)",
+        "parts": {},
     }
 
 
@@ -281,6 +268,9 @@ def benchmark(enc, qset, sizes, workdir, seed, quick, log):
     queries, train = qset["queries"], qset["train"]
     names = [f"gdb_{r['gdb']}" for r in queries]
     table = load_qm9pack()
+    smiles = dict(zip(table["Index"].astype(int), table["SMILES"]))
+    for r in queries + train:  # sticks carry no SMILES: QM9's (RDKit geometries of the library)
+        r["smiles"] = r["smiles"] or smiles[r["gdb"]]
     q_pos = np.array(gdb_positions(table, [r["gdb"] for r in queries]))
     inchi = table["InChi"].to_numpy()
     inchi_counts = {}
@@ -333,6 +323,9 @@ def benchmark(enc, qset, sizes, workdir, seed, quick, log):
                 r = ranks(vectors @ lib_vectors.T, np.arange(len(q_pos)))  # the queries come first
             entry[f"{kind}:{name}"] = recall(r, n)
             if kind == "clean" and name == "uv+ir+raman":
+                if n >= len(q_pos):  # every query once, in order: per part of the query set
+                    for part, rows in qset["parts"].items():
+                        entry[f"clean:uv+ir+raman:{part}"] = recall(r[rows], n)
                 truth = np.arange(len(q_pos))
                 if n >= 5000:  # the FAISS index identify uses at this size vs exact search
                     t_index = time.time()
@@ -429,7 +422,7 @@ def markdown(entry):
     describe = queries.get("describe") or f"{queries['val']} validation + {queries['test']} test molecules"
     lines.append(
         f"Queries: {describe}; library = the queries + random QM9 molecules (qm9pack B3LYP geometries; "
-        "a library smaller than the queries: the queries in groups of that size)."
+        "a library smaller than the queries: the queries in whole groups of that size, each its own library)."
     )
     lines.append("")
     lines.append("| spectra given | library | recall@1 | recall@5 | recall@10 | median rank | chance@1 | chance@10 |")
