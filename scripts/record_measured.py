@@ -69,14 +69,17 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from schnetpack_molspectra.pretrained import read_weights, update_card
-    from schnetpack_molspectra.shipped import available_models, model_file
+    from schnetpack_molspectra.shipped import UnknownModelError, available_models, model_file
 
     studies = sorted(
         glob.glob(os.path.join(args.results, "shipped_finetune_*.json")),
         key=lambda f: int(re.findall(r"\d+", os.path.basename(f))[0]),
     )
     for name in args.names or available_models():
-        path = model_file(name)
+        try:
+            path = model_file(name)
+        except UnknownModelError as err:
+            raise SystemExit(str(err)) from None
         card = read_weights(path)["card"]
         measured = {}
         retrieval = retrieval_figures(name, os.path.join(args.results, "retrieval.json"))
