@@ -11,21 +11,30 @@ spkspectra plot attention|tsne|mpr|curves RUN_DIR [--out x.png]
 """
 
 import argparse
+import os
 import sys
 from dataclasses import fields
 
+import torch
+
 import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra import plots
+from schnetpack_molspectra.data import inputs
+from schnetpack_molspectra.data.default import build_default_dataset
+from schnetpack_molspectra.data.md17 import generate_xtb_md, npz_to_db
+from schnetpack_molspectra.data.qm9 import build_qm9_db
+from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
+from schnetpack_molspectra.data.qm9s import convert_qm9s
+from schnetpack_molspectra.data.simulate.cluster import JOBQUEUE_CLUSTERS, ClusterError, ClusterSpec
 from schnetpack_molspectra.data.simulate.runner import SimulationSettings, read_failures, simulate_to_db
 from schnetpack_molspectra.data.simulate.uv import UV_METHODS
+from schnetpack_molspectra.identify import format_results, identify
+from schnetpack_molspectra.shipped import available_models, cards_table, format_card, model_card
 
 
 def _cluster_spec(args):
     """The Dask cluster that ``simulate``'s options ask for, or None (serially, in this process);
     options that do not go together raise ValueError naming them."""
-    import os
-
-    from schnetpack_molspectra.data.simulate.cluster import ClusterSpec
-
     batch = {
         "--jobs": args.jobs,
         "--cores": args.cores,
@@ -67,10 +76,6 @@ def _cluster_spec(args):
 
 
 def _simulate(args):
-    from schnetpack_molspectra.data import inputs
-    from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
-    from schnetpack_molspectra.data.simulate.cluster import ClusterError
-
     cluster = _cluster_spec(args)  # before the molecules: a wrong option fails at once
     label_units = {}
     if args.smiles:
@@ -96,16 +101,12 @@ def _simulate(args):
 
 
 def _qm9(args):
-    from schnetpack_molspectra.data.qm9 import build_qm9_db
-
     n = build_qm9_db(args.out, limit=args.limit, gdb_indices=args.indices, xyz_archive=args.from_xyz_archive)
     print(f"{args.out}: {n} QM9 molecules")
     return 0
 
 
 def _convert_qm9s(args):
-    from schnetpack_molspectra.data.qm9s import convert_qm9s
-
     summary = convert_qm9s(args.pt, {m: getattr(args, m) for m in msp.modalities}, args.out, qm9_db=args.qm9)
     print(
         f"{args.out}: {summary['written']} of {summary['molecules_in_pt']} molecules written "
@@ -130,8 +131,6 @@ def _convert_qm9s(args):
 
 
 def _md(args):
-    from schnetpack_molspectra.data.md17 import generate_xtb_md
-
     n = generate_xtb_md(
         args.molecule, args.out, args.frames, args.temperature, args.timestep, args.interval, seed=args.seed
     )
@@ -140,22 +139,16 @@ def _md(args):
 
 
 def _md17_npz(args):
-    from schnetpack_molspectra.data.md17 import npz_to_db
-
     print(f"{args.out}: {npz_to_db(args.npz, args.out)} frames")
     return 0
 
 
 def _default(args):
-    from schnetpack_molspectra.data.default import build_default_dataset
-
     print(build_default_dataset(args.out, n_molecules=args.n_molecules))
     return 0
 
 
 def _models(args):
-    from schnetpack_molspectra.shipped import available_models, cards_table, format_card, model_card
-
     names = args.names or available_models()
     if args.markdown:
         print(cards_table(names))
@@ -171,14 +164,10 @@ def _device(name: str) -> str:
     """``auto``: the first GPU if torch sees one, else the CPU; anything else as given."""
     if name != "auto":
         return name
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _identify(args):
-    from schnetpack_molspectra.identify import format_results, identify
-
     elements = args.elements.replace(",", " ").split() if args.elements else None
     results = identify(
         args.model,
@@ -202,8 +191,6 @@ def _identify(args):
 
 
 def _plot(args):
-    from schnetpack_molspectra import plots
-
     out = args.out or f"{args.kind}.png"
     device = _device(args.device)
     if args.kind == "curves":
@@ -224,32 +211,8 @@ def _plot(args):
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spkspectra", description="Build MolSpectra spectra datasets.")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    from schnetpack_molspectra.data.simulate.cluster import JOBQUEUE_CLUSTERS
-
-    sim = sub.add_parser(
-        "simulate",
-        help="compute UV-Vis/IR/Raman spectra (GFN2-xTB + PySCF) into a SchNetPack db",
-        description="Compute UV-Vis/IR/Raman spectra into a SchNetPack db, serially (--workers 1) or on Dask "
-        "distributed: this machine (--workers N), a running cluster (--scheduler) or batch jobs "
-        "(--jobqueue). This process writes every result; a killed run started again resumes.",
-    )
-    sim.add_argument("out", help="output database (.db); an existing one is resumed")
-    src = sim.add_mutually_exclusive_group(required=True)
-    src.add_argument("--smiles", nargs="+", help="SMILES strings (3D structures from RDKit)")
-    src.add_argument("--file", "--xyz", "--db", dest="file", help="xyz / extxyz / ASE db with the structures")
-    src.add_argument("--qm9", type=int, metavar="N", help="N random QM9 molecules (with their QM9 labels)")
-    sim.add_argument("--seed", type=int, default=0, help="seed of the QM9 subset")
-    sim.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="worker processes on this machine (default 1: serially, in this process; N > 1: a Dask "
-        "LocalCluster of N single-threaded workers; with --dask local: all cores)",
-    )
+def _add_cluster_options(sim) -> None:
+    """``simulate``: where the molecules run (Dask distributed: this machine, a cluster, batch jobs)."""
     cluster = sim.add_argument_group("Dask distributed (one machine or many)")
     where = cluster.add_mutually_exclusive_group()
     where.add_argument(
@@ -302,7 +265,10 @@ def parser() -> argparse.ArgumentParser:
     cluster.add_argument(
         "--interface", default=None, help="--jobqueue: network interface of scheduler and workers, e.g. ib0"
     )
-    sim.add_argument("--retry-failed", action="store_true", help="retry molecules recorded as failed")
+
+
+def _add_settings_options(sim) -> None:
+    """``simulate``: one option per field of SimulationSettings, with its default."""
     defaults = SimulationSettings()
     for f in fields(SimulationSettings):
         flag = "--" + f.name.replace("_", "-")
@@ -314,8 +280,38 @@ def parser() -> argparse.ArgumentParser:
             kind = type(getattr(defaults, f.name))
             choices = sorted(UV_METHODS) if f.name == "uv_method" else None
             sim.add_argument(flag, dest=f.name, type=kind, default=getattr(defaults, f.name), choices=choices)
+
+
+def _add_simulate(sub) -> None:
+    """``spkspectra simulate``."""
+    sim = sub.add_parser(
+        "simulate",
+        help="compute UV-Vis/IR/Raman spectra (GFN2-xTB + PySCF) into a SchNetPack db",
+        description="Compute UV-Vis/IR/Raman spectra into a SchNetPack db, serially (--workers 1) or on Dask "
+        "distributed: this machine (--workers N), a running cluster (--scheduler) or batch jobs "
+        "(--jobqueue). This process writes every result; a killed run started again resumes.",
+    )
+    sim.add_argument("out", help="output database (.db); an existing one is resumed")
+    src = sim.add_mutually_exclusive_group(required=True)
+    src.add_argument("--smiles", nargs="+", help="SMILES strings (3D structures from RDKit)")
+    src.add_argument("--file", "--xyz", "--db", dest="file", help="xyz / extxyz / ASE db with the structures")
+    src.add_argument("--qm9", type=int, metavar="N", help="N random QM9 molecules (with their QM9 labels)")
+    sim.add_argument("--seed", type=int, default=0, help="seed of the QM9 subset")
+    sim.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes on this machine (default 1: serially, in this process; N > 1: a Dask "
+        "LocalCluster of N single-threaded workers; with --dask local: all cores)",
+    )
+    _add_cluster_options(sim)
+    sim.add_argument("--retry-failed", action="store_true", help="retry molecules recorded as failed")
+    _add_settings_options(sim)
     sim.set_defaults(run=_simulate)
 
+
+def _add_qm9(sub) -> None:
+    """``spkspectra qm9``."""
     qm9 = sub.add_parser("qm9", help="QM9 offline (qm9pack) as a SchNetPack database")
     qm9.add_argument("out")
     limit = qm9.add_mutually_exclusive_group()
@@ -330,6 +326,9 @@ def parser() -> argparse.ArgumentParser:
     )
     qm9.set_defaults(run=_qm9)
 
+
+def _add_convert_qm9s(sub) -> None:
+    """``spkspectra convert-qm9s``."""
     conv = sub.add_parser("convert-qm9s", help="the real QM9S files (qm9s.pt + *_boraden.csv) as a SchNetPack db")
     conv.add_argument("out")
     conv.add_argument("--pt", required=True, help="qm9s.pt")
@@ -338,6 +337,9 @@ def parser() -> argparse.ArgumentParser:
     conv.add_argument("--qm9", default=None, help="QM9 db (spkspectra qm9) to attach labels by GDB index")
     conv.set_defaults(run=_convert_qm9s)
 
+
+def _add_md(sub) -> None:
+    """``spkspectra md``."""
     md = sub.add_parser("md", help="MD17-style data: GFN2-xTB Langevin MD (energies + forces), resumable")
     md.add_argument(
         "molecule",
@@ -351,16 +353,25 @@ def parser() -> argparse.ArgumentParser:
     md.add_argument("--seed", type=int, default=0)
     md.set_defaults(run=_md)
 
+
+def _add_md17_npz(sub) -> None:
+    """``spkspectra md17-npz``."""
     npz = sub.add_parser("md17-npz", help="a real MD17 .npz (R, z, E, F) as a SchNetPack db")
     npz.add_argument("npz")
     npz.add_argument("out")
     npz.set_defaults(run=_md17_npz)
 
+
+def _add_default(sub) -> None:
+    """``spkspectra default``."""
     default = sub.add_parser("default", help="build the default spectra dataset from the shipped QM9 sticks (seconds)")
     default.add_argument("--out", default=None, help="database to write (default: the cache, where spktrain looks)")
     default.add_argument("--n-molecules", type=int, default=None, help="the first N shipped molecules (default: all)")
     default.set_defaults(run=_default)
 
+
+def _add_identify(sub) -> None:
+    """``spkspectra identify``."""
     ident = sub.add_parser("identify", help="rank candidate structures for spectra with a pre-trained MolSpectra model")
     ident.add_argument(
         "spectra",
@@ -405,6 +416,9 @@ def parser() -> argparse.ArgumentParser:
     )
     ident.set_defaults(run=_identify)
 
+
+def _add_plot(sub) -> None:
+    """``spkspectra plot``."""
     plot = sub.add_parser("plot", help="pictures of a pre-trained model: attention | tsne | mpr | curves")
     plot.add_argument("kind", choices=["attention", "tsne", "mpr", "curves"])
     plot.add_argument("model_run", metavar="RUN", help="run directory (or its best_model)")
@@ -418,10 +432,31 @@ def parser() -> argparse.ArgumentParser:
     plot.add_argument("--color-by", default="gap", help="tsne: property to colour by (a QM9 label, n_atoms, n_O, ...)")
     plot.set_defaults(run=_plot)
 
+
+def _add_models(sub) -> None:
+    """``spkspectra models``."""
     models = sub.add_parser("models", help="the pre-trained models shipped with the package, with their model cards")
     models.add_argument("names", nargs="*", help="only these (default: all)")
     models.add_argument("--markdown", action="store_true", help="one Markdown table (the README's)")
     models.set_defaults(run=_models)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``spkspectra`` parser: one subcommand per builder above."""
+    p = argparse.ArgumentParser(prog="spkspectra", description="Build MolSpectra spectra datasets.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (
+        _add_simulate,
+        _add_qm9,
+        _add_convert_qm9s,
+        _add_md,
+        _add_md17_npz,
+        _add_default,
+        _add_identify,
+        _add_plot,
+        _add_models,
+    ):
+        add(sub)
     return p
 
 
