@@ -10,6 +10,10 @@ failures appended to ``<folder>/failures.jsonl`` (``data.sticks`` describes the 
   python scripts/ship_sticks.py --chunks 0:20 --workers 2             # the shipped chunks (into the package)
   python scripts/ship_sticks.py --selection held-out --chunks 0:2 --workers 2
         # the retrieval benchmark's queries: the first 500 held-out molecules, into benchmarks/data/held_out_sticks
+  python scripts/ship_sticks.py --chunks 21:484 --uv-method none --folder data/qm9_sticks --workers 16
+        # IR + Raman for the rest of QM9 outside the held-out set, into the repository's data folder
+
+With ``--uv-method none`` a chunk is its ``vib_<k>.npz`` alone (no UV pass).
 
 Commit each chunk as it lands; the databases in ``--workdir`` are not committed.
 """
@@ -65,10 +69,12 @@ def sticks_records(db_path):
 def run_chunk(name, k, gdbs, table, settings, workdir, folder, workers):
     """Simulate chunk ``k`` (the GDB indices ``gdbs``) and write its two sticks files into ``folder``."""
     from schnetpack_molspectra.data.simulate.runner import read_failures, simulate_to_db
+    from schnetpack_molspectra.data.simulate.uv import NO_UV
     from schnetpack_molspectra.data.sticks import chunk_path, write_chunk
 
+    with_uv = settings.uv_method != NO_UV
     vib_path, uv_path = chunk_path("vib", k, folder), chunk_path(f"uv-{settings.uv_method}", k, folder)
-    if os.path.exists(vib_path) and os.path.exists(uv_path):
+    if os.path.exists(vib_path) and (os.path.exists(uv_path) or not with_uv):
         return "exists"
     db = os.path.join(workdir, f"{name}_{k:03d}.db")
     t0 = time.time()
@@ -80,9 +86,10 @@ def run_chunk(name, k, gdbs, table, settings, workdir, folder, workers):
         [records[g][0] for g in order],
         {"relax": "GFN2-xTB", "fmax": settings.fmax, "imaginary_threshold": settings.imaginary_threshold},
     )
-    write_chunk(
-        uv_path, [records[g][1] for g in order], {"uv_method": settings.uv_method, "uv_states": settings.uv_states}
-    )
+    if with_uv:
+        write_chunk(
+            uv_path, [records[g][1] for g in order], {"uv_method": settings.uv_method, "uv_states": settings.uv_states}
+        )
     failed = read_failures(db)
     with open(os.path.join(folder, "failures.jsonl"), "a") as f:
         for rec in failed:
@@ -97,7 +104,9 @@ def main(argv=None):
     parser.add_argument("--selection", choices=sorted(FOLDERS), default="shipped")
     parser.add_argument("--chunks", default="0:20", help="chunk range a:b (default 0:20 = 5,000 molecules)")
     parser.add_argument("--folder", default=None, help="where the chunks go (default: the selection's folder)")
-    parser.add_argument("--uv-method", default=SHIPPED_UV_METHOD, help="UV level (default: the shipped chunks' level)")
+    parser.add_argument(
+        "--uv-method", default=SHIPPED_UV_METHOD, help="UV level (default: the shipped chunks' level), or none"
+    )
     parser.add_argument("--uv-states", type=int, default=10)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--workdir", default=os.path.join(os.getcwd(), "ship_sticks_work"))

@@ -31,7 +31,7 @@ from schnetpack_molspectra.spectra.broadening import DEFAULT_WIDTH, broaden
 from schnetpack_molspectra.spectra.grids import GRIDS
 
 from .cluster import ClusterSpec, dask_client
-from .uv import uv_spectrum_sticks
+from .uv import NO_UV, uv_spectrum_sticks
 from .xtb import SimulationError, relax, vibrational_spectra
 
 __all__ = [
@@ -67,7 +67,7 @@ class SimulationSettings:
     ir_width: float = DEFAULT_WIDTH["ir"]  # Lorentzian FWHM (cm^-1)
     raman_width: float = DEFAULT_WIDTH["raman"]  # Lorentzian FWHM (cm^-1)
     uv_width: float = DEFAULT_WIDTH["uv"]  # Lorentzian FWHM (eV)
-    uv_method: str = "stda"  # a key of uv.UV_METHODS (the levels are described in uv.py)
+    uv_method: str = "stda"  # a key of uv.UV_METHODS (the levels are described in uv.py), or uv.NO_UV
     uv_states: int = 10
     uv_energy_scale: float = 1.0  # multiply excitation energies (empirical correction)
     imaginary_threshold: float = 50.0  # fail on modes more imaginary than this (cm^-1)
@@ -77,7 +77,10 @@ def simulate_molecule(atoms: Atoms, settings: SimulationSettings) -> Tuple[Atoms
     """Relaxed structure and its properties: broadened spectra (1, n_points) and sticks."""
     structure = relax(atoms, fmax=settings.fmax) if settings.relax else atoms.copy()
     vib = vibrational_spectra(structure, imaginary_threshold=settings.imaginary_threshold)
-    uv = uv_spectrum_sticks(structure, settings.uv_method, settings.uv_states)
+    if settings.uv_method == NO_UV:  # IR and Raman only: no UV sticks, a zero UV spectrum
+        uv = {"energies": np.zeros(0), "strengths": np.zeros(0)}
+    else:
+        uv = uv_spectrum_sticks(structure, settings.uv_method, settings.uv_states)
     props = stick_properties(
         vib["frequencies"], vib["ir_intensities"], vib["raman_activities"], uv["energies"], uv["strengths"], settings
     )

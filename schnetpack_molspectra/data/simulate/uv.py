@@ -23,7 +23,10 @@ from ase.units import Hartree
 
 from .xtb import SimulationError
 
-__all__ = ["uv_spectrum_sticks", "stda_sticks", "UV_METHODS", "STDA_HARDNESS"]
+__all__ = ["uv_spectrum_sticks", "stda_sticks", "UV_METHODS", "NO_UV", "STDA_HARDNESS"]
+
+#: the ``uv_method`` that skips the UV pass (IR and Raman sticks only)
+NO_UV = "none"
 
 UV_METHODS = {
     "fast": {"xc": "hf", "basis": "sto-3g"},
