@@ -54,7 +54,6 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_RUN = "/work/study_runs/stage2/runs"
 HELD_OUT_STICKS = os.path.join(HERE, "data", "held_out_sticks")
 SUBSETS = {
     "uv+ir+raman": ("uv", "ir", "raman"),
@@ -477,7 +476,7 @@ def markdown(entry):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--run", default=DEFAULT_RUN, help="run directory (or a folder with exactly one run below it)")
+    p.add_argument("--run", default=None, help="run directory (or a folder with exactly one run below it)")
     p.add_argument(
         "--model",
         default=None,
@@ -494,6 +493,10 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="leave out the RDKit geometries")
     args = p.parse_args(argv)
+    if not args.run and not args.model:
+        p.error(
+            "give --run RUN_DIR (a molspectra_pretrain run) or --model NAME (a shipped model, e.g. molspectra-painn-qm9)"
+        )
 
     import schnetpack_molspectra  # noqa: F401  (tblite before torch)
     from schnetpack_molspectra.data.default import cache_dir
