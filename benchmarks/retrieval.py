@@ -34,9 +34,9 @@ groups of that size, each group its own library (queries left over after the las
 The library search is exact; for libraries of 5,000 or more, the FAISS HNSW index ``identify``
 uses there is checked against it (fraction of exact top-10 lists it returns).
 
-    python benchmarks/retrieval.py                                   # the stage-2 study model
+    python benchmarks/retrieval.py --run <stage-2 run directory> --tag stage2
     python benchmarks/retrieval.py --run /tmp/mainjob/runs/<id> --tag mainjob
-    python benchmarks/retrieval.py --sizes 100,1000 --quick          # minutes
+    python benchmarks/retrieval.py --run <run directory> --sizes 100,1000 --quick   # minutes
     python benchmarks/retrieval.py --model molspectra-painn-qm9 --tag molspectra-painn-qm9   # a shipped model
 
 Writes ``benchmarks/results/retrieval.json`` (one entry per ``--tag``) and prints markdown tables.
