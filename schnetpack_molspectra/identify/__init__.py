@@ -44,7 +44,8 @@ run's config), :mod:`~schnetpack_molspectra.identify.encode` (spectra and struct
 embeddings), :mod:`~schnetpack_molspectra.identify.library` (candidate structures from files),
 :mod:`~schnetpack_molspectra.identify.cache` (the cached library embeddings),
 :mod:`~schnetpack_molspectra.identify.index` (exact cosine / FAISS search),
-:mod:`~schnetpack_molspectra.identify.search` (:func:`identify`, the orchestration) and
+:mod:`~schnetpack_molspectra.identify.search` (:func:`identify`, the orchestration),
+:mod:`~schnetpack_molspectra.identify.results` (:class:`Identification`, :class:`Hit`: what it returns) and
 :mod:`~schnetpack_molspectra.identify.output` (text table, CSV). Their public names are all
 importable from here.
 """
@@ -70,7 +71,8 @@ from schnetpack_molspectra.identify.model import (
     training_db,
 )
 from schnetpack_molspectra.identify.output import format_results, write_csv
-from schnetpack_molspectra.identify.search import Hit, Identification, identify, merge_queries
+from schnetpack_molspectra.identify.results import Hit, Identification
+from schnetpack_molspectra.identify.search import identify, merge_queries
 
 __all__ = [
     "IdentifyError",

@@ -3,14 +3,11 @@ CSV of one row per query and rank (:func:`write_csv`), each marking the candidat
 SMILES (RDKit) is the query's known one.
 """
 
-from __future__ import annotations
-
 import csv
 import os
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
-if TYPE_CHECKING:  # search imports this module
-    from schnetpack_molspectra.identify.search import Identification
+from schnetpack_molspectra.identify.results import Identification
 
 __all__ = ["format_results", "write_csv"]
 

@@ -1,10 +1,10 @@
 """The orchestration: :func:`identify` reads the spectra, merges the records of one molecule into
 one query (:func:`merge_queries`), embeds the queries and the library (cached) and ranks the
-library's structures for each query (:class:`Identification` of :class:`Hit`); the package
+library's structures for each query (:class:`~schnetpack_molspectra.identify.results.Identification`
+of :class:`~schnetpack_molspectra.identify.results.Hit`); the package
 docstring (:mod:`schnetpack_molspectra.identify`) describes inputs, modalities and scaling.
 """
 
-from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 from schnetpack_molspectra.data.spectrum_files import QuerySpectrum, read_spectra
@@ -14,29 +14,9 @@ from schnetpack_molspectra.identify.index import EXACT_BELOW, VectorIndex
 from schnetpack_molspectra.identify.library import Library, load_library, smiles_from_structure
 from schnetpack_molspectra.identify.model import EmbeddingModel, IdentifyError, load_model
 from schnetpack_molspectra.identify.output import write_csv
+from schnetpack_molspectra.identify.results import Hit, Identification
 
-__all__ = ["Hit", "Identification", "merge_queries", "identify"]
-
-
-@dataclass
-class Hit:
-    rank: int
-    index: int
-    name: str
-    smiles: str
-    score: float
-
-
-@dataclass
-class Identification:
-    query: str
-    source: str
-    used: List[str]  # modalities given and used
-    filled: List[str]  # modalities the model uses that the query lacks (fully masked)
-    ignored: List[str]  # modalities given that the model does not use
-    hits: List[Hit]
-    query_smiles: Optional[str] = None
-    coverage: Dict[str, float] = field(default_factory=dict)
+__all__ = ["merge_queries", "identify"]
 
 
 def merge_queries(records: Iterable[QuerySpectrum], one_molecule: bool = False) -> List[QuerySpectrum]:
