@@ -33,6 +33,11 @@ uv_energies: Final[str] = "uv_energies"
 #: oscillator strengths (dimensionless), (n_states,)
 uv_strengths: Final[str] = "uv_strengths"
 
+#: number of vibrational modes (IR and Raman sticks) of each molecule, (1,) int64 (``CountSticks``)
+n_vib_sticks: Final[str] = "n_vib_sticks"
+#: number of UV states of each molecule, (1,) int64 (``CountSticks``)
+n_uv_sticks: Final[str] = "n_uv_sticks"
+
 ## identifiers and QM9 extras
 #: QM9/GDB-9 index (the n of gdb_n), (1,), int64
 gdb_index: Final[str] = "gdb_index"
@@ -59,6 +64,13 @@ def modality_dropped(modality: str) -> str:
     """Key of the modality-dropout flag of one modality, (1,) bool per molecule, True = the molecule's
     spectrum of that modality is withheld (fed to SpecFormer as a missing one: zeros, every patch masked)."""
     return f"{modality}_dropped"
+
+
+def modality_missing(modality: str) -> str:
+    """Key of the flag a database stores for molecules that have no spectrum of one modality, (1,)
+    bool per molecule (e.g. IR and Raman computed, UV not). Where it is True the modality is withheld
+    as modality dropout withholds it (``modality_dropped``), whatever the dropout draws."""
+    return f"{modality}_missing"
 
 
 ## model outputs

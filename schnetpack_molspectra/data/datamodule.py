@@ -52,7 +52,8 @@ class MolSpectraDataModule(AtomsDataModule):
             subset), built once into the cache on first use.
         modalities: spectra to load (subset of uv, ir, raman); an empty list loads none
             (denoising-only pre-training on any 3D dataset).
-        load_properties: further properties to load (e.g. QM9 labels); spectra are added.
+        load_properties: further properties to load (e.g. QM9 labels); spectra are added, and where
+            the database has them the stick spectra and missing-modality flags (:meth:`optional_properties`).
         **kwargs: passed to ``AtomsDataModule`` (batch_size, num_train, transforms, ...).
     """
 
@@ -71,6 +72,14 @@ class MolSpectraDataModule(AtomsDataModule):
             datapath = default_dataset_path()
         properties = [msp.spectrum_keys[m] for m in self.modalities] + list(load_properties or [])
         super().__init__(datapath=str(datapath), load_properties=properties, **kwargs)
+
+    def optional_properties(self) -> List[str]:
+        """Loaded where the database has them: the modalities' stick spectra (for the spectra
+        augmentation) and the flags of molecules that lack a modality (``modality_missing``)."""
+        sticks = {msp.uv_energies, msp.uv_strengths} if "uv" in self.modalities else set()
+        if {"ir", "raman"} & set(self.modalities):
+            sticks |= {msp.vib_frequencies, msp.ir_intensities, msp.raman_activities}
+        return sorted(sticks) + [msp.modality_missing(m) for m in self.modalities]
 
     def prepare_data(self):
         if self.uses_default_dataset:
@@ -91,6 +100,8 @@ class MolSpectraDataModule(AtomsDataModule):
                     f"{self.datapath}: database has no {missing} (it has {sorted(available)}); "
                     "build one with `spkspectra simulate`"
                 )
+            optional = [p for p in self.optional_properties() if p in available and p not in self.load_properties]
+            self.load_properties = list(self.load_properties) + optional
         super().setup(stage)
         check_split(self)
 

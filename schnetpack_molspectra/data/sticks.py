@@ -26,7 +26,7 @@ Ragged arrays are concatenated; the ``n_*`` arrays give each molecule's share.
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from ase import Atoms
@@ -70,15 +70,16 @@ _UV_RAGGED = {"energies": "n_states", "strengths": "n_states"}
 
 @dataclass
 class MoleculeSticks:
-    """One molecule's relaxed structure and sticks (units as in the module docstring)."""
+    """One molecule's relaxed structure and sticks (units as in the module docstring); the UV
+    sticks are None for a molecule without a UV spectrum."""
 
     gdb_index: int
     atoms: Atoms
     frequencies: np.ndarray
     ir_intensities: np.ndarray
     raman_activities: np.ndarray
-    uv_energies: np.ndarray
-    uv_strengths: np.ndarray
+    uv_energies: Optional[np.ndarray]
+    uv_strengths: Optional[np.ndarray]
 
 
 def shipped_selection(table=None) -> np.ndarray:
@@ -169,24 +170,32 @@ def shipped_chunks(kind: str, folder: Optional[str] = None) -> List[str]:
 
 
 def load_sticks(
-    uv_method: str = SHIPPED_UV_METHOD, folder: Optional[str] = None, n_molecules: Optional[int] = None
+    uv_method: str = SHIPPED_UV_METHOD,
+    folder: Union[None, str, Sequence[str]] = None,
+    n_molecules: Optional[int] = None,
+    require_uv: bool = True,
 ) -> Iterator[MoleculeSticks]:
-    """The shipped molecules that have every spectrum, in selection order (at most ``n_molecules``).
+    """The molecules of the sticks folder(s) ``folder`` (default: the shipped one), in folder and
+    selection order (at most ``n_molecules``).
 
-    A molecule whose UV pass failed, or whose UV chunk is not computed yet, is left out."""
+    ``require_uv=True``: only those with every spectrum; a molecule whose UV pass failed, or whose
+    UV chunk is not computed (or was never asked for: ``--uv-method none``), is left out.
+    ``require_uv=False``: those too, with ``uv_energies`` and ``uv_strengths`` None."""
+    folders = [folder] if folder is None or isinstance(folder, str) else list(folder)
     yielded = 0
-    for vib_path in shipped_chunks("vib", folder):
+    for vib_path in (path for f in folders for path in shipped_chunks("vib", f)):
         chunk = os.path.basename(vib_path)[len("vib_") : -len(".npz")]
         uv_path = os.path.join(os.path.dirname(vib_path), f"uv-{uv_method}_{chunk}.npz")
-        if not os.path.exists(uv_path):
+        if require_uv and not os.path.exists(uv_path):
             continue
-        vib, uv = read_chunk(vib_path), read_chunk(uv_path)
+        vib = read_chunk(vib_path)
+        uv = read_chunk(uv_path) if os.path.exists(uv_path) else {}
         for gdb, v in vib.items():
-            if gdb == "settings" or gdb not in uv:
+            if gdb == "settings" or (require_uv and gdb not in uv):
                 continue
             if n_molecules is not None and yielded >= n_molecules:
                 return
-            u = uv[gdb]
+            u = uv.get(gdb, {"energies": None, "strengths": None})
             yield MoleculeSticks(
                 gdb_index=gdb,
                 atoms=Atoms(numbers=v["numbers"], positions=v["positions"].astype(np.float64)),
@@ -203,28 +212,38 @@ def sticks_to_spectra(sticks: MoleculeSticks, settings=None) -> Dict[str, np.nda
     """The broadened spectra (1, n_points) and sticks of one molecule, as database properties.
 
     ``settings``: a :class:`~schnetpack_molspectra.data.simulate.runner.SimulationSettings`
-    (widths and scales; default widths if None)."""
+    (widths and scales; default widths if None). A molecule without UV sticks gets no UV sticks
+    and a zero UV spectrum, and ``properties.modality_missing("uv")`` True."""
     from schnetpack_molspectra.data.simulate.runner import SimulationSettings, stick_properties
 
-    return stick_properties(
+    no_uv = sticks.uv_energies is None
+    props = stick_properties(
         sticks.frequencies,
         sticks.ir_intensities,
         sticks.raman_activities,
-        sticks.uv_energies,
-        sticks.uv_strengths,
+        np.zeros(0) if no_uv else sticks.uv_energies,
+        np.zeros(0) if no_uv else sticks.uv_strengths,
         settings or SimulationSettings(),
     )
+    props[msp.modality_missing("uv")] = np.array([no_uv])
+    return props
 
 
 def build_db_from_sticks(
     path: str,
     n_molecules: Optional[int] = None,
     uv_method: str = SHIPPED_UV_METHOD,
-    folder: Optional[str] = None,
+    folder: Union[None, str, Sequence[str]] = None,
     settings=None,
     labels: Optional[Dict[int, Tuple[Dict[str, float], str]]] = None,
+    require_uv: bool = True,
 ) -> int:
-    """Broaden the shipped sticks into a SchNetPack database at ``path`` with QM9 labels.
+    """Broaden the sticks of ``folder`` (default: the shipped ones; a list: several folders, e.g. the
+    shipped and a grown set) into a SchNetPack database at ``path`` with QM9 labels.
+
+    ``require_uv=False`` takes the molecules without UV sticks too (:func:`load_sticks`): their UV
+    spectrum is zero and their ``properties.modality_missing("uv")`` True, so pre-training treats
+    it as withheld. Every row then has that flag; with ``require_uv=True`` no row has it.
 
     ``labels``: GDB index -> (QM9 targets in SchNetPack's names and units, SMILES) of every molecule,
     where ``qm9pack`` is not installed (e.g. a GPU node given only what it needs); read from qm9pack if None.
@@ -245,10 +264,11 @@ def build_db_from_sticks(
     from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
     from schnetpack_molspectra.data.simulate.runner import SIMULATED_UNITS
 
-    molecules = list(load_sticks(uv_method, folder, n_molecules))
+    molecules = list(load_sticks(uv_method, folder, n_molecules, require_uv))
     if not molecules:
         raise FileNotFoundError(
-            f"{folder or SHIPPED_DIR}: no shipped molecule has IR, Raman and UV ({uv_method}) sticks"
+            f"{folder or SHIPPED_DIR}: no shipped molecule has IR, Raman"
+            + (f" and UV ({uv_method}) sticks" if require_uv else " sticks")
         )
     if labels is None:
         table = load_qm9pack()
@@ -262,11 +282,15 @@ def build_db_from_sticks(
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     units = dict(SIMULATED_UNITS, **QM9_UNITS, **{msp.gdb_index: "1"})
+    if not require_uv:
+        units[msp.modality_missing("uv")] = "1"
     with new_database(path, leftover="remove") as partial:  # a leftover is a killed build's, incomplete
         ASEAtomsData.create(partial, distance_unit="Ang", property_unit_dict=units)
         with connect(partial, use_lock_file=False) as conn:  # one transaction
             for i, (m, lab, smi) in enumerate(zip(molecules, labels, smiles)):
                 data = sticks_to_spectra(m, settings)
+                if require_uv:
+                    del data[msp.modality_missing("uv")]
                 for key in QM9_UNITS:
                     data[key] = np.array([lab[key]], dtype=np.float64)
                 data[msp.gdb_index] = np.array([m.gdb_index], dtype=np.int64)

@@ -19,7 +19,9 @@ __all__ = ["PretrainingSummary", "summarise_validation", "encoder_overrides"]
 
 def summarise_validation(task, dataloader, max_molecules: Optional[int] = None) -> Dict[str, float]:
     """Each loss term of ``task`` (unweighted, averaged over batches) on ``dataloader``, and the
-    3D -> spectra retrieval top-1 over all its molecules at once, with chance = 1 / molecules.
+    3D -> spectra retrieval top-1 over all its molecules at once, with chance = 1 / molecules, and
+    where the task augments spectra (``MolSpectraTask.perturbed_batch``) the same top-1 with every
+    molecule's spectra perturbed (``retrieval_top1_perturbed``).
 
     An MSE term (denoising) is reported relative to the MSE of predicting zero, so 1.0 means
     nothing learned whatever the scale of its target (the denoising head's running noise
@@ -31,12 +33,17 @@ def summarise_validation(task, dataloader, max_molecules: Optional[int] = None) 
     sums: Dict[str, float] = {}
     zero_baseline: Dict[str, float] = {}
     n_batches, n_molecules = 0, 0
-    reps_3d, reps_spectra = [], []
+    reps_3d, reps_spectra, perturbed_3d, perturbed_spectra = [], [], [], []
     try:
-        for batch in dataloader:
+        for i, batch in enumerate(dataloader):
             batch = {k: v.to(task.device) for k, v in batch.items()}
             with torch.set_grad_enabled(task.grad_enabled):
                 pred = task.predict_without_postprocessing(batch)
+                perturbed = getattr(task, "perturbed_batch", lambda *_: None)(batch, i)
+                if perturbed is not None:
+                    perturbed = task.predict_without_postprocessing(perturbed)
+                    perturbed_3d.append(perturbed[msp.representation_3d].detach())
+                    perturbed_spectra.append(perturbed[msp.representation_spectra].detach())
             targets = {
                 o.target_property: batch[o.target_property]
                 for o in task.outputs
@@ -65,6 +72,9 @@ def summarise_validation(task, dataloader, max_molecules: Optional[int] = None) 
     if reps_3d:
         summary["retrieval_top1"] = retrieval_hits(torch.cat(reps_3d), torch.cat(reps_spectra)).float().mean().item()
         summary["retrieval_chance"] = 1.0 / n_molecules
+    if perturbed_3d:
+        hits = retrieval_hits(torch.cat(perturbed_3d), torch.cat(perturbed_spectra))
+        summary["retrieval_top1_perturbed"] = hits.float().mean().item()
     return summary
 
 
@@ -151,13 +161,19 @@ class PretrainingSummary(Callback):
         lines = [
             f"MolSpectra pre-training summary ({trainer.global_step} steps, {end['molecules']} validation molecules)"
         ]
-        for name in [k for k in end if k not in ("molecules", "relative", "retrieval_top1", "retrieval_chance")]:
+        retrieval = ("retrieval_top1", "retrieval_chance", "retrieval_top1_perturbed")
+        for name in [k for k in end if k not in ("molecules", "relative", *retrieval)]:
             relative = "  (MSE / MSE of predicting zero)" if name in end.get("relative", ()) else ""
             lines.append(f"  {name:<22s} loss {start.get(name, float('nan')):9.4f} -> {end[name]:9.4f}{relative}")
         if "retrieval_top1" in end:
             lines.append(
                 f"  3D->spectra top-1      {start.get('retrieval_top1', float('nan')):9.4f} -> {end['retrieval_top1']:9.4f}"
                 f"   (chance {end['retrieval_chance']:.4f}, {end['retrieval_top1'] / end['retrieval_chance']:.1f}x)"
+            )
+        if "retrieval_top1_perturbed" in end:
+            lines.append(
+                f"  ... perturbed spectra  {start.get('retrieval_top1_perturbed', float('nan')):9.4f} -> "
+                f"{end['retrieval_top1_perturbed']:9.4f}   (every molecule's spectra augmented, a fixed draw)"
             )
         if best and os.path.exists(best):
             lines.append(f"  best model: {best}")
