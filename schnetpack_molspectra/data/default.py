@@ -12,9 +12,9 @@ would be taken for the dataset.
 
 import hashlib
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
-from schnetpack_molspectra.data.sticks import SHIPPED_UV_METHOD, build_db_from_sticks, shipped_chunks
+from schnetpack_molspectra.data.sticks import SHIPPED_DIR, SHIPPED_UV_METHOD, build_db_from_sticks, shipped_chunks
 
 __all__ = ["cache_dir", "default_dataset_path", "ensure_default_dataset", "build_default_dataset", "qm9_dataset_path"]
 
@@ -50,10 +50,22 @@ def qm9_dataset_path() -> str:
     return os.path.join(cache_dir(), f"qm9_qm9pack-{version('qm9pack')}.db")
 
 
-def build_default_dataset(path: Optional[str] = None, n_molecules: Optional[int] = None) -> str:
-    """Broaden the shipped sticks into ``path`` (default :func:`default_dataset_path`)."""
+def build_default_dataset(
+    path: Optional[str] = None, n_molecules: Optional[int] = None, sticks: Sequence[str] = ()
+) -> str:
+    """Broaden the shipped sticks into ``path`` (default :func:`default_dataset_path`).
+
+    ``sticks``: further sticks folders (e.g. a repository's ``data/qm9_sticks``, the grown set)
+    whose molecules are added after the shipped ones, those without UV sticks with their UV withheld
+    (``properties.modality_missing``); ``path`` must then be given (the cache holds the shipped set).
+    """
+    if sticks and path is None:
+        raise ValueError(f"give the database to write: the sticks of {list(sticks)} are not the default dataset")
     path = path or default_dataset_path(n_molecules)
-    build_db_from_sticks(path, n_molecules=n_molecules)
+    for folder in sticks:
+        if not shipped_chunks("vib", folder):
+            raise FileNotFoundError(f"{folder}: no sticks chunk (vib_<k>.npz) in this folder")
+    build_db_from_sticks(path, n_molecules=n_molecules, folder=[SHIPPED_DIR, *sticks], require_uv=not sticks)
     return path
 
 

@@ -187,3 +187,34 @@ def test_given_labels_replace_qm9pack_and_a_missing_one_is_named(tmp_path, monke
     with pytest.raises(ValueError, match=f"no labels given for GDB \\[{molecules[1].gdb_index}\\]"):
         build_db_from_sticks(str(tmp_path / "b.db"), n_molecules=3, labels=labels)
     assert not os.path.exists(tmp_path / "b.db")
+
+
+def test_a_folder_without_uv_adds_its_molecules_with_uv_withheld(tmp_path):
+    """IR + Raman chunks alone (``ship_sticks --uv-method none``): with ``require_uv=False`` their
+    molecules come with the others, each with a zero UV spectrum and ``uv_missing`` True."""
+    from schnetpack.data import ASEAtomsData
+
+    from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
+    from schnetpack_molspectra.data.sticks import SHIPPED_DIR, build_db_from_sticks
+
+    rng = np.random.default_rng(1)
+    grown = tmp_path / "grown"
+    grown.mkdir()
+    write_chunk(str(grown / "vib_021.npz"), [vib_record(g, n, rng) for g, n in [(900001, 4), (900002, 5)]], {})
+    assert list(load_sticks(folder=str(grown))) == []  # no UV chunk: none by default
+    gdbs = [m.gdb_index for m in load_sticks(folder=[SHIPPED_DIR, str(grown)], require_uv=False)]
+    assert gdbs[-2:] == [900001, 900002] and len(gdbs) > 5000  # in folder order
+    labels = {g: ({key: 1.0 for key in QM9_UNITS}, "C") for g in gdbs}
+    path = str(tmp_path / "grown.db")
+    # the grown folder first, then the first shipped molecule (which has UV)
+    assert build_db_from_sticks(path, 3, folder=[str(grown), SHIPPED_DIR], labels=labels, require_uv=False) == 3
+    assert msp.modality_missing("uv") in ASEAtomsData(path).available_properties
+    with connect(path) as conn:
+        rows = list(conn.select())
+    assert [int(r.data[msp.gdb_index][0]) for r in rows] == gdbs[-2:] + gdbs[:1]
+    for row in rows[:2]:
+        assert bool(row.data[msp.modality_missing("uv")][0]) and not row.data[msp.uv_spectrum].any()
+        assert row.data[msp.ir_spectrum].max() > 0 and len(row.data[msp.uv_energies]) == 0
+    assert not bool(rows[2].data[msp.modality_missing("uv")][0]) and rows[2].data[msp.uv_spectrum].max() > 0
+    with pytest.raises(FileNotFoundError, match="no shipped molecule has IR, Raman sticks"):
+        build_db_from_sticks(str(tmp_path / "none.db"), folder=str(tmp_path / "empty"), labels=labels, require_uv=False)
