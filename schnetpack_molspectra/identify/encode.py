@@ -10,14 +10,24 @@ from typing import Dict, Sequence
 import numpy as np
 import torch
 from ase import Atoms
-from ase.data import chemical_symbols
+from ase.data import atomic_masses, chemical_symbols
+from schnetpack import properties as structure
+from tqdm import tqdm
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.atomistic import missing_modality
 from schnetpack_molspectra.data.spectrum_files import QuerySpectrum, rescale_to_reference
 from schnetpack_molspectra.identify.model import EmbeddingModel, IdentifyError
+from schnetpack_molspectra.spectra.baseline import remove_baseline
 
-__all__ = ["normalise_spectra", "encode_spectra", "check_elements", "encode_structures"]
+__all__ = [
+    "normalise_spectra",
+    "query_values",
+    "encode_spectra",
+    "check_elements",
+    "structures_batch",
+    "encode_structures",
+]
 
 
 def normalise_spectra(enc: EmbeddingModel, spectra: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -29,14 +39,35 @@ def normalise_spectra(enc: EmbeddingModel, spectra: Dict[str, torch.Tensor]) -> 
     return {m: out[msp.spectrum_keys[m]] for m in present}
 
 
+def query_values(query: QuerySpectrum, modality: str, rescale: str = "auto", baseline: str = "auto") -> np.ndarray:
+    """One query's spectrum of ``modality`` (L,) as :func:`encode_spectra` feeds it, before the
+    normalisation: its ALS baseline subtracted and its peak rescaled as ``baseline`` and ``rescale`` say."""
+    values = query.spectra[modality]
+    if baseline == "als" or (baseline == "auto" and query.external_units):
+        values = remove_baseline(values, modality)
+    if rescale == "peak" or (rescale == "auto" and query.external_units):
+        values = rescale_to_reference(values, modality)
+    return values
+
+
 @torch.no_grad()
 def encode_spectra(
-    enc: EmbeddingModel, queries: Sequence[QuerySpectrum], rescale: str = "auto", batch_size: int = 64
+    enc: EmbeddingModel,
+    queries: Sequence[QuerySpectrum],
+    rescale: str = "auto",
+    batch_size: int = 64,
+    baseline: str = "auto",
 ) -> np.ndarray:
     """Unit-norm spectra embeddings (n_queries, n_features); modalities the model uses but a
-    query lacks are fully masked (zero-filled), see the module docstring."""
+    query lacks are fully masked (zero-filled), see the module docstring.
+
+    ``baseline``: ``auto`` subtracts the ALS baseline (``spectra.baseline``) from x,y data in
+    instrument units (CSV x,y, JCAMP-DX), ``als`` from every query, ``none`` from none; before the
+    ``rescale`` (``auto``: x,y data to the training peak height, ``peak``: every query, ``none``)."""
     if rescale not in ("auto", "peak", "none"):
         raise ValueError(f"rescale must be auto, peak or none, got {rescale!r}")
+    if baseline not in ("auto", "als", "none"):
+        raise ValueError(f"baseline must be auto, als or none, got {baseline!r}")
     sf = enc.specformer
     for q in queries:
         if not any(m in q.spectra for m in sf.modalities):
@@ -52,10 +83,7 @@ def encode_spectra(
             rows, missing = [], []
             for q in chunk:
                 if m in q.spectra:
-                    values = q.spectra[m]
-                    if rescale == "peak" or (rescale == "auto" and q.external_units):
-                        values = rescale_to_reference(values, m)
-                    rows.append(values)
+                    rows.append(query_values(q, m, rescale, baseline))
                     missing.append(False)
                 else:
                     rows.append(np.zeros(sf.spectrum_length[m], dtype=np.float32))
@@ -90,30 +118,59 @@ def check_elements(enc: EmbeddingModel, atoms_list: Sequence[Atoms], names: Sequ
             raise IdentifyError(f"{source}: molecule {i} ({names[i]}) has no atoms")
 
 
+def structures_batch(atoms_list: Sequence[Atoms], cutoff: float, device="cpu") -> Dict[str, torch.Tensor]:
+    """SchNetPack inputs of molecules (no periodic cell) as the training transforms give them: positions
+    relative to each molecule's centre of mass, float32, and every pair of atoms of a molecule closer
+    than ``cutoff`` (Angstrom) as neighbours, found for the whole batch at once on ``device`` (all pairs
+    of each molecule: sum of n_atoms^2 distances, what small molecules such as QM9's need)."""
+    n_atoms = torch.tensor([len(a) for a in atoms_list], dtype=torch.long, device=device)
+    numbers = torch.from_numpy(np.concatenate([a.numbers for a in atoms_list]).astype(np.int64)).to(device)
+    positions = torch.from_numpy(np.concatenate([a.positions for a in atoms_list])).to(device, torch.float64)
+    n = len(atoms_list)
+    idx_m = torch.repeat_interleave(torch.arange(n, device=device), n_atoms)
+    masses = torch.from_numpy(atomic_masses).to(device, torch.float64)[numbers]
+    com = torch.zeros(n, 3, dtype=torch.float64, device=device).index_add_(0, idx_m, masses[:, None] * positions)
+    com = com / torch.zeros(n, dtype=torch.float64, device=device).index_add_(0, idx_m, masses)[:, None]
+    positions = (positions - com[idx_m]).to(torch.float32)
+    # all ordered pairs (i, j) of each molecule: atom i repeated n_atoms(mol) times, j running over the molecule
+    first = torch.cumsum(n_atoms, 0) - n_atoms
+    partners = n_atoms[idx_m]
+    idx_i = torch.repeat_interleave(torch.arange(len(numbers), device=device), partners)
+    offset = torch.arange(len(idx_i), device=device) - torch.repeat_interleave(
+        torch.cumsum(partners, 0) - partners, partners
+    )
+    idx_j = first[idx_m[idx_i]] + offset
+    distance = (positions[idx_j] - positions[idx_i]).norm(dim=-1)
+    keep = (idx_i != idx_j) & (distance < cutoff)
+    idx_i, idx_j = idx_i[keep], idx_j[keep]
+    return {
+        structure.Z: numbers,
+        structure.R: positions,
+        structure.n_atoms: n_atoms,
+        structure.idx_m: idx_m,
+        structure.idx: torch.arange(n, device=device),
+        structure.idx_i: idx_i,
+        structure.idx_j: idx_j,
+        structure.offsets: torch.zeros(len(idx_i), 3, dtype=torch.float32, device=device),
+        structure.cell: torch.zeros(n, 3, 3, dtype=torch.float32, device=device),
+        structure.pbc: torch.zeros(n, 3, dtype=torch.bool, device=device),
+    }
+
+
 @torch.no_grad()
 def encode_structures(
-    enc: EmbeddingModel, atoms_list: Sequence[Atoms], batch_size: int = 128, progress: bool = False
+    enc: EmbeddingModel, atoms_list: Sequence[Atoms], batch_size: int = 512, progress: bool = False
 ) -> np.ndarray:
     """Unit-norm 3D embeddings (n_molecules, n_features): the encoder + ``MoleculeRepresentation``
-    on each structure, with the training transforms (centre of mass, neighbour list, float32)."""
-    import schnetpack.transform as trn
-    from schnetpack.interfaces import AtomsConverter
-
-    converter = AtomsConverter(
-        neighbor_list=None,
-        transforms=[trn.SubtractCenterOfMass(), trn.MatScipyNeighborList(cutoff=enc.cutoff)],
-        device=enc.device,
-        dtype=torch.float32,
-    )
+    on each structure, with the training transforms (centre of mass, neighbour list, float32) done
+    for a whole batch at once (:func:`structures_batch`)."""
     model = enc.model
     out = []
     starts = range(0, len(atoms_list), batch_size)
     if progress:
-        from tqdm import tqdm
-
         starts = tqdm(starts, desc="library 3D embeddings", unit="batch", file=sys.stderr)
     for start in starts:
-        inputs = converter(list(atoms_list[start : start + batch_size]))
+        inputs = structures_batch(atoms_list[start : start + batch_size], enc.cutoff, enc.device)
         for module in model.input_modules:
             inputs = module(inputs)
         inputs = model.representation(inputs)
