@@ -63,6 +63,23 @@ SUBSETS = {
     "uv": ("uv",),
 }
 PERTURBATION = dict(frequency_scale=0.97, ir_width=20.0, raman_width=16.0, uv_energy_scale=1.03, uv_width=0.25)
+#: QM9's B3LYP/6-31G(2df,p) harmonic frequencies scaled as QM9S scales its B3LYP ones
+B3LYP_SCALE = 0.965
+#: instrument-like spectra (spectra.perturb): lines scaled by U(0.96, 1.0) and a smooth anharmonic
+#: scale of up to 2 %, shifted by N(0, 5 cm^-1), FWHM U(8, 30) cm^-1 of any Lorentzian/Gaussian mix,
+#: intensities x exp(N(0, 0.2)), a baseline of up to 20 % of the peak and noise of up to 1 %;
+#: UV x U(0.97, 1.03), FWHM U(0.1, 0.4) eV. Queried through identify's ALS baseline correction.
+INSTRUMENT = dict(vib_scale=(0.96, 1.0), anharmonic=0.02, vib_shift=5.0, vib_width=(8.0, 30.0), uv_scale=(0.97, 1.03))
+INSTRUMENT.update(uv_shift=0.05, uv_width=(0.1, 0.4), intensity_noise=0.2, baseline=0.2, noise=0.01)
+#: the query spectra besides the clean ones, and the modality subsets measured with them
+VARIANTS = {
+    "perturbed": "sticks re-broadened: frequencies x0.97, IR/Raman widths 20/16 cm^-1, UV x1.03, width 0.25 eV",
+    "b3lyp": f"IR/Raman lines at QM9's B3LYP/6-31G(2df,p) harmonic frequencies x{B3LYP_SCALE} (sorted, paired mode by "
+    "mode with the xTB intensities), UV as simulated",
+    "instrument": "instrument-like: scaled, anharmonic and shifted lines, other widths and line shapes, intensity "
+    "noise, a baseline of up to 20 % of the peak (ALS-corrected as identify corrects x,y data) and 1 % noise",
+}
+VARIANT_SUBSETS = ("uv+ir+raman", "ir+raman", "ir")
 
 
 def find_run(path):
@@ -159,6 +176,71 @@ def perturbed_spectra(gdbs):
     return [r["spectra"] for r in rows]
 
 
+def b3lyp_spectra(sticks_list):
+    """Spectra with IR and Raman lines at QM9's B3LYP harmonic frequencies x ``B3LYP_SCALE``: both
+    frequency lists sorted and paired mode by mode from the highest (where the counts differ, the
+    lowest modes of the longer list are left out), with the xTB intensities; UV as simulated."""
+    import schnetpack_molspectra.properties as msp
+    from schnetpack_molspectra.data.qm9 import gdb_positions, load_qm9pack, parse_numbers
+    from schnetpack_molspectra.data.simulate.runner import SimulationSettings, stick_properties
+
+    table = load_qm9pack()
+    rows = table.iloc[gdb_positions(table, [s.gdb_index for s in sticks_list])]
+    out, differ = [], 0
+    for s, row in zip(sticks_list, rows.itertuples(index=False)):
+        dft = np.sort(parse_numbers(row.Harmonic_Freq_cmi))
+        order = np.argsort(s.frequencies)
+        k = min(len(dft), len(order))
+        differ += len(dft) != len(order)
+        keep = order[len(order) - k :]
+        spectra = stick_properties(
+            B3LYP_SCALE * dft[len(dft) - k :],
+            s.ir_intensities[keep],
+            s.raman_activities[keep],
+            s.uv_energies,
+            s.uv_strengths,
+            SimulationSettings(),
+        )
+        out.append({m: spectra[msp.spectrum_keys[m]].reshape(-1) for m in msp.modalities})
+    return out, differ
+
+
+def instrument_spectra(sticks_list, seed=0):
+    """Instrument-like spectra of the molecules (``INSTRUMENT``), one fixed draw (``seed``), computed
+    for all of them at once by the functions the training augmentation uses (``spectra.perturb``)."""
+    import torch
+
+    from schnetpack_molspectra.spectra.grids import GRIDS
+    from schnetpack_molspectra.spectra.perturb import broaden_lines, instrument, jitter_intensities, move_lines, uniform
+
+    g = torch.Generator().manual_seed(seed)
+    n = len(sticks_list)
+    spectra = [{} for _ in range(n)]
+    settings = dict(INSTRUMENT)
+    for kind, (pos_attr, modalities) in {
+        "vib": ("frequencies", {"ir": "ir_intensities", "raman": "raman_activities"}),
+        "uv": ("uv_energies", {"uv": "uv_strengths"}),
+    }.items():
+        counts = torch.tensor([len(getattr(s, pos_attr)) for s in sticks_list])
+        molecule = torch.repeat_interleave(torch.arange(n), counts)
+        positions = torch.tensor(np.concatenate([getattr(s, pos_attr) for s in sticks_list]), dtype=torch.float64)
+        if kind == "vib":
+            moved = move_lines(positions, molecule, n, settings["vib_scale"], settings["anharmonic"], 2000.0,
+                               settings["vib_shift"], g)  # fmt: skip
+        else:
+            moved = move_lines(positions, molecule, n, settings["uv_scale"], 0.0, 1.0, settings["uv_shift"], g)
+        for m, int_attr in modalities.items():
+            intensities = torch.tensor(np.concatenate([getattr(s, int_attr) for s in sticks_list]), dtype=torch.float64)
+            intensities = jitter_intensities(intensities, settings["intensity_noise"], g)
+            grid = torch.tensor(GRIDS[m].values())
+            width = uniform(settings["uv_width"] if m == "uv" else settings["vib_width"], n, grid, g)
+            raw = broaden_lines(moved, intensities, molecule, n, grid, width, uniform((0.0, 1.0), n, grid, g))
+            raw = instrument(raw, settings["baseline"], settings["noise"], g)
+            for i in range(n):
+                spectra[i][m] = raw[i].numpy().astype(np.float32)
+    return spectra
+
+
 def run_queries(run):
     """The queries of a pre-training run: its validation and test molecules, spectra from its database;
     the candidates with spectra: those and its training molecules."""
@@ -173,7 +255,7 @@ def run_queries(run):
     return enc, {
         "source": f"run {run} (database {db})",
         "queries": queries,
-        "perturbed": perturbed_spectra([r["gdb"] for r in queries]),
+        "variants": {"perturbed": perturbed_spectra([r["gdb"] for r in queries])},
         "train": [rows[i] for i in train],
         "counts": {"val": len(val), "test": len(test), "train_molecules": len(train)},
         "describe": f"{len(val)} validation + {len(test)} test molecules of the run",
@@ -198,12 +280,17 @@ def held_out_queries(model, folder, n_queries):
     if outside:
         raise SystemExit(f"{folder}: GDB {outside[:5]} are not held-out molecules")
     train = list(load_sticks())
+    b3lyp, differ = b3lyp_spectra(sticks)
     return load_model(model), {
         "source": f"model {model}, held-out sticks {folder}",
         "queries": sticks_rows(sticks),
-        "perturbed": [r["spectra"] for r in sticks_rows(sticks, SimulationSettings(**PERTURBATION))],
+        "variants": {
+            "perturbed": [r["spectra"] for r in sticks_rows(sticks, SimulationSettings(**PERTURBATION))],
+            "b3lyp": b3lyp,
+            "instrument": instrument_spectra(sticks),
+        },
         "train": sticks_rows(train),
-        "counts": {"held_out": len(sticks), "train_molecules": len(train)},
+        "counts": {"held_out": len(sticks), "train_molecules": len(train), "b3lyp_mode_count_differs": differ},
         "describe": f"{len(sticks)} held-out QM9 molecules (spectra simulated like the training data, by scripts/ship_sticks.py)",
         "parts": {},
     }
@@ -279,18 +366,20 @@ def benchmark(enc, qset, sizes, workdir, seed, quick, log):
     timings["load"] = time.time() - t
     log(f"{qset['source']}: {len(queries)} queries, model {enc.sha256[:12]}")
 
-    # spectra embeddings per modality subset, clean and perturbed
+    # spectra embeddings per modality subset, clean and the variants (VARIANTS)
     t = time.time()
     clean = [r["spectra"] for r in queries]
-    perturbed = qset["perturbed"]
+    kinds = {"clean": clean, **qset["variants"]}
     spec = {}
-    for kind, spectra_list in (("clean", clean), ("perturbed", perturbed)):
+    for kind, spectra_list in kinds.items():
         for name, subset in SUBSETS.items():
-            if kind == "perturbed" and name not in ("uv+ir+raman", "ir"):
+            if kind != "clean" and name not in VARIANT_SUBSETS:
                 continue
             if not set(subset) & set(enc.modalities):
                 continue
-            spec[kind, name] = encode_spectra(enc, queries_from(spectra_list, names, subset))
+            # instrument-like spectra go through identify's path for x,y data: ALS baseline, peak rescaled
+            treat = {"baseline": "als", "rescale": "peak"} if kind == "instrument" else {"baseline": "none"}
+            spec[kind, name] = encode_spectra(enc, queries_from(spectra_list, names, subset), **treat)
     timings["spectra_embeddings"] = time.time() - t
 
     # QM9 library embeddings (all of QM9, cached, when a library is all of it)
@@ -326,11 +415,11 @@ def benchmark(enc, qset, sizes, workdir, seed, quick, log):
                     for part, rows in qset["parts"].items():
                         entry[f"clean:uv+ir+raman:{part}"] = recall(r[rows], n)
                 truth = np.arange(len(q_pos))
-                if n >= 5000:  # the FAISS index identify uses at this size vs exact search
+                if n >= 5000 and faiss_installed():  # a FAISS index (identify's option) vs exact search
                     t_index = time.time()
                     index = VectorIndex(lib_vectors, exact_below=5000)
                     built = time.time() - t_index
-                    exact = VectorIndex(lib_vectors, exact_below=n + 1)
+                    exact = VectorIndex(lib_vectors)
                     _, approx_top = index.search(vectors, 10)
                     _, exact_top = exact.search(vectors, 10)
                     agree = float(np.mean([set(a) == set(b) for a, b in zip(approx_top, exact_top)]))
@@ -351,9 +440,9 @@ def benchmark(enc, qset, sizes, workdir, seed, quick, log):
         n = len(lib_rows)
         truth = np.arange(len(queries))
         entry = {}
-        for kind, spectra_list in (("clean", clean), ("perturbed", perturbed)):
+        for kind, spectra_list in kinds.items():
             for name, subset in SUBSETS.items():
-                if kind == "perturbed" and name not in ("uv+ir+raman", "ir"):
+                if kind != "clean" and name not in VARIANT_SUBSETS:
                     continue
                 raw_lib = raw_vectors([r["spectra"] for r in lib_rows], subset)
                 raw_q = raw_vectors(spectra_list, subset)
@@ -367,7 +456,7 @@ def benchmark(enc, qset, sizes, workdir, seed, quick, log):
         for geo, atoms in geoms.items():
             lib_vectors = qm9_vectors[positions] if atoms is None else encode_structures(enc, atoms)
             for (kind, name), vectors in spec.items():
-                if name in ("uv+ir+raman", "ir") or geo == "qm9":
+                if name in VARIANT_SUBSETS or geo == "qm9":
                     entry[f"molspectra[{geo}]:{kind}:{name}"] = recall(ranks(vectors @ lib_vectors.T, truth), n)
         results["shipped"][set_name] = entry
         log(
@@ -387,9 +476,19 @@ def benchmark(enc, qset, sizes, workdir, seed, quick, log):
             "torch_threads": torch.get_num_threads(),
         },
         "perturbation": PERTURBATION,
+        "variants": {k: VARIANTS[k] for k in qset["variants"]},
+        "instrument": INSTRUMENT,
         "results": results,
         "timings_s": timings,
     }
+
+
+def faiss_installed():
+    try:
+        import faiss  # noqa: F401  (optional: the identify extra)
+    except ImportError:
+        return False
+    return True
 
 
 def fmt(x):
@@ -427,12 +526,13 @@ def markdown(entry):
     lines.append("| spectra given | library | recall@1 | recall@5 | recall@10 | median rank | chance@1 | chance@10 |")
     lines.append("|---|---|---|---|---|---|---|---|")
     lines += recall_rows(res["library_qm9"], "clean", SUBSETS, chance=True)
-    lines.append("")
-    lines.append("Perturbed query spectra (frequencies x0.97, wider lines, UV x1.03), same libraries:")
-    lines.append("")
-    lines.append("| spectra given | library | recall@1 | recall@5 | recall@10 | median rank |")
-    lines.append("|---|---|---|---|---|---|")
-    lines += recall_rows(res["library_qm9"], "perturbed", ("uv+ir+raman", "ir"), chance=False)
+    for kind, text in entry.get("variants", {"perturbed": VARIANTS["perturbed"]}).items():
+        lines.append("")
+        lines.append(f"Query spectra {kind} ({text}), same libraries:")
+        lines.append("")
+        lines.append("| spectra given | library | recall@1 | recall@5 | recall@10 | median rank |")
+        lines.append("|---|---|---|---|---|---|")
+        lines += recall_rows(res["library_qm9"], kind, VARIANT_SUBSETS, chance=False)
     lines.append("")
     lines.append(
         "Libraries with candidate spectra (shipped molecules): raw-spectra nearest neighbour vs MolSpectra, recall@1 (recall@10):"
@@ -449,7 +549,7 @@ def markdown(entry):
     )
     lines.append("|---|" + "---|" * len(res["shipped"]))
     for k in keys:
-        if k.startswith("molspectra[qm9]") and k.split(":")[2] not in ("uv+ir+raman", "ir"):
+        if k.startswith("molspectra[qm9]") and k.split(":")[2] not in VARIANT_SUBSETS:
             continue
         cells = [
             f"{fmt(res['shipped'][s][k]['recall@1'])} ({fmt(res['shipped'][s][k]['recall@10'])})"

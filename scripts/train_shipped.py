@@ -14,6 +14,9 @@ started again resumes from its ``last.ckpt`` (same ``run.id``) on the same machi
 
   python scripts/train_shipped.py denoise-painn-qm9 --steps 3000           # the next stage-1 piece
   python scripts/train_shipped.py molspectra-painn-qm9 --steps 1500        # the next stage-2 piece
+  python scripts/train_shipped.py molspectra-painn-qm9 --steps 800 --sticks data/qm9_sticks --threads 2
+        # a stage-2 piece on the shipped and the grown sticks (molecules without UV: UV withheld),
+        # spectra augmentation 0.8 (--augmentation; 0 = the released training)
   python scripts/train_shipped.py denoise-painn-qm9 --steps 40000 --accelerator gpu --batch-size 128 --workers 8
                                                                            # a GPU: one long piece
 The run directories go to ``--workdir`` (``shipped_runs/``, not committed).
@@ -33,10 +36,16 @@ import platform
 import subprocess
 import sys
 import time
+from importlib.metadata import version as package_version_of
 
 import numpy as np
 
 from schnetpack_molspectra.shipped import MODELS_DIR
+
+
+def package_version():
+    return package_version_of("schnetpack-molspectra")
+
 
 MODELS = {
     "denoise-painn-qm9": {
@@ -66,9 +75,16 @@ def pretraining_gdbs(table):
     return sorted(int(g) for g in shipped_selection(table)[:-HELD_OUT])
 
 
-def write_inputs(path):
+def spectra_folders(sticks):
+    """The sticks folders of stage 2: the shipped one, then ``sticks`` (the grown set)."""
+    from schnetpack_molspectra.data.sticks import SHIPPED_DIR
+
+    return [SHIPPED_DIR, *[os.path.abspath(f) for f in sticks or []]]
+
+
+def write_inputs(path, sticks=()):
     """Everything training needs from qm9pack, in one file: the stage-1 structures (GDB order) and the
-    QM9 labels and SMILES of the shipped spectra molecules."""
+    QM9 labels and SMILES of the spectra molecules (shipped, and those of the ``sticks`` folders)."""
     from schnetpack_molspectra.data.qm9 import gdb_positions, load_qm9pack, row_atoms, row_labels
     from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
     from schnetpack_molspectra.data.sticks import load_sticks
@@ -76,7 +92,7 @@ def write_inputs(path):
     table = load_qm9pack()
     gdbs = pretraining_gdbs(table)
     atoms = [row_atoms(r) for r in table.iloc[gdb_positions(table, gdbs)].itertuples(index=False)]
-    spectra_gdbs = [m.gdb_index for m in load_sticks()]
+    spectra_gdbs = [m.gdb_index for m in load_sticks(folder=spectra_folders(sticks), require_uv=not sticks)]
     rows = list(table.iloc[gdb_positions(table, spectra_gdbs)].itertuples(index=False))
     labels = [row_labels(r) for r in rows]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -111,19 +127,24 @@ def structures_db_from_inputs(db, inputs):
         ASEAtomsData.create(partial, distance_unit="Ang", property_unit_dict={}).add_systems([{}] * len(atoms), atoms)
 
 
-def spectra_db_from_inputs(workdir, inputs):
-    """The stage-2 database: the shipped sticks broadened, labels from :func:`write_inputs`' file."""
+def spectra_db(workdir, inputs=None, sticks=()):
+    """The stage-2 database: the shipped sticks and those of the ``sticks`` folders (molecules without
+    UV withheld from it) broadened, labels from :func:`write_inputs`' file or qm9pack. Named by its
+    number of chunks, so a grown set builds a new one."""
     from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
-    from schnetpack_molspectra.data.sticks import build_db_from_sticks
+    from schnetpack_molspectra.data.sticks import build_db_from_sticks, shipped_chunks
 
-    db = os.path.join(workdir, "spectra.db")
+    folders = spectra_folders(sticks)
+    db = os.path.join(workdir, f"spectra_{sum(len(shipped_chunks('vib', f)) for f in folders)}chunks.db")
     if not os.path.exists(db):
-        with np.load(inputs) as z:
-            labels = {
-                int(g): ({key: float(z[f"label_{key}"][i]) for key in QM9_UNITS}, str(z["smiles"][i]))
-                for i, g in enumerate(z["label_gdb"])
-            }
-        build_db_from_sticks(db, labels=labels)
+        labels = None
+        if inputs:
+            with np.load(inputs) as z:
+                labels = {
+                    int(g): ({key: float(z[f"label_{key}"][i]) for key in QM9_UNITS}, str(z["smiles"][i]))
+                    for i, g in enumerate(z["label_gdb"])
+                }
+        build_db_from_sticks(db, labels=labels, folder=folders, require_uv=not sticks)
     return db
 
 
@@ -172,9 +193,9 @@ def piece_overrides(name, args, previous):
             f"data.num_val={VALIDATION}",
         ]
     else:
-        overrides += ["globals.modality_dropout=0.5"]
-        if args.inputs:
-            overrides.append(f"data.datapath={spectra_db_from_inputs(args.workdir, args.inputs)}")
+        overrides += ["globals.modality_dropout=0.5", f"globals.spectra_augmentation={args.augmentation}"]
+        if args.inputs or args.sticks:
+            overrides.append(f"data.datapath={spectra_db(args.workdir, args.inputs, args.sticks)}")
     if previous is not None:
         overrides.append(f"globals.pretrained_model={previous}")
         if spec["data"] == "spectra" and previous.endswith(f"{name}.pt"):  # a continuation: SpecFormer too
@@ -229,6 +250,10 @@ def run_piece(name, args):
     config = OmegaConf.to_container(OmegaConf.load(os.path.join(piece_dir, "config.yaml")), resolve=False)
     summary_file = os.path.join(piece_dir, "pretraining_summary.json")
     summary = json.load(open(summary_file)) if os.path.exists(summary_file) else {}
+    if MODELS[name]["data"] == "spectra":
+        spectra = {"sticks_folders": ["package"] + list(args.sticks), "spectra_augmentation": args.augmentation}
+    else:
+        spectra = {}
     card["pieces"].append(
         {
             "piece": piece,
@@ -240,9 +265,21 @@ def run_piece(name, args):
             else args.accelerator,
             "threads": args.threads,
             "started_from": os.path.basename(previous) if previous else None,
+            "package_version": package_version(),
             "summary": summary,
+            **spectra,
         }
     )
+    if spectra and args.sticks:
+        from ase.db import connect
+
+        with connect(spectra_db(args.workdir, args.inputs, args.sticks)) as conn:
+            n_all, n_no_uv = conn.count(), sum(1 for r in conn.select(include_data=True) if r.data["uv_missing"][0])
+        card["trained_on"] = (
+            f"{n_all:,} QM9 spectra molecules (80/10/10 split), none held out: {n_all - n_no_uv:,} with xTB IR/Raman "
+            f"and sTDA UV (the package's sticks), {n_no_uv:,} with xTB IR/Raman only (UV withheld; {', '.join(args.sticks)})"
+        )
+        card["description"] = MODELS[name]["description"] + f"; spectra augmentation {args.augmentation}"
     save_weights(out, model, config=config, card=card)
     print(f"{name} piece {piece}: {wall:.0f} s, weights in {out} ({os.path.getsize(out) / 1e6:.1f} MB)")
 
@@ -261,11 +298,21 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch threads (OMP_NUM_THREADS)")
     p.add_argument("--accelerator", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--sticks",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="stage 2: further sticks folders beside the shipped ones (the grown set, e.g. data/qm9_sticks)",
+    )
+    p.add_argument(
+        "--augmentation", type=float, default=0.8, help="stage 2: globals.spectra_augmentation (0: the released)"
+    )
     p.add_argument("--workdir", default="shipped_runs")
     p.add_argument("overrides", nargs="*", help="further spktrain overrides")
     args = p.parse_intermixed_args(argv)  # overrides may follow the options
     if args.write_inputs:
-        return write_inputs(args.write_inputs)
+        return write_inputs(args.write_inputs, args.sticks)
     if args.name is None or args.steps is None:
         p.error("give a model name and --steps (or --write-inputs PATH)")
     if args.inputs:
