@@ -9,20 +9,18 @@ import time
 
 import numpy as np
 
+from schnetpack_molspectra.train.logs import read_scalars
 
-def test_scalars(run):
-    """Last value of every ``test_*`` scalar in a run's TensorBoard events."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+def logged_results(run):
+    """The last value of every ``test_*`` and ``val_*`` scalar a run logged, and each ``val_*`` scalar's
+    curve (``<tag>_curve``, every validation in step order)."""
     values = {}
-    for events in glob.glob(os.path.join(run, "**", "events.out.tfevents.*"), recursive=True):
-        acc = EventAccumulator(events)
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            if tag.startswith(("test_", "val_")):
-                values[tag] = acc.Scalars(tag)[-1].value
-                if tag.startswith("val_"):
-                    values[tag + "_curve"] = [s.value for s in acc.Scalars(tag)]
+    for tag, points in read_scalars(run).items():
+        if tag.startswith(("test_", "val_")):
+            values[tag] = points[-1][1]
+            if tag.startswith("val_"):
+                values[tag + "_curve"] = [value for _, value in points]
     return values
 
 
@@ -83,7 +81,7 @@ def spktrain(workdir, name, overrides, env=None):
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     (run,) = glob.glob(os.path.join(cwd, "runs", "*"))
-    result = {"wall_s": time.time() - start, **test_scalars(run)}
+    result = {"wall_s": time.time() - start, **logged_results(run)}
     with open(done, "w") as f:
         json.dump(result, f)
     return result

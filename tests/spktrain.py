@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import sys
 
+from schnetpack_molspectra.train.logs import read_scalars
+
 TINY_ENCODER = [
     "model.representation.n_atom_basis=16",
     "model.representation.n_interactions=1",
@@ -58,25 +60,10 @@ def run_dir(cwd):
 
 
 def logged_scalars(run):
-    """Tags of all scalars in the run's TensorBoard event files."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags = set()
-    for events in glob.glob(os.path.join(run, "**", "events.out.tfevents.*"), recursive=True):
-        acc = EventAccumulator(events)
-        acc.Reload()
-        tags |= set(acc.Tags()["scalars"])
-    return tags
+    """Tags of every scalar the run logged (``train.logs.read_scalars``)."""
+    return set(read_scalars(run))
 
 
 def scalar_values(run):
-    """Every value of every scalar in the run's TensorBoard event files: tag -> list of values."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    values = {}
-    for events in glob.glob(os.path.join(run, "**", "events.out.tfevents.*"), recursive=True):
-        acc = EventAccumulator(events)
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            values.setdefault(tag, []).extend(s.value for s in acc.Scalars(tag))
-    return values
+    """Every scalar the run logged, in step order: tag -> list of values (``train.logs.read_scalars``)."""
+    return {tag: [value for _, value in points] for tag, points in read_scalars(run).items()}

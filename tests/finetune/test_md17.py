@@ -8,9 +8,10 @@ import pytest
 from ase.db import connect
 from ase.io import write
 from conftest import write_spectra_db
-from spktrain import TINY_ENCODER, logged_scalars, run_dir, spktrain
+from spktrain import TINY_ENCODER, run_dir, spktrain
 
 from schnetpack_molspectra.data.md17 import generate_xtb_md, npz_to_db
+from schnetpack_molspectra.train.logs import read_scalars
 
 pytestmark = pytest.mark.slow
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "ase_md.py")
@@ -117,7 +118,7 @@ def test_md17_finetune_from_scratch_and_pretrained_then_md(tmp_path, xtb_db, npz
         env=env,
     )
     run = run_dir(tmp_path / "ft")
-    assert {"val_forces_mae_kcal_mol_Ang", "val_energy_mae_kcal_mol"} <= logged_scalars(run)
+    assert {"val_forces_mae_kcal_mol_Ang", "val_energy_mae_kcal_mol"} <= set(read_scalars(run))
 
     spec = importlib.util.spec_from_file_location("ase_md", EXAMPLE)
     ase_md = importlib.util.module_from_spec(spec)
