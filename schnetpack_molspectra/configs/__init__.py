@@ -22,6 +22,8 @@ from typing import Any, List, Mapping
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from schnetpack_molspectra.finetune import qm9_attribute
+
 __all__ = ["modules", "pretraining_transforms"]
 
 
@@ -71,8 +73,6 @@ def pretraining_transforms(*overrides: str) -> List[Any]:
 
 
 if not OmegaConf.has_resolver("qm9"):
-    from schnetpack_molspectra.finetune import qm9_attribute
-
     OmegaConf.register_new_resolver("qm9", qm9_attribute)
 
 if not OmegaConf.has_resolver("run_uuid"):

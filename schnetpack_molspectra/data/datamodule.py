@@ -10,6 +10,9 @@ from schnetpack.data.splitting import RandomSplit, absolute_split_sizes
 from schnetpack.datasets import QM9
 
 import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.data.default import cache_dir, default_dataset_path, ensure_default_dataset, qm9_dataset_path
+from schnetpack_molspectra.data.md17 import MD17_SMILES, generate_xtb_md, npz_to_db
+from schnetpack_molspectra.data.qm9 import build_qm9_db
 from schnetpack_molspectra.data.tblite_process import run_spkspectra, tblite_loads
 from schnetpack_molspectra.spectra.checks import SpectrumError
 
@@ -67,8 +70,6 @@ class MolSpectraDataModule(AtomsDataModule):
         self.modalities = list(modalities)
         self.uses_default_dataset = datapath is None
         if self.uses_default_dataset:
-            from schnetpack_molspectra.data.default import default_dataset_path
-
             datapath = default_dataset_path()
         properties = [msp.spectrum_keys[m] for m in self.modalities] + list(load_properties or [])
         super().__init__(datapath=str(datapath), load_properties=properties, **kwargs)
@@ -83,8 +84,6 @@ class MolSpectraDataModule(AtomsDataModule):
 
     def prepare_data(self):
         if self.uses_default_dataset:
-            from schnetpack_molspectra.data.default import ensure_default_dataset
-
             ensure_default_dataset(self.datapath)
         elif not os.path.exists(self.datapath):
             raise FileNotFoundError(f"spectra database {self.datapath} does not exist")
@@ -116,15 +115,11 @@ class QM9DataModule(QM9):
 
     def __init__(self, datapath: Optional[str] = None, **kwargs):
         if datapath is None:
-            from schnetpack_molspectra.data.default import qm9_dataset_path
-
             datapath = qm9_dataset_path()
         super().__init__(datapath, **kwargs)
 
     def prepare_data(self):
         if not os.path.exists(self.datapath):
-            from schnetpack_molspectra.data.qm9 import build_qm9_db
-
             folder = os.path.dirname(os.path.abspath(self.datapath))
             os.makedirs(folder, exist_ok=True)
             build_qm9_db(self.datapath)
@@ -157,9 +152,6 @@ class MD17DataModule(AtomsDataModule):
         forces_unit: str = "kcal/mol/Ang",
         **kwargs,
     ):
-        from schnetpack_molspectra.data.default import cache_dir
-        from schnetpack_molspectra.data.md17 import MD17_SMILES
-
         if molecule not in MD17_SMILES and not os.path.exists(str(molecule)):
             raise ValueError(
                 f"unknown MD17 molecule {molecule!r}; choose one of {sorted(MD17_SMILES)} or give a structure file"
@@ -185,8 +177,6 @@ class MD17DataModule(AtomsDataModule):
     def prepare_data(self):
         if os.path.exists(self.datapath) and (self.source != "xtb" or self._frames() >= self.n_frames):
             return  # a generation killed part-way (frames are written as they come) is continued below
-        from schnetpack_molspectra.data.md17 import generate_xtb_md, npz_to_db
-
         os.makedirs(os.path.dirname(os.path.abspath(self.datapath)), exist_ok=True)
         if self.source is None:
             raise FileNotFoundError(f"MD17 database {self.datapath} does not exist")

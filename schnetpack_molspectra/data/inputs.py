@@ -1,11 +1,14 @@
 """Molecules to simulate, from SMILES (3D by RDKit), structure files (xyz/extxyz/ASE db) or QM9."""
 
+import os
 from typing import List, Optional, Sequence
 
 import numpy as np
 from ase import Atoms
 
 import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.data.files import require_file
+from schnetpack_molspectra.data.qm9 import gdb_positions, load_qm9pack, qm9_molecules
 from schnetpack_molspectra.data.simulate.runner import MoleculeInput
 
 __all__ = ["StructureInputError", "smiles_to_atoms", "from_smiles", "from_file", "from_qm9"]
@@ -128,10 +131,6 @@ def from_file(path: str) -> List[MoleculeInput]:
         StructureInputError: the file is not readable by ``ase.io``, holds no structures, or a
             structure without atoms, with unknown elements or non-finite positions (named).
     """
-    import os
-
-    from schnetpack_molspectra.data.files import require_file
-
     require_file(path, "structure file")
     frames = _read_structures(path)
     if not frames:
@@ -153,8 +152,6 @@ def from_qm9(
     """QM9 molecules (from qm9pack) with their labels: the given GDB indices, or ``n`` drawn at random.
 
     ``table``: the qm9pack table if the caller has already loaded it (:func:`load_qm9pack`)."""
-    from schnetpack_molspectra.data.qm9 import gdb_positions, load_qm9pack, qm9_molecules
-
     table = load_qm9pack() if table is None else table
     if gdb_indices is None:
         positions = np.sort(np.random.default_rng(seed).choice(len(table), size=n, replace=False))

@@ -13,6 +13,7 @@ from schnetpack import properties as structure
 from tqdm import tqdm
 
 from schnetpack_molspectra.data.files import check_new_database, damaged_zip, new_database, require_file
+from schnetpack_molspectra.data.inputs import smiles_to_atoms
 from schnetpack_molspectra.data.tblite_process import require_tblite
 
 __all__ = [
@@ -51,8 +52,6 @@ def md17_atoms(molecule: str) -> Atoms:
         raise ValueError(
             f"unknown MD17 molecule {molecule!r}; choose one of {sorted(MD17_SMILES)} or give a structure file"
         )
-    from schnetpack_molspectra.data.inputs import smiles_to_atoms
-
     return smiles_to_atoms(MD17_SMILES[molecule])
 
 
