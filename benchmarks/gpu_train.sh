@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the shipped models further on a lent GPU machine, in one device call (prepared here by
 # benchmarks/gpu_prepare.sh, which writes .gpu_data/train_inputs.npz: qm9pack is not on that machine):
-#   run(command="bash benchmarks/gpu_train.sh", carry=[".whl", ".gpu_data/train_inputs.npz"], timeout_s=590)
+#   run(command="bash benchmarks/gpu_train.sh", carry=[".whl", ".gpu_data"], timeout_s=590)
 # A stage-1 piece of denoise-painn-qm9, then a stage-2 piece of molspectra-painn-qm9, each a real spktrain run
 # bounded by trainer.max_time (a piece stopped by it keeps its best model; the card records the steps it made).
 # The continued weights files land in $OUT/pretrained_models: copy them into schnetpack_molspectra/pretrained_models/,
@@ -19,13 +19,23 @@ fi
 export PYTHONUNBUFFERED=1 MOLSPECTRA_CACHE=/tmp/molspectra-cache
 models="${OUT:-/tmp/gpu_train_out}/pretrained_models"
 mkdir -p "$models" && cp schnetpack_molspectra/pretrained_models/*.pt "$models/"
-common=(--accelerator "${ACCELERATOR:-gpu}" --workers "${WORKERS:-12}" --threads 4 --inputs .gpu_data/train_inputs.npz
+common=(--accelerator "${ACCELERATOR:-gpu}" --workers "${WORKERS:-4}" --threads 4 --inputs .gpu_data/train_inputs.npz
         --models-dir "$models" --workdir /tmp/shipped_runs)
+# the simulator on the CPU cores the training leaves (4 workers for the dataloaders): IR + Raman of the next
+# sticks chunks (those gpu_prepare.sh wrote into .gpu_data/sticks_inputs.npz), each finished chunk in
+# $OUT/qm9_sticks: copy them into data/qm9_sticks and commit
+if [ -f .gpu_data/sticks_inputs.npz ] && [ "${SIM_WORKERS:-12}" -gt 0 ]; then
+    timeout "${SIM_SECONDS:-480}" python3 scripts/ship_sticks.py --chunks "$(cat .gpu_data/sim_chunks.txt)" --uv-method none \
+        --inputs .gpu_data/sticks_inputs.npz --folder "${OUT:-/tmp/gpu_train_out}/qm9_sticks" --workers "${SIM_WORKERS:-12}" \
+        --workdir /tmp/ship_sticks_work > "${OUT:-/tmp/gpu_train_out}/ship_sticks.log" 2>&1 &
+fi
 python3 scripts/train_shipped.py denoise-painn-qm9 --steps "${STAGE1_STEPS:-4000}" --batch-size "${BATCH1:-128}" \
     "${common[@]}" "+trainer.max_time=${MAX_TIME1:-00:00:04:00}" ${EXTRA:-} || echo "stage 1 piece failed"
 python3 scripts/train_shipped.py molspectra-painn-qm9 --steps "${STAGE2_STEPS:-1500}" --batch-size "${BATCH2:-64}" \
-    "${common[@]}" "+trainer.max_time=${MAX_TIME2:-00:00:03:00}" ${EXTRA:-} || echo "stage 2 piece failed"
+    --sticks data/qm9_sticks "${common[@]}" "+trainer.max_time=${MAX_TIME2:-00:00:03:00}" ${EXTRA:-} || echo "stage 2 piece failed"
 tail -n 30 /tmp/shipped_runs/*.log > "${OUT:-/tmp/gpu_train_out}/train_logs.txt" 2>/dev/null
+wait  # the simulator pass (bounded by SIM_SECONDS)
+grep -a "chunk" "${OUT:-/tmp/gpu_train_out}/ship_sticks.log" 2>/dev/null | tail -n 40
 python3 -c "
 from schnetpack_molspectra.pretrained import read_weights
 import glob

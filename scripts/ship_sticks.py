@@ -13,7 +13,12 @@ failures appended to ``<folder>/failures.jsonl`` (``data.sticks`` describes the 
   python scripts/ship_sticks.py --chunks 21:484 --uv-method none --folder data/qm9_sticks --workers 16
         # IR + Raman for the rest of QM9 outside the held-out set, into the repository's data folder
 
-With ``--uv-method none`` a chunk is its ``vib_<k>.npz`` alone (no UV pass).
+With ``--uv-method none`` a chunk is its ``vib_<k>.npz`` alone (no UV pass). A machine without
+qm9pack (a lent GPU machine: 16 cores) takes the chunks' geometries from a file written here:
+
+  python scripts/ship_sticks.py --chunks 25:85 --write-inputs .gpu_data/sticks_inputs.npz
+  python scripts/ship_sticks.py --chunks 25:85 --uv-method none --inputs .gpu_data/sticks_inputs.npz \
+      --folder data/qm9_sticks --workers 16
 
 Commit each chunk as it lands; the databases in ``--workdir`` are not committed.
 """
@@ -23,6 +28,8 @@ import json
 import os
 import sys
 import time
+
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FOLDERS = {
@@ -66,8 +73,47 @@ def sticks_records(db_path):
     return records
 
 
-def run_chunk(name, k, gdbs, table, settings, workdir, folder, workers):
-    """Simulate chunk ``k`` (the GDB indices ``gdbs``) and write its two sticks files into ``folder``."""
+def write_inputs(path, chunks, table):
+    """The QM9 geometries and SMILES of ``chunks`` (chunk -> GDB indices) in one file, for a machine
+    without qm9pack (a GPU machine lent for a while): ``--inputs`` reads them back."""
+    molecules = {k: chunk_molecules(gdbs, table) for k, gdbs in chunks.items()}
+    flat = [m for k in sorted(molecules) for m in molecules[k]]
+    np.savez_compressed(
+        path,
+        chunk=np.repeat(sorted(molecules), [len(molecules[k]) for k in sorted(molecules)]),
+        gdb=np.array([m.index for m in flat], dtype=np.int64),
+        n_atoms=np.array([len(m.atoms) for m in flat], dtype=np.int32),
+        numbers=np.concatenate([m.atoms.numbers for m in flat]).astype(np.uint8),
+        positions=np.concatenate([m.atoms.positions for m in flat]),
+        smiles=np.array([m.smiles for m in flat]),
+    )
+    print(
+        f"{path}: {len(flat):,} molecules of chunks {min(chunks)}-{max(chunks)}, {os.path.getsize(path) / 1e6:.1f} MB"
+    )
+
+
+def read_inputs(path):
+    """chunk -> its molecules (``MoleculeInput``), from a file of :func:`write_inputs`."""
+    from ase import Atoms
+
+    from schnetpack_molspectra.data.simulate.runner import MoleculeInput
+
+    with open(path, "rb") as f, np.load(f) as z:
+        data = {key: z[key] for key in z.files}
+    bounds = np.concatenate([[0], np.cumsum(data["n_atoms"])])
+    chunks = {}
+    for i, (k, g) in enumerate(zip(data["chunk"], data["gdb"])):
+        atoms = Atoms(
+            numbers=data["numbers"][bounds[i] : bounds[i + 1]], positions=data["positions"][bounds[i] : bounds[i + 1]]
+        )
+        chunks.setdefault(int(k), []).append(
+            MoleculeInput(index=int(g), atoms=atoms, name=f"gdb_{int(g)}", smiles=str(data["smiles"][i]))
+        )
+    return chunks
+
+
+def run_chunk(name, k, molecules, settings, workdir, folder, workers):
+    """Simulate chunk ``k`` (``molecules``, in selection order) and write its sticks files into ``folder``."""
     from schnetpack_molspectra.data.simulate.runner import read_failures, simulate_to_db
     from schnetpack_molspectra.data.simulate.uv import NO_UV
     from schnetpack_molspectra.data.sticks import chunk_path, write_chunk
@@ -78,9 +124,9 @@ def run_chunk(name, k, gdbs, table, settings, workdir, folder, workers):
         return "exists"
     db = os.path.join(workdir, f"{name}_{k:03d}.db")
     t0 = time.time()
-    counts = simulate_to_db(chunk_molecules(gdbs, table), db, settings, workers=workers)
+    counts = simulate_to_db(molecules, db, settings, workers=workers)
     records = sticks_records(db)
-    order = [int(g) for g in gdbs if int(g) in records]
+    order = [m.index for m in molecules if m.index in records]
     write_chunk(
         vib_path,
         [records[g][0] for g in order],
@@ -110,6 +156,12 @@ def main(argv=None):
     parser.add_argument("--uv-states", type=int, default=10)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--workdir", default=os.path.join(os.getcwd(), "ship_sticks_work"))
+    parser.add_argument(
+        "--write-inputs", default=None, metavar="PATH", help="write the chunks' geometries there and stop"
+    )
+    parser.add_argument(
+        "--inputs", default=None, help="the chunks' geometries from this file (--write-inputs), not qm9pack"
+    )
     args = parser.parse_args(argv)
 
     from schnetpack_molspectra.data.qm9 import load_qm9pack
@@ -120,13 +172,23 @@ def main(argv=None):
     os.makedirs(args.workdir, exist_ok=True)
     os.makedirs(folder, exist_ok=True)
     settings = SimulationSettings(uv_method=args.uv_method, uv_states=args.uv_states)
-    table = load_qm9pack()
-    selection = shipped_selection(table) if args.selection == "shipped" else held_out_selection(table)
     name = args.selection.replace("-", "_")
     a, b = (int(x) for x in args.chunks.split(":"))
+    if args.inputs:
+        given = read_inputs(args.inputs)
+        missing = [k for k in range(a, b) if k not in given]
+        if missing:
+            raise SystemExit(f"{args.inputs}: no molecules of chunks {missing} (it has {sorted(given)})")
+        molecules = {k: given[k] for k in range(a, b)}
+    else:
+        table = load_qm9pack()
+        selection = shipped_selection(table) if args.selection == "shipped" else held_out_selection(table)
+        chunks = {k: selection[k * CHUNK_SIZE : (k + 1) * CHUNK_SIZE] for k in range(a, b)}
+        if args.write_inputs:
+            return write_inputs(args.write_inputs, chunks, table)
+        molecules = {k: chunk_molecules(gdbs, table) for k, gdbs in chunks.items()}
     for k in range(a, b):
-        gdbs = selection[k * CHUNK_SIZE : (k + 1) * CHUNK_SIZE]
-        status = run_chunk(name, k, gdbs, table, settings, args.workdir, folder, args.workers)
+        status = run_chunk(name, k, molecules[k], settings, args.workdir, folder, args.workers)
         print(f"{args.selection} chunk {k} -> {folder}: {status}", flush=True)
     return 0
 

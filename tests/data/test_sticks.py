@@ -218,3 +218,39 @@ def test_a_folder_without_uv_adds_its_molecules_with_uv_withheld(tmp_path):
     assert not bool(rows[2].data[msp.modality_missing("uv")][0]) and rows[2].data[msp.uv_spectrum].max() > 0
     with pytest.raises(FileNotFoundError, match="no shipped molecule has IR, Raman sticks"):
         build_db_from_sticks(str(tmp_path / "none.db"), folder=str(tmp_path / "empty"), labels=labels, require_uv=False)
+
+
+def test_ship_sticks_from_an_inputs_file_without_qm9pack(tmp_path, monkeypatch):
+    """A machine without qm9pack simulates chunks from a file of their geometries: IR + Raman only
+    (``--uv-method none``) writes the vib chunk alone; a chunk the file lacks is named."""
+    import importlib.util
+
+    import schnetpack_molspectra.data.qm9 as qm9
+
+    spec = importlib.util.spec_from_file_location("ship_sticks", os.path.join("scripts", "ship_sticks.py"))
+    ship_sticks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship_sticks)
+    table = load_qm9pack()
+    inputs = str(tmp_path / "inputs.npz")
+    ship_sticks.write_inputs(inputs, {7: [1, 3]}, table)  # methane and water as "chunk 7"
+    monkeypatch.setattr(qm9, "load_qm9pack", lambda: pytest.fail("qm9pack read although --inputs was given"))
+    folder, work = tmp_path / "sticks", tmp_path / "work"
+    common = [
+        "--uv-method",
+        "none",
+        "--inputs",
+        inputs,
+        "--folder",
+        str(folder),
+        "--workdir",
+        str(work),
+        "--workers",
+        "1",
+    ]
+    assert ship_sticks.main(["--chunks", "7:8", *common]) == 0
+    assert sorted(os.listdir(folder)) == ["failures.jsonl", "vib_007.npz"]
+    chunk = read_chunk(str(folder / "vib_007.npz"))
+    assert [k for k in chunk if k != "settings"] == [1, 3]
+    assert len(chunk[1]["frequencies"]) == 9 and len(chunk[3]["frequencies"]) == 3  # CH4: 3N-6, H2O: 3N-6
+    with pytest.raises(SystemExit, match="inputs.npz: no molecules of chunks \\[8\\]"):
+        ship_sticks.main(["--chunks", "7:9", *common])
