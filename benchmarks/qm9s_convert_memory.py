@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 
+from schnetpack_molspectra.data.qm9s import write_synthetic_qm9s
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHILD = """
 import resource, sys, time
@@ -32,14 +34,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000])
     args = parser.parse_args()
-    sys.path.insert(0, os.path.join(HERE, "..", "tests", "data"))
-    sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-    from test_qm9s import write_qm9s
-
     results = {}
     for n in args.sizes:
         with tempfile.TemporaryDirectory() as folder:
-            write_qm9s(folder, n=n)
+            write_synthetic_qm9s(folder, n=n)
             csv_bytes = sum(os.path.getsize(os.path.join(folder, f"{m}_boraden.csv")) for m in ("uv", "ir", "raman"))
             out = subprocess.run(
                 [sys.executable, "-c", CHILD, folder], capture_output=True, text=True, check=True

@@ -20,17 +20,18 @@ import os
 import sqlite3
 import tempfile
 from contextlib import closing
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.files import check_new_database, damaged_zip, new_database, require_file
+from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
 from schnetpack_molspectra.spectra.checks import spectrum_problem
 from schnetpack_molspectra.spectra.grids import GRIDS
 
-__all__ = ["QM9SFormatError", "read_qm9s_graphs", "stream_spectra_csv", "convert_qm9s"]
+__all__ = ["QM9SFormatError", "read_qm9s_graphs", "stream_spectra_csv", "convert_qm9s", "write_synthetic_qm9s"]
 
 
 class QM9SFormatError(ValueError):
@@ -224,8 +225,6 @@ def _qm9_labels(qm9_db: str) -> Dict[int, Dict]:
     """GDB index -> QM9 labels of a ``spkspectra qm9`` database."""
     from ase.db import connect
 
-    from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
-
     require_file(qm9_db, "QM9 database")  # ase.db.connect would create an empty one
     try:
         with connect(qm9_db, use_lock_file=False) as conn:
@@ -257,8 +256,6 @@ def _write_molecules(path: str, molecules, store: sqlite3.Connection, labels: Op
     from ase import Atoms
     from ase.db import connect
     from schnetpack.data import ASEAtomsData
-
-    from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
 
     property_units = {msp.spectrum_keys[m]: "1" for m in GRIDS}
     property_units[msp.gdb_index] = "1"
@@ -346,3 +343,59 @@ def convert_qm9s(
     with open(summary_path, "w") as f:
         json.dump(summary, f, indent=1)
     return summary
+
+
+#: the molecules :func:`write_synthetic_qm9s` cycles through (ASE's g2 names)
+SYNTHETIC_MOLECULES = ["CH4", "NH3", "H2O", "C2H6", "CH3OH", "HCN", "C2H4", "CH3CHO", "HCOOH", "CH3CN", "C2H2", "CO2"]
+
+
+def write_synthetic_qm9s(
+    folder: str,
+    n: int = 12,
+    drop_ir: Sequence[int] = (),
+    nan_raman: Sequence[int] = (),
+    short_uv: Sequence[int] = (),
+    rng: Optional[np.random.Generator] = None,
+) -> Tuple[str, Dict[str, str]]:
+    """Write ``n`` small molecules in exactly the real QM9S layout - ``qm9s.pt`` (torch_geometric
+    ``Data``: ``number`` = GDB index 1000 + i, ``z``, ``pos``, ``smile``) and the three
+    ``*_boraden.csv`` (header: the grid; one row of random intensities per molecule) - for tests
+    and benchmarks of :func:`convert_qm9s`. ``drop_ir``, ``nan_raman``, ``short_uv``: molecules
+    whose IR row is left out, whose Raman row holds a NaN, whose UV row lacks its last 3 values.
+
+    Returns (path of ``qm9s.pt``, {modality: path of its CSV}).
+    """
+    import torch
+    from ase.build import molecule
+    from torch_geometric.data import Data  # the optional ``qm9s`` extra: only where QM9S files are written
+
+    rng = rng or np.random.default_rng(0)
+    graphs = []
+    for i in range(n):
+        atoms = molecule(SYNTHETIC_MOLECULES[i % len(SYNTHETIC_MOLECULES)])
+        graphs.append(
+            Data(
+                number=torch.tensor([1000 + i]),
+                z=torch.tensor(atoms.numbers),
+                pos=torch.tensor(atoms.positions, dtype=torch.float32),
+                smile=SYNTHETIC_MOLECULES[i % len(SYNTHETIC_MOLECULES)],
+            )
+        )
+    torch.save(graphs, os.path.join(folder, "qm9s.pt"))
+    paths = {}
+    for m, grid in GRIDS.items():
+        path = os.path.join(folder, f"{m}_boraden.csv")
+        with open(path, "w") as f:
+            f.write("," + ",".join(f"{x:g}" for x in grid.values()) + "\n")
+            for i in range(n):
+                if m == "ir" and i in drop_ir:
+                    continue
+                values = rng.random(grid.n_points) * 10
+                text = ",".join(f"{v:.6g}" for v in values)
+                if m == "raman" and i in nan_raman:
+                    text = text.replace(text.split(",")[7], "nan", 1)
+                if m == "uv" and i in short_uv:
+                    text = ",".join(text.split(",")[:-3])
+                f.write(f"{i},{text}\n")
+        paths[m] = path
+    return os.path.join(folder, "qm9s.pt"), paths

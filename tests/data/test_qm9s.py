@@ -7,51 +7,13 @@ import sys
 
 import numpy as np
 import pytest
-import torch
-from ase.build import molecule
 from ase.db import connect
 from spktrain import TINY_PRETRAIN, TINY_SPECFORMER, run_dir, spktrain
-from torch_geometric.data import Data
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.qm9s import QM9SFormatError, convert_qm9s
+from schnetpack_molspectra.data.qm9s import write_synthetic_qm9s as write_qm9s
 from schnetpack_molspectra.spectra.grids import GRIDS
-
-NAMES = ["CH4", "NH3", "H2O", "C2H6", "CH3OH", "HCN", "C2H4", "CH3CHO", "HCOOH", "CH3CN", "C2H2", "CO2"]
-
-
-def write_qm9s(folder, n=12, drop_ir=(), nan_raman=(), short_uv=(), rng=None):
-    """qm9s.pt (torch_geometric Data list) + the three *_boraden.csv files, real layout."""
-    rng = rng or np.random.default_rng(0)
-    graphs = []
-    for i in range(n):
-        atoms = molecule(NAMES[i % len(NAMES)])
-        graphs.append(
-            Data(
-                number=torch.tensor([1000 + i]),
-                z=torch.tensor(atoms.numbers),
-                pos=torch.tensor(atoms.positions, dtype=torch.float32),
-                smile=NAMES[i % len(NAMES)],
-            )
-        )
-    torch.save(graphs, os.path.join(folder, "qm9s.pt"))
-    paths = {}
-    for m, grid in GRIDS.items():
-        path = os.path.join(folder, f"{m}_boraden.csv")
-        with open(path, "w") as f:
-            f.write("," + ",".join(f"{x:g}" for x in grid.values()) + "\n")
-            for i in range(n):
-                if m == "ir" and i in drop_ir:
-                    continue
-                values = rng.random(grid.n_points) * 10
-                text = ",".join(f"{v:.6g}" for v in values)
-                if m == "raman" and i in nan_raman:
-                    text = text.replace(text.split(",")[7], "nan", 1)
-                if m == "uv" and i in short_uv:
-                    text = ",".join(text.split(",")[:-3])
-                f.write(f"{i},{text}\n")
-        paths[m] = path
-    return os.path.join(folder, "qm9s.pt"), paths
 
 
 def test_clean_files_convert_completely_and_train(tmp_path):
