@@ -8,8 +8,12 @@ from schnetpack.transform import Transform
 from torch import nn
 
 from schnetpack_molspectra.atomistic import DenoisingHead
+from schnetpack_molspectra.pretrained import load_pretrained_weights
 
-__all__ = ["MolSpectraModel"]
+__all__ = ["MolSpectraModel", "TRUST_OPT_IN"]
+
+#: how a spktrain user trusts a pre-trained model that is not their own run's (named in the error)
+TRUST_OPT_IN = "globals.trust_pretrained_model=true (MolSpectraModel(trust_pretrained_model=True) in Python)"
 
 
 class MolSpectraModel(NeuralNetworkPotential):
@@ -23,7 +27,10 @@ class MolSpectraModel(NeuralNetworkPotential):
       (released behaviour), the denoising head with its noise statistics, and with
       ``pretrained_spectra_encoder`` SpecFormer too (a MolSpectra pre-training continued from an
       earlier one) (``schnetpack_molspectra.pretrained``), at construction, i.e. before any
-      training; ``None`` trains from scratch;
+      training; ``None`` trains from scratch. A file that only full unpickling reads (a
+      ``best_model``, a checkpoint) is read only when a run of yours wrote it, or with
+      ``trust_pretrained_model`` (``globals.trust_pretrained_model=true``): unpickling runs the
+      code a file holds. Weights files and shipped names are read without unpickling;
     - outputs missing from a batch are left out of the results (a denoising target exists only
       for batches whose positions were perturbed, e.g. only the training split while fine-tuning).
 
@@ -43,6 +50,7 @@ class MolSpectraModel(NeuralNetworkPotential):
         pretrained_model: Optional[str] = None,
         pretrained_denoising_head: bool = True,
         pretrained_spectra_encoder: bool = False,
+        trust_pretrained_model: bool = False,
     ):
         for module in output_modules or []:
             if isinstance(module, DenoisingHead):
@@ -57,13 +65,13 @@ class MolSpectraModel(NeuralNetworkPotential):
         )
         self.pretrained_model = pretrained_model
         if pretrained_model is not None:
-            from schnetpack_molspectra.pretrained import load_pretrained_weights
-
             load_pretrained_weights(
                 self,
                 pretrained_model,
                 denoising_head=pretrained_denoising_head,
                 spectra_encoder=pretrained_spectra_encoder,
+                trust=trust_pretrained_model,
+                opt_in=TRUST_OPT_IN,
             )
 
     def extract_outputs(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

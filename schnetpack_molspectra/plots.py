@@ -8,20 +8,36 @@
   or a count such as ``n_O``).
 - :func:`plot_mpr`: one molecule's normalised spectra with randomly masked patches (shaded) and
   SpecFormer's reconstructions of them.
-- :func:`plot_curves`: learning curves of a run from its TensorBoard logs (EventAccumulator).
+- :func:`plot_curves`: learning curves of a run from its TensorBoard logs (``train.logs.read_scalars``).
 
 ``model`` is a ``best_model`` or a run directory; ``data`` a spectra database (default: the
 database the run trained on, from its ``config.yaml``, e.g. the embedded default dataset).
+A ``best_model`` is unpickled only when a run of yours wrote it, or with ``trust``
+(``spkspectra plot --trust-model``; :func:`schnetpack_molspectra.identify.load_model`).
 """
 
-import glob
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
+from ase.db import connect
 
 import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.data.default import default_dataset_path, ensure_default_dataset
+from schnetpack_molspectra.data.spectrum_files import read_spectra
+from schnetpack_molspectra.identify import (
+    encode_spectra,
+    encode_structures,
+    find_model_file,
+    load_model,
+    normalise_spectra,
+    run_config,
+    training_db,
+)
+from schnetpack_molspectra.spectra.grids import GRIDS
+from schnetpack_molspectra.train.logs import read_scalars
+from schnetpack_molspectra.transform import MaskSpectraPatches
 
 __all__ = ["plot_attention", "plot_tsne", "plot_mpr", "plot_curves", "run_data"]
 
@@ -30,6 +46,7 @@ MODALITY_COLOR = {"uv": "tab:purple", "ir": "tab:red", "raman": "tab:blue"}
 
 
 def _pyplot():
+    # matplotlib (an optional dependency) only when a plot is drawn, and then with the Agg backend
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,8 +57,6 @@ def _pyplot():
 
 def run_data(model_path: str, data: Optional[str] = None) -> str:
     """``data``, or the spectra database the model's run trained on (its ``config.yaml``)."""
-    from schnetpack_molspectra.identify import find_model_file, run_config, training_db
-
     if data is not None:
         if not os.path.exists(data):
             raise FileNotFoundError(f"spectra database {data} does not exist")
@@ -49,21 +64,15 @@ def run_data(model_path: str, data: Optional[str] = None) -> str:
     cfg = run_config(find_model_file(model_path))
     path = training_db(cfg) if cfg is not None else None
     if path is None:
-        from schnetpack_molspectra.data.default import default_dataset_path
-
         path = default_dataset_path()
     if not os.path.exists(path):
         if os.path.basename(path).startswith("default_spectra"):
-            from schnetpack_molspectra.data.default import ensure_default_dataset
-
             return ensure_default_dataset(path)
         raise FileNotFoundError(f"the run's database {path} does not exist; pass data=/--data")
     return path
 
 
 def _normalised(enc, spectra: Dict[str, np.ndarray]) -> Dict[str, torch.Tensor]:
-    from schnetpack_molspectra.identify import normalise_spectra
-
     return normalise_spectra(
         enc,
         {
@@ -74,8 +83,6 @@ def _normalised(enc, spectra: Dict[str, np.ndarray]) -> Dict[str, torch.Tensor]:
 
 
 def _molecule(data: str, index: int, modalities: Sequence[str]):
-    from schnetpack_molspectra.data.spectrum_files import read_spectra
-
     records = read_spectra(data)
     if not 0 <= index < len(records):
         raise ValueError(f"{data}: molecule {index} out of range (0-{len(records) - 1})")
@@ -96,8 +103,6 @@ def _save(fig, out: str, dpi: int = 110) -> str:
 # ---------------------------------------------------------------- attention
 def _token_position(sf, token: int) -> str:
     """'IR 1725 cm^-1': modality and centre of the patch behind a token."""
-    from schnetpack_molspectra.spectra.grids import GRIDS
-
     for m in sf.modalities:
         if token < sf.n_patches[m]:
             g = GRIDS[m]
@@ -116,6 +121,7 @@ def plot_attention(
     heads: Optional[Sequence[int]] = None,
     span: float = 2.0,
     device: str = "cpu",
+    trust: bool = False,
 ) -> Dict[str, object]:
     """Attention maps (query patches x key patches) of every head (or ``heads``) of ``layer``
     for molecule ``index`` of ``data``. Colour: log10 of the weight relative to uniform
@@ -124,10 +130,8 @@ def plot_attention(
     Returns ``{"out", "molecule", "layer", "block_mass": {head: rows x cols}, "top_key": {head: patch}}``:
     per head, the attention mass queries of modality row put on keys of modality column (rows sum
     to 1; uniform attention gives each modality's token share), and the most attended key patch."""
-    from schnetpack_molspectra.identify import load_model
-
     plt = _pyplot()
-    enc = load_model(model, device=device)
+    enc = load_model(model, device=device, trust=trust)
     sf = enc.specformer
     record = _molecule(run_data(model, data), index, sf.modalities)
     maps = sf.attention_maps(_normalised(enc, {m: record.spectra[m] for m in sf.modalities}))
@@ -186,8 +190,6 @@ def plot_attention(
 
 # ---------------------------------------------------------------- t-SNE
 def _db_property(data: str, key: str) -> np.ndarray:
-    from ase.db import connect
-
     values = []
     with connect(data, use_lock_file=False) as db:
         for row in db.select():
@@ -216,6 +218,7 @@ def plot_tsne(
     seed: int = 0,
     max_molecules: Optional[int] = None,
     device: str = "cpu",
+    trust: bool = False,
 ) -> Dict[str, object]:
     """t-SNE of the spectra and the 3D representations of ``data``'s molecules, coloured by ``color_by``.
 
@@ -225,13 +228,8 @@ def plot_tsne(
         from sklearn.manifold import TSNE
     except ImportError as err:
         raise ImportError("the t-SNE plot needs scikit-learn: pip install scikit-learn") from err
-    from ase.db import connect
-
-    from schnetpack_molspectra.data.spectrum_files import read_spectra
-    from schnetpack_molspectra.identify import encode_spectra, encode_structures, load_model
-
     plt = _pyplot()
-    enc = load_model(model, device=device)
+    enc = load_model(model, device=device, trust=trust)
     data = run_data(model, data)
     colour = _db_property(data, color_by)
     records = read_spectra(data)
@@ -284,17 +282,14 @@ def plot_mpr(
     mask_ratio: Optional[float] = None,
     seed: int = 0,
     device: str = "cpu",
+    trust: bool = False,
 ) -> Dict[str, object]:
     """Molecule ``index``'s normalised spectra, randomly masked patches (ratio as in training:
     the run's ``globals.mask_ratio``, else 0.1) shaded, and SpecFormer's reconstructions.
 
     Returns per modality the MSE on the masked patches and the MSE of predicting zero there."""
-    from schnetpack_molspectra.identify import find_model_file, load_model, run_config
-    from schnetpack_molspectra.spectra.grids import GRIDS
-    from schnetpack_molspectra.transform import MaskSpectraPatches
-
     plt = _pyplot()
-    enc = load_model(model, device=device)
+    enc = load_model(model, device=device, trust=trust)
     sf = enc.specformer
     if mask_ratio is None:
         cfg = run_config(find_model_file(model))
@@ -341,21 +336,6 @@ def plot_mpr(
 
 
 # ---------------------------------------------------------------- learning curves
-def _scalars(run: str) -> Dict[str, List[tuple]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    files = sorted(glob.glob(os.path.join(run, "**", "events.out.tfevents.*"), recursive=True))
-    if not files:
-        raise FileNotFoundError(f"{run}: no TensorBoard event files (events.out.tfevents.*) below it")
-    series: Dict[str, Dict[int, float]] = {}
-    for f in files:
-        acc = EventAccumulator(f, size_guidance={"scalars": 0})
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            series.setdefault(tag, {}).update({e.step: e.value for e in acc.Scalars(tag)})
-    return {tag: sorted(points.items()) for tag, points in series.items()}
-
-
 def plot_curves(run: str, out: str = "curves.png") -> Dict[str, object]:
     """Train/validation curves of every loss term, the retrieval top-1 and the learning rate.
 
@@ -364,7 +344,7 @@ def plot_curves(run: str, out: str = "curves.png") -> Dict[str, object]:
     plt = _pyplot()
     if os.path.isfile(run):
         run = os.path.dirname(os.path.abspath(run))
-    s = _scalars(run)
+    s = read_scalars(run)
     panels = [
         ("total loss", ["train_loss", "val_loss"]),
         ("denoising MSE", ["train_denoising_mse", "val_denoising_mse"]),

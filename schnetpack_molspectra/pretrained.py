@@ -1,11 +1,12 @@
 """Carry pre-trained weights into a new model.
 
-Reads a ``best_model`` (a whole model saved by SchNetPack), a Lightning checkpoint
-(keys ``model.*``) written by ``molspectra_pretrain`` / ``denoise_pretrain``, or a weights file
-(:func:`save_weights`: the model's weights, in half precision where they are float32, with the
-run's resolved config and a model card; read with ``torch.load(weights_only=True)``, so any
-torch reads it without unpickling code; the shipped pre-trained models are such files). What is taken,
-as in the released MolSpectra code (which loads every matching key):
+Reads a weights file (:func:`~schnetpack_molspectra.weights.save_weights`; the shipped pre-trained
+models, by name, are such files) with ``torch.load(weights_only=True)``, which runs no code; a
+``best_model`` (a whole model saved by SchNetPack) or a Lightning checkpoint (keys ``model.*``)
+written by ``molspectra_pretrain`` / ``denoise_pretrain`` needs full unpickling, done only for a
+file a run of the running user wrote or on the opt-in ``trust`` (``globals.trust_pretrained_model=true``;
+:func:`schnetpack_molspectra.weights.load_file`). What is taken, as in the released MolSpectra code
+(which loads every matching key):
 
 - the encoder (``representation``), always; it must match the new encoder exactly;
 - the denoising head **and its running noise statistics** (``DenoisingHead.scale``), when the
@@ -20,15 +21,34 @@ import os
 from typing import Dict, Mapping, Optional
 
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch import nn
+
+import schnetpack_molspectra.configs  # noqa: F401  (the configs' resolvers, for model_from_weights)
+from schnetpack_molspectra.atomistic import DenoisingHead, SpectraEncoder
+from schnetpack_molspectra.shipped import resolve_model
+from schnetpack_molspectra.weights import (
+    TRUST_OPT_IN,
+    WEIGHTS_FORMAT,
+    PretrainedModelError,
+    UntrustedModelError,
+    full_precision,
+    load_file,
+    read_weights,
+    save_weights,
+    update_card,
+)
 
 __all__ = [
     "PretrainedModelError",
+    "UntrustedModelError",
     "stored_state",
     "representation_state",
     "denoising_head_state",
     "load_state_checked",
     "load_pretrained_weights",
+    "TRUST_OPT_IN",
     "WEIGHTS_FORMAT",
     "save_weights",
     "read_weights",
@@ -36,40 +56,35 @@ __all__ = [
     "model_from_weights",
 ]
 
-#: the ``format`` entry of a weights file written by :func:`save_weights`
-WEIGHTS_FORMAT = "schnetpack-molspectra-weights/1"
-
 _REPRESENTATION = "representation."
 
 
-class PretrainedModelError(ValueError):
-    """A pre-trained model that cannot be loaded into the requested model."""
-
-
-def stored_state(path: str) -> Dict[str, torch.Tensor]:
+def stored_state(path: str, trust: bool = False, opt_in: str = TRUST_OPT_IN) -> Dict[str, torch.Tensor]:
     """All weights and buffers stored in ``path`` (a ``best_model``, a Lightning ``.ckpt``, a weights
     file or the name of a shipped model), keyed as in the model (``representation.*``, ``output_modules.0.*``, ...).
 
+    A shipped model's name and a weights file are read with ``weights_only=True``; a file that needs
+    full unpickling only when a run of yours wrote it, or with ``trust`` (:func:`~schnetpack_molspectra.weights.load_file`).
+
     Raises:
         FileNotFoundError: ``path`` does not exist and is not a shipped model's name (they are listed).
+        UntrustedModelError: ``path`` needs full unpickling, was not written by a run of yours and
+            ``trust`` is not given (the message names ``opt_in``).
         PretrainedModelError: ``path`` is a directory, not readable by ``torch.load``, or holds
             something other than a SchNetPack model or a Lightning checkpoint (named).
     """
-    from schnetpack_molspectra.shipped import resolve_model
-
-    path = resolve_model(path)  # a shipped model's name -> its file
-    if os.path.isdir(path):
+    file = resolve_model(path)  # a shipped model's name -> its weights file
+    if os.path.isdir(file):
         raise PretrainedModelError(
-            f"pre-trained model {path} is a directory; give its best_model or a .ckpt file in it"
+            f"pre-trained model {file} is a directory; give its best_model or a .ckpt file in it"
         )
-    from schnetpack_molspectra.data.files import damaged_zip
-
-    damage = damaged_zip(path)  # before unpickling: a damaged pickle can allocate gigabytes
-    if damage is not None:
-        raise PretrainedModelError(f"cannot read pre-trained model {path}: {damage}")
-    stored = _torch_load(path, "pre-trained model", weights_only=False)
+    if file != path:  # shipped: a weights file, nothing else
+        stored = read_weights(file)
+    else:
+        stored = load_file(file, "pre-trained model", trust=trust, opt_in=opt_in)
+    path = file
     if isinstance(stored, dict) and stored.get("format") == WEIGHTS_FORMAT:
-        return _full_precision(_checked_state(stored["state_dict"], path, ""))
+        return full_precision(_checked_state(stored["state_dict"], path, ""))
     if isinstance(stored, nn.Module):
         if not hasattr(stored, "representation"):
             raise PretrainedModelError(f"{path}: model {type(stored).__name__} has no 'representation' (encoder)")
@@ -79,20 +94,6 @@ def stored_state(path: str) -> Dict[str, torch.Tensor]:
     raise PretrainedModelError(
         f"{path}: neither a SchNetPack model nor a Lightning checkpoint ({type(stored).__name__})"
     )
-
-
-def _torch_load(path: str, what: str, weights_only: bool):
-    """``torch.load`` on the CPU; any failure as a :class:`PretrainedModelError` naming ``what`` and ``path``."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as err:
-        message = " ".join(str(err).split())[:300]
-        raise PretrainedModelError(f"cannot read {what} {path}: {type(err).__name__}: {message}") from err
-
-
-def _full_precision(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """A weights file's state with its half-precision tensors back in float32."""
-    return {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
 
 
 def _checked_state(state_dict, path: str, prefix: str = "model.") -> Dict[str, torch.Tensor]:
@@ -116,22 +117,24 @@ def _sub_state(state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.T
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def representation_state(path: str, state: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+def representation_state(
+    path: str, state: Optional[Dict[str, torch.Tensor]] = None, trust: bool = False
+) -> Dict[str, torch.Tensor]:
     """Encoder weights stored in ``path`` (``state``: its :func:`stored_state`, if already read)."""
-    encoder = _sub_state(stored_state(path) if state is None else state, _REPRESENTATION)
+    encoder = _sub_state(stored_state(path, trust) if state is None else state, _REPRESENTATION)
     if not encoder:
         raise PretrainedModelError(f"{path}: checkpoint has no encoder weights ('model.{_REPRESENTATION}*')")
     return encoder
 
 
 def denoising_head_state(
-    path: str, state: Optional[Dict[str, torch.Tensor]] = None
+    path: str, state: Optional[Dict[str, torch.Tensor]] = None, trust: bool = False
 ) -> Optional[Dict[str, torch.Tensor]]:
     """Weights and noise statistics of the stored model's denoising head, or None if it has none.
 
     The head is the output module whose state holds ``scale.sum_squares`` (``DenoisingHead``).
     """
-    state = stored_state(path) if state is None else state
+    state = stored_state(path, trust) if state is None else state
     prefixes = sorted({k[: -len("scale.sum_squares")] for k in state if k.endswith(".scale.sum_squares")})
     prefixes = [p for p in prefixes if p.startswith("output_modules.")]
     if len(prefixes) > 1:
@@ -191,7 +194,12 @@ def load_state_checked(module: nn.Module, state: Dict[str, torch.Tensor], path: 
 
 
 def load_pretrained_weights(
-    model: nn.Module, path: str, denoising_head: bool = True, spectra_encoder: bool = False
+    model: nn.Module,
+    path: str,
+    denoising_head: bool = True,
+    spectra_encoder: bool = False,
+    trust: bool = False,
+    opt_in: str = TRUST_OPT_IN,
 ) -> nn.Module:
     """Copy the pre-trained encoder (and denoising head) of ``path`` into ``model`` in place.
 
@@ -202,14 +210,15 @@ def load_pretrained_weights(
             model's fresh head.
         spectra_encoder: also carry SpecFormer (``SpectraEncoder``) into the model's, which must
             have one: a MolSpectra pre-training that continues an earlier one.
+        trust: unpickle ``path`` even when no run of yours wrote it (:func:`stored_state`);
+            ``opt_in`` is how the caller's user says so (named in the error).
 
     Raises:
+        UntrustedModelError: ``path`` needs full unpickling and is not trusted (:func:`stored_state`).
         PretrainedModelError: the stored encoder or head does not match, or the model has a
             denoising head to carry into but the file has none.
     """
-    from schnetpack_molspectra.atomistic import DenoisingHead
-
-    state = stored_state(path)
+    state = stored_state(path, trust, opt_in)
     load_state_checked(model.representation, representation_state(path, state), path, "encoder")
     heads = [m for m in getattr(model, "output_modules", []) if isinstance(m, DenoisingHead)]
     if denoising_head and heads:
@@ -221,8 +230,6 @@ def load_pretrained_weights(
             )
         load_state_checked(heads[0], head_state, path, "denoising head")
     if spectra_encoder:
-        from schnetpack_molspectra.atomistic import SpectraEncoder
-
         index = [i for i, m in enumerate(getattr(model, "output_modules", [])) if isinstance(m, SpectraEncoder)]
         stored = [k for k in state if k.startswith("output_modules.") and ".specformer." in k]
         if not index or not stored:
@@ -234,50 +241,6 @@ def load_pretrained_weights(
     return model
 
 
-def save_weights(
-    path: str, model: nn.Module, config: Optional[dict] = None, card: Optional[dict] = None, half: bool = True
-) -> str:
-    """Write ``model``'s weights and buffers to ``path`` as a weights file: float32 tensors in half
-    precision (``half``), the others as they are, with ``config`` (the run's resolved hydra config
-    as a plain dict, which rebuilds the model) and ``card`` (what the model is: data, steps, wall
-    time, measured figures). Written to ``<path>.partial`` and renamed, so ``path`` is whole or absent.
-    """
-    state = {}
-    for key, value in model.state_dict().items():
-        value = value.detach().cpu()
-        state[key] = value.half() if half and value.dtype == torch.float32 else value.clone()
-    partial = path + ".partial"
-    torch.save({"format": WEIGHTS_FORMAT, "state_dict": state, "config": config or {}, "card": card or {}}, partial)
-    os.replace(partial, path)
-    return path
-
-
-def read_weights(path: str) -> dict:
-    """A weights file's entries (``state_dict`` as stored, ``config``, ``card``), read without unpickling code.
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        PretrainedModelError: not a weights file of :func:`save_weights` (named).
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file {path} does not exist")
-    stored = _torch_load(path, "weights file", weights_only=True)
-    if not isinstance(stored, dict) or stored.get("format") != WEIGHTS_FORMAT:
-        raise PretrainedModelError(f"{path}: not a weights file ({WEIGHTS_FORMAT})")
-    return stored
-
-
-def update_card(path: str, card: dict) -> str:
-    """Replace the model card of the weights file ``path`` (weights and config stay byte for byte as
-    stored). Written to ``<path>.partial`` and renamed, so ``path`` is whole or absent."""
-    stored = read_weights(path)
-    stored["card"] = card
-    partial = path + ".partial"
-    torch.save(stored, partial)
-    os.replace(partial, path)
-    return path
-
-
 def model_from_weights(path: str, device: str = "cpu", stored: Optional[dict] = None) -> nn.Module:
     """The whole model of a weights file (or a shipped model's name), rebuilt from its stored config
     (``model``, built by hydra as the run built it) with its weights, in eval mode.
@@ -287,12 +250,6 @@ def model_from_weights(path: str, device: str = "cpu", stored: Optional[dict] = 
     Raises:
         PretrainedModelError: the file has no model config, or its weights do not fit the model built.
     """
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    import schnetpack_molspectra.configs  # noqa: F401  (the configs' resolvers)
-    from schnetpack_molspectra.shipped import resolve_model
-
     path = resolve_model(path)
     stored = read_weights(path) if stored is None else stored
     if "model" not in (stored.get("config") or {}):
@@ -300,5 +257,5 @@ def model_from_weights(path: str, device: str = "cpu", stored: Optional[dict] = 
     cfg = OmegaConf.create(stored["config"])
     cfg.model.pretrained_model = None  # the weights come from this file
     model = instantiate(cfg.model)
-    load_state_checked(model, _full_precision(stored["state_dict"]), path, "model")
+    load_state_checked(model, full_precision(stored["state_dict"]), path, "model")
     return model.to(device).eval()

@@ -1,6 +1,6 @@
 """The pre-trained models shipped inside the package, by name.
 
-Each is a weights file (:func:`schnetpack_molspectra.pretrained.save_weights`) in
+Each is a weights file (:func:`schnetpack_molspectra.weights.save_weights`, read without unpickling code) in
 ``schnetpack_molspectra/pretrained_models/<name>.pt``: half-precision weights, the resolved config
 of the run that trained it and its model card (data, steps, wall time, machine, measured figures).
 A name works wherever a path to a pre-trained model does (``globals.pretrained_model=<name>``,
@@ -11,6 +11,8 @@ held-out molecules (``data.sticks.held_out_selection``) that the benchmarks test
 
 import os
 from typing import Dict, List, Optional
+
+from schnetpack_molspectra.weights import read_weights
 
 __all__ = [
     "MODELS_DIR",
@@ -68,8 +70,6 @@ def resolve_model(path_or_name: str) -> str:
 
 def model_card(name: str) -> Dict:
     """The model card stored in the shipped model ``name``."""
-    from schnetpack_molspectra.pretrained import read_weights
-
     return read_weights(model_file(name))["card"]
 
 

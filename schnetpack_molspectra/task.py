@@ -21,7 +21,9 @@ from torchmetrics import MeanMetric, Metric
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.distributed import collective_step
+from schnetpack_molspectra.provenance import record_written
 from schnetpack_molspectra.train.losses import InfoNCELoss, SmoothedLoss
+from schnetpack_molspectra.train.trainer import LIGHTNING_WEIGHTS_ONLY, may_unpickle
 
 log = logging.getLogger(__name__)
 
@@ -248,13 +250,14 @@ class MolSpectraTask(AtomisticTask):
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
-        """``LightningModule.load_from_checkpoint``; a checkpoint of the ``spktrain`` run in progress
-        (``spktrain`` reloads its best one to save ``best_model``) loads with ``weights_only=False`` on
-        torch >= 2.6, every other one with the defaults (``train.trainer``)."""
-        from schnetpack_molspectra.train.trainer import LIGHTNING_WEIGHTS_ONLY, written_by_this_run
-
-        if LIGHTNING_WEIGHTS_ONLY and kwargs.get("weights_only") is None and written_by_this_run(checkpoint_path):
-            kwargs["weights_only"] = False
+        """``LightningModule.load_from_checkpoint``; a checkpoint a run of yours wrote (``spktrain``
+        reloads its best one to save ``best_model``) loads with ``weights_only=False``; any other one
+        only if it reads with ``weights_only=True``, unless ``weights_only=False`` is given, the
+        opt-in (``train.trainer.may_unpickle``)."""
+        if kwargs.get("weights_only") is None:
+            full = may_unpickle(checkpoint_path, False, "weights_only=False (MolSpectraTask.load_from_checkpoint)")
+            if LIGHTNING_WEIGHTS_ONLY:
+                kwargs["weights_only"] = not full
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def save_model(self, path: str, do_postprocessing: Optional[bool] = None):
@@ -262,6 +265,7 @@ class MolSpectraTask(AtomisticTask):
         # task has no trainer (so global_rank is 0 everywhere): ask the process's rank instead
         if getattr(rank_zero_only, "rank", 0) == 0:
             super().save_model(path, do_postprocessing)
+            record_written(path)  # a best_model of your run: later read without asking (provenance)
 
     def _smoothed_losses(self) -> Dict[str, SmoothedLoss]:
         return {o.name: o.loss_fn for o in self.outputs if isinstance(getattr(o, "loss_fn", None), SmoothedLoss)}

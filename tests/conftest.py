@@ -55,6 +55,24 @@ def device(request):
     return torch.device(request.param)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_runs_ledger(tmp_path_factory):
+    """The ledger of the files "your runs" wrote (``schnetpack_molspectra.provenance``) in a folder of
+    this test session, not the user's: the suite's spktrain runs (subprocesses inherit the
+    environment) and the files the tests record as their own go there."""
+    import os
+
+    from schnetpack_molspectra.provenance import STATE_ENV
+
+    before = os.environ.get(STATE_ENV)
+    os.environ[STATE_ENV] = str(tmp_path_factory.mktemp("state"))
+    yield os.environ[STATE_ENV]
+    if before is None:
+        del os.environ[STATE_ENV]
+    else:
+        os.environ[STATE_ENV] = before
+
+
 @pytest.fixture
 def spectra_db(tmp_path):
     return write_spectra_db(tmp_path / "spectra.db")
@@ -80,6 +98,24 @@ def main_job(tmp_path_factory):
         timeout=900,
     )
     return proc, run_dir(cwd)
+
+
+class _WritesMarker:
+    """Unpickled, it writes ``marker``: what a hostile file would do instead."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('unpickled')",)
+
+
+def write_hostile_pickle(path, marker):
+    """A file that ``torch.load(weights_only=False)`` reads by writing the file ``marker``."""
+    import torch
+
+    torch.save({"payload": _WritesMarker(marker)}, str(path))
+    return str(path)
 
 
 def rows_so_far(db):

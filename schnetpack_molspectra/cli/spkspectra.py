@@ -31,6 +31,11 @@ from schnetpack_molspectra.data.simulate.uv import UV_METHODS
 from schnetpack_molspectra.identify import format_results, identify
 from schnetpack_molspectra.shipped import available_models, cards_table, format_card, model_card
 
+TRUST_HELP = (
+    "unpickle a best_model that no run of yours wrote (unpickling runs the code the file holds; "
+    "weights files and shipped models never need it)"
+)
+
 
 def _cluster_spec(args):
     """The Dask cluster that ``simulate``'s options ask for, or None (serially, in this process);
@@ -183,6 +188,7 @@ def _identify(args):
         out_csv=args.csv,
         progress=True,
         device=_device(args.device),
+        trust=args.trust_model,
     )
     print(format_results(results))
     if args.csv:
@@ -197,14 +203,24 @@ def _plot(args):
         result = plots.plot_curves(args.model_run, out)
     elif args.kind == "attention":
         result = plots.plot_attention(
-            args.model_run, out, data=args.data, index=args.index, layer=args.layer, device=device
+            args.model_run,
+            out,
+            data=args.data,
+            index=args.index,
+            layer=args.layer,
+            device=device,
+            trust=args.trust_model,
         )
         for head, key in result["top_key"].items():
             print(f"  head {head}: most attended key patch {key}")
     elif args.kind == "tsne":
-        result = plots.plot_tsne(args.model_run, out, data=args.data, color_by=args.color_by, device=device)
+        result = plots.plot_tsne(
+            args.model_run, out, data=args.data, color_by=args.color_by, device=device, trust=args.trust_model
+        )
     else:
-        result = plots.plot_mpr(args.model_run, out, data=args.data, index=args.index, device=device)
+        result = plots.plot_mpr(
+            args.model_run, out, data=args.data, index=args.index, device=device, trust=args.trust_model
+        )
         for m, e in result["errors"].items():
             print(f"  {m}: MSE on masked patches {e['mse']:.4f} (predicting zero {e['mse_zero']:.4f})")
     print(result["out"])
@@ -414,6 +430,7 @@ def _add_identify(sub) -> None:
     ident.add_argument(
         "--exact-below", type=int, default=5000, help="exact search below this library size, FAISS HNSW above"
     )
+    ident.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
     ident.set_defaults(run=_identify)
 
 
@@ -430,6 +447,7 @@ def _add_plot(sub) -> None:
         "--device", default="auto", help="where the model runs: auto (a GPU if there is one), cpu, cuda, ..."
     )
     plot.add_argument("--color-by", default="gap", help="tsne: property to colour by (a QM9 label, n_atoms, n_O, ...)")
+    plot.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
     plot.set_defaults(run=_plot)
 
 

@@ -4,7 +4,6 @@ a weights file's model card), which decide the library molecules it can embed; t
 docstring (:mod:`schnetpack_molspectra.identify`) describes both.
 """
 
-import hashlib
 import os
 import sqlite3
 from dataclasses import dataclass, field
@@ -13,6 +12,15 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from ase.data import chemical_symbols
+from omegaconf import OmegaConf
+
+import schnetpack_molspectra.configs  # noqa: F401  (the configs' resolvers)
+from schnetpack_molspectra.atomistic import MoleculeRepresentation, SpectraEncoder
+from schnetpack_molspectra.data.default import default_dataset_path
+from schnetpack_molspectra.pretrained import model_from_weights
+from schnetpack_molspectra.provenance import file_sha256
+from schnetpack_molspectra.shipped import resolve_model
+from schnetpack_molspectra.weights import PretrainedModelError, load_file, read_weights
 
 __all__ = [
     "IdentifyError",
@@ -23,7 +31,12 @@ __all__ = [
     "training_db",
     "database_elements",
     "load_model",
+    "TRUST_OPT_IN",
 ]
+
+#: how a user of ``spkspectra identify`` / ``plot`` or of :func:`load_model` trusts a model file
+#: that is not their own run's (named in the error)
+TRUST_OPT_IN = "--trust-model (spkspectra identify, plot; trust=True in Python)"
 
 #: elements assumed when neither the run's training data nor ``elements=`` says otherwise
 QM9_ELEMENTS = (1, 6, 7, 8, 9)
@@ -58,14 +71,6 @@ class EmbeddingModel:
         return list(self.specformer.modalities)
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def find_model_file(path: str) -> str:
     if os.path.isdir(path):  # a run directory
         candidate = os.path.join(path, "best_model")
@@ -87,8 +92,6 @@ def run_config(model_path: str):
     config = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.yaml")
     if not os.path.isfile(config):
         return None
-    from omegaconf import OmegaConf
-
     try:
         return OmegaConf.load(config)
     except Exception as err:  # yaml and omegaconf raise several kinds
@@ -100,10 +103,6 @@ def run_config(model_path: str):
 
 def _normalisation_from_config(cfg, source: str) -> Optional[Tuple[str, Dict[str, float]]]:
     """(method, scale per modality) of the run's ``NormalizeSpectra`` transform; None if it has none."""
-    from omegaconf import OmegaConf
-
-    import schnetpack_molspectra.configs  # noqa: F401  (the configs' resolvers)
-
     transforms = OmegaConf.select(cfg, "data.transforms", default=None)
     if transforms is None:
         return None
@@ -123,14 +122,10 @@ def _normalisation_from_config(cfg, source: str) -> Optional[Tuple[str, Dict[str
 
 def training_db(cfg) -> Optional[str]:
     """The database the run trained on (``data.datapath``; the default dataset when null), or None."""
-    from omegaconf import OmegaConf
-
     if OmegaConf.select(cfg, "data", default=None) is None or "datapath" not in cfg.data:
         return None
     path = cfg.data.datapath
     if path is None:
-        from schnetpack_molspectra.data.default import default_dataset_path
-
         return default_dataset_path()
     return str(path)
 
@@ -141,21 +136,20 @@ def database_elements(path: str) -> Tuple[int, ...]:
         return tuple(sorted(int(z) for (z,) in conn.execute("SELECT DISTINCT Z FROM species")))
 
 
-def load_model(path: str, elements: Optional[Sequence] = None, device: str = "cpu") -> EmbeddingModel:
+def load_model(
+    path: str, elements: Optional[Sequence] = None, device: str = "cpu", trust: bool = False
+) -> EmbeddingModel:
     """Load a MolSpectra ``best_model`` (or a run directory holding one), a weights file or a shipped
     model by name (``molspectra-painn-qm9``) for identification.
 
+    A weights file (and so a shipped model) is read without unpickling; a ``best_model`` (a pickled
+    model) only when a run of yours wrote it, or with ``trust`` (``--trust-model``): unpickling runs
+    the code a file holds (:func:`schnetpack_molspectra.weights.load_file`).
+
     Raises:
-        IdentifyError: the file is not a saved model, or has no spectra encoder / 3D representation
-            (a ``denoise_pretrain`` or fine-tuned model).
+        IdentifyError: the file is not a saved model, is not trusted (the message names the opt-in),
+            or has no spectra encoder / 3D representation (a ``denoise_pretrain`` or fine-tuned model).
     """
-    from omegaconf import OmegaConf
-
-    import schnetpack_molspectra  # noqa: F401  (tblite before torch; old class names of saved models)
-    from schnetpack_molspectra.atomistic import MoleculeRepresentation, SpectraEncoder
-    from schnetpack_molspectra.pretrained import PretrainedModelError, model_from_weights, read_weights
-    from schnetpack_molspectra.shipped import resolve_model
-
     path = find_model_file(resolve_model(path))  # a shipped model's name -> its weights file
     stored = None  # a weights file's entries: its config and card replace the run directory's
     try:
@@ -163,7 +157,7 @@ def load_model(path: str, elements: Optional[Sequence] = None, device: str = "cp
             stored = read_weights(path)
             model = model_from_weights(path, device=device, stored=stored)
         else:
-            model = torch.load(path, map_location=device, weights_only=False)
+            model = load_file(path, "model", trust=trust, opt_in=TRUST_OPT_IN, map_location=device)
     except PretrainedModelError as err:
         raise IdentifyError(str(err)) from err
     except Exception as err:
@@ -193,7 +187,7 @@ def load_model(path: str, elements: Optional[Sequence] = None, device: str = "cp
         cutoff = cfg.get("globals", {}).get("cutoff")
     cutoff = float(cutoff if cutoff is not None else 5.0)
 
-    enc = EmbeddingModel(path, model, spectra[0], rep3d[0], cutoff, sha256=_sha256(path), device=device)
+    enc = EmbeddingModel(path, model, spectra[0], rep3d[0], cutoff, sha256=file_sha256(path), device=device)
     found = _normalisation_from_config(cfg, path) if cfg is not None else None
     if found is not None:
         enc.normalization, enc.spectra_scale = found

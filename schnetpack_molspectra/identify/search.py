@@ -59,6 +59,7 @@ def identify(
     out_csv: Optional[str] = None,
     progress: bool = False,
     device: str = "cpu",
+    trust: bool = False,
 ) -> List[Identification]:
     """Rank the library's structures for each spectrum (module docstring); top ``top_k`` each.
 
@@ -72,8 +73,9 @@ def identify(
         elements: elements the model knows (default: those of its training data, see module docstring).
         out_csv: also write the results there (:func:`write_csv`).
         device: where the model runs (``cpu``, ``cuda``, ``cuda:1``; :func:`load_model`).
+        trust: unpickle a ``best_model`` that no run of yours wrote (:func:`load_model`; ``--trust-model``).
     """
-    enc = model if isinstance(model, EmbeddingModel) else load_model(model, elements, device=device)
+    enc = model if isinstance(model, EmbeddingModel) else load_model(model, elements, device=device, trust=trust)
     if isinstance(spectra, str):
         spectra = [spectra]
     records: List[QuerySpectrum] = []

@@ -605,9 +605,10 @@ WRONG_CHECKPOINTS = {
 @given(data=st.data())
 def test_pretrained_checkpoints_load_or_are_named(tmp_path, checkpoints, data):
     """A damaged ``best_model`` or checkpoint, or one holding the wrong objects: the weights load
-    or :class:`PretrainedModelError` names the file."""
+    or :class:`PretrainedModelError` names the file; trusted (unpickled fully) or not."""
     folder = new_folder(tmp_path)
     wrong = data.draw(st.sampled_from([None, "pickle", *WRONG_CHECKPOINTS]))
+    trust = data.draw(st.booleans())  # else a whole pickled model is refused before it is read
     path = os.path.join(folder, "best_model")
     if wrong is None:
         with open(checkpoints[data.draw(st.sampled_from(sorted(checkpoints)))], "rb") as f:
@@ -618,7 +619,7 @@ def test_pretrained_checkpoints_load_or_are_named(tmp_path, checkpoints, data):
     else:
         torch.save(WRONG_CHECKPOINTS[wrong](), path)
     model, err = read_or_error(
-        lambda: load_pretrained_weights(tiny_model(), path, denoising_head=False),
+        lambda: load_pretrained_weights(tiny_model(), path, denoising_head=False, trust=trust),
         (PretrainedModelError, FileNotFoundError),
         path,
     )

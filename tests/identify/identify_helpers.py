@@ -17,6 +17,7 @@ import torch
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.spectrum_files import REFERENCE_PEAK
+from schnetpack_molspectra.provenance import record_written
 from schnetpack_molspectra.spectra.broadening import broaden
 from schnetpack_molspectra.spectra.grids import GRIDS
 
@@ -135,6 +136,7 @@ def tiny(tmp_path_factory):
         run = root / f"run_{tag}"
         run.mkdir()
         torch.save(model, run / "best_model")
+        record_written(str(run / "best_model"))  # as spktrain records the best_model it writes
         models[tag] = str(run / "best_model")
     return {
         "root": root,
