@@ -17,6 +17,7 @@ from schnetpack_molspectra.model import MolSpectraModel
 from schnetpack_molspectra.pretrained import load_pretrained_weights, stored_state
 from schnetpack_molspectra.provenance import ledger_path, record_written, written_by_own_run
 from schnetpack_molspectra.task import MolSpectraTask
+from schnetpack_molspectra.train import Trainer
 from schnetpack_molspectra.weights import PretrainedModelError, UntrustedModelError, save_weights
 
 
@@ -60,6 +61,9 @@ def test_a_hostile_file_is_never_unpickled_unasked(tmp_path, capsys):
     assert hostile in error
     with pytest.raises(UntrustedModelError, match=r"cannot read checkpoint .*best_model.*weights_only=False"):
         MolSpectraTask.load_from_checkpoint(hostile)
+    trainer = Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(UntrustedModelError, match=r"cannot read checkpoint .*trainer.trust_checkpoints=true"):
+        trainer.fit(None, ckpt_path=hostile)  # a resume (run.ckpt_path) from someone else's checkpoint
     assert not marker.exists()
 
     # the opt-in does unpickle it: the file was live, and only the refusals kept the marker away
