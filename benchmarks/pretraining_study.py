@@ -105,6 +105,14 @@ def stage2_length(arm):
     return (longer.group(1), int(longer.group(2))) if longer else (arm, 1)
 
 
+def model_pieces(name):
+    """The number of training pieces in a shipped model's card: which state of it a result measured."""
+    from schnetpack_molspectra.pretrained import read_weights
+    from schnetpack_molspectra.shipped import model_file
+
+    return len(read_weights(model_file(name))["card"].get("pieces", []))
+
+
 def shipped_arm(arm):
     """Whether ``arm`` is the name of a shipped pre-trained model."""
     from schnetpack_molspectra.shipped import available_models
@@ -407,6 +415,8 @@ def main(argv=None):
         if summary_file:
             pretraining[name] = json.load(open(summary_file[0]))
     results["pretraining"] = pretraining
+    # which training state of each shipped model was measured (scripts/record_measured.py checks it)
+    results["model_pieces"] = {arm: model_pieces(arm) for arm in args.arms if shipped_arm(arm)}
     results["wall_s"] = walls
     results["settings"] = {
         **vars(args),

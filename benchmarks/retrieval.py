@@ -82,6 +82,14 @@ VARIANTS = {
 VARIANT_SUBSETS = ("uv+ir+raman", "ir+raman", "ir")
 
 
+def model_pieces(model):
+    """The number of training pieces in the card of a shipped model's name or a weights file."""
+    from schnetpack_molspectra.pretrained import read_weights
+    from schnetpack_molspectra.shipped import available_models, model_file
+
+    return len(read_weights(model_file(model) if model in available_models() else model)["card"].get("pieces", []))
+
+
 def find_run(path):
     if os.path.isfile(os.path.join(path, "best_model")):
         return path
@@ -613,6 +621,8 @@ def main(argv=None):
     entry["wall_s"] = time.time() - start
     entry["command"] = "python benchmarks/retrieval.py " + " ".join(argv if argv is not None else sys.argv[1:])
     entry["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+    if args.model:  # which training state of the model was measured (scripts/record_measured.py checks it)
+        entry["model_pieces"] = model_pieces(args.model)
     results = {}
     if os.path.isfile(args.out):
         with open(args.out) as f:

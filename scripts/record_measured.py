@@ -1,7 +1,8 @@
 """Write the benchmarks' measured figures into the shipped models' cards (maintainers).
 
 The model card is the one source of the README's model table (``spkspectra models --markdown``);
-its ``measured`` entry is filled from committed benchmark results, never by hand:
+its ``measured`` entry is filled from committed benchmark results, never by hand, and only from those that
+measured the model as it is now (their ``model_pieces``: the pieces its card lists):
 
   benchmarks/results/retrieval.json                 entry tagged with the model's name
                                                     (``benchmarks/retrieval.py --model <name> --tag <name>``)
@@ -24,13 +25,14 @@ import sys
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "results")
 
 
-def retrieval_figures(name, path):
-    """'recall@1 ... among 1,000' from the retrieval benchmark's entry for ``name``, or None."""
+def retrieval_figures(name, path, pieces):
+    """'recall@1 ... among 1,000' from the retrieval benchmark's entry for ``name``, or None (also when
+    the entry measured another training state: ``model_pieces`` is not ``pieces``)."""
     if not os.path.isfile(path):
         return None
     with open(path) as f:
         entry = json.load(f).get(name)
-    if entry is None:
+    if entry is None or entry.get("model_pieces") != pieces:
         return None
     by_size = entry["results"]["library_qm9"]
     n = "1000" if "1000" in by_size else sorted(by_size, key=int)[0]
@@ -44,14 +46,15 @@ def retrieval_figures(name, path):
     return f"recall@1 among {int(n):,} ({queries} held-out molecules): " + ", ".join(parts)
 
 
-def finetune_figures(name, paths):
-    """'gap test MAE ... vs scratch' per label count from the fine-tuning studies, or None."""
+def finetune_figures(name, paths, pieces):
+    """'gap test MAE ... vs scratch' per label count from the fine-tuning studies that measured the model's
+    ``pieces`` (their ``model_pieces``), or None."""
     parts = []
     for path in paths:
         with open(path) as f:
             study = json.load(f)
         arms = study["finetune"].get("gap", {})
-        if name not in arms or "scratch" not in arms:
+        if name not in arms or "scratch" not in arms or study.get("model_pieces", {}).get(name) != pieces:
             continue
         model, scratch = arms[name]["test_mae_meV"], arms["scratch"]["test_mae_meV"]
         labels = study["settings"]["n_train"]
@@ -82,10 +85,11 @@ def main(argv=None):
             raise SystemExit(str(err)) from None
         card = read_weights(path)["card"]
         measured = {}
-        retrieval = retrieval_figures(name, os.path.join(args.results, "retrieval.json"))
+        pieces = len(card.get("pieces", []))
+        retrieval = retrieval_figures(name, os.path.join(args.results, "retrieval.json"), pieces)
         if retrieval:
             measured["identification"] = retrieval
-        finetune = finetune_figures(name, studies)
+        finetune = finetune_figures(name, studies, pieces)
         if finetune:
             measured["fine-tuning"] = finetune
         card["measured"] = measured

@@ -279,7 +279,7 @@ def run_piece(name, args):
             f"{n_all:,} QM9 spectra molecules (80/10/10 split), none held out: {n_all - n_no_uv:,} with xTB IR/Raman "
             f"and sTDA UV (the package's sticks), {n_no_uv:,} with xTB IR/Raman only (UV withheld; {', '.join(args.sticks)})"
         )
-        card["description"] = MODELS[name]["description"] + f"; spectra augmentation {args.augmentation}"
+        card["description"] = MODELS[name]["description"] + "; spectra augmentation (each piece's spectra_augmentation)"
     save_weights(out, model, config=config, card=card)
     print(f"{name} piece {piece}: {wall:.0f} s, weights in {out} ({os.path.getsize(out) / 1e6:.1f} MB)")
 
