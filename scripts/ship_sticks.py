@@ -10,8 +10,9 @@ failures appended to ``<folder>/failures.jsonl`` (``data.sticks`` describes the 
   python scripts/ship_sticks.py --chunks 0:20 --workers 2             # the shipped chunks (into the package)
   python scripts/ship_sticks.py --selection held-out --chunks 0:2 --workers 2
         # the retrieval benchmark's queries: the first 500 held-out molecules, into benchmarks/data/held_out_sticks
-  python scripts/ship_sticks.py --chunks 21:484 --uv-method none --folder data/qm9_sticks --workers 16
-        # IR + Raman for the rest of QM9 outside the held-out set, into the repository's data folder
+  python scripts/ship_sticks.py --chunks 26:484 --uv-method none --folder data/qm9_sticks --workers 16
+        # IR + Raman for the rest of QM9 outside the held-out set (chunk 483 is its last, 81 molecules),
+        # into the repository's data folder
 
 With ``--uv-method none`` a chunk is its ``vib_<k>.npz`` alone (no UV pass). A machine without
 qm9pack (a lent GPU machine: 16 cores) takes the chunks' geometries from a file written here:
@@ -166,7 +167,7 @@ def main(argv=None):
 
     from schnetpack_molspectra.data.qm9 import load_qm9pack
     from schnetpack_molspectra.data.simulate.runner import SimulationSettings
-    from schnetpack_molspectra.data.sticks import held_out_selection, shipped_selection
+    from schnetpack_molspectra.data.sticks import HELD_OUT, held_out_selection, shipped_selection
 
     folder = os.path.abspath(args.folder or FOLDERS[args.selection] or SHIPPED_DIR)
     os.makedirs(args.workdir, exist_ok=True)
@@ -182,8 +183,15 @@ def main(argv=None):
         molecules = {k: given[k] for k in range(a, b)}
     else:
         table = load_qm9pack()
-        selection = shipped_selection(table) if args.selection == "shipped" else held_out_selection(table)
+        if args.selection == "shipped":  # never into the held-out molecules at the end of the order
+            selection = shipped_selection(table)[:-HELD_OUT]
+        else:
+            selection = held_out_selection(table)
         chunks = {k: selection[k * CHUNK_SIZE : (k + 1) * CHUNK_SIZE] for k in range(a, b)}
+        empty = [k for k, gdbs in chunks.items() if len(gdbs) == 0]
+        if empty:
+            last = (len(selection) - 1) // CHUNK_SIZE
+            raise SystemExit(f"chunks {empty} are past the {args.selection} selection (its last chunk is {last})")
         if args.write_inputs:
             return write_inputs(args.write_inputs, chunks, table)
         molecules = {k: chunk_molecules(gdbs, table) for k, gdbs in chunks.items()}
