@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning import LightningModule, seed_everything
 from pytorch_lightning.utilities import rank_zero_only
+from schnetpack import properties as structure
 from schnetpack.task import AtomisticTask, UnsupervisedModelOutput
 from torch import nn
 from torchmetrics import MeanMetric, Metric
@@ -23,7 +24,9 @@ import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.distributed import collective_step
 from schnetpack_molspectra.provenance import record_written
 from schnetpack_molspectra.train.losses import InfoNCELoss, SmoothedLoss
+from schnetpack_molspectra.train.metrics import RetrievalAccuracy
 from schnetpack_molspectra.train.trainer import LIGHTNING_WEIGHTS_ONLY, may_unpickle
+from schnetpack_molspectra.transform import SpectraAugmentation
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +158,8 @@ class ContrastiveOutput(SelfSupervisedOutput):
 
 
 _LOG_SIGNATURE = inspect.signature(LightningModule.log)
+#: seed of the perturbed validation spectra (plus the batch index)
+PERTURBED_VALIDATION_SEED = 12345
 
 
 class MolSpectraTask(AtomisticTask):
@@ -164,6 +169,11 @@ class MolSpectraTask(AtomisticTask):
     Args:
         scheduler_interval: "epoch" (SchNetPack's default) or "step" (the released
             MolSpectra schedules are in steps).
+        augmentation: a ``transform.SpectraAugmentation`` (beyond the paper): with ``p > 0`` it
+            perturbs each training batch's spectra; whenever the batches carry stick spectra,
+            validation also logs ``val_perturbed_top1``, the 3D -> spectra top-1 with every
+            molecule's spectra perturbed by a fixed draw (:meth:`perturbed_batch`), beside the
+            clean ``val_contrastive_top1``.
 
     A scheduler that takes ``run_steps`` (``WarmupCosineLR``) gets the run's number of
     optimiser steps, ``trainer.estimated_stepping_batches``, so its lengths can be fractions
@@ -187,11 +197,19 @@ class MolSpectraTask(AtomisticTask):
       ``SmoothedLoss`` terms, so a resumed run continues them.
     """
 
-    def __init__(self, *args, scheduler_interval: str = "epoch", **kwargs):
+    def __init__(
+        self, *args, scheduler_interval: str = "epoch", augmentation: Optional[SpectraAugmentation] = None, **kwargs
+    ):
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         super().__init__(*args, **kwargs)
         self.scheduler_interval = scheduler_interval
+        self.augmentation = augmentation
+        if augmentation is not None:
+            contrastive = [o for o in self.outputs if isinstance(o, ContrastiveOutput)]
+            negatives = getattr(contrastive[0].loss_fn, "negatives", "global") if contrastive else "global"
+            self.val_perturbed_top1 = RetrievalAccuracy(negatives)
+        self._augmentation_generator = None
 
     def configure_optimizers(self):
         if self.scheduler_cls is not None and "run_steps" in inspect.signature(self.scheduler_cls).parameters:
@@ -227,13 +245,41 @@ class MolSpectraTask(AtomisticTask):
             log.info(f"rank {trainer.global_rank}: seed {seed} -> rank 0's seed {shared}")
             seed_everything(int(shared), workers=os.environ.get("PL_SEED_WORKERS") == "1", verbose=False)
 
+    def _training_generator(self, device) -> Optional[torch.Generator]:
+        """Augmentation draws: torch's global generator in one process; under DDP a generator on the
+        batch's device seeded from the global one and the rank, so ranks draw differently."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        if self._augmentation_generator is None:
+            seed = int(torch.randint(0, 2**62, (1,))) + 1_000_003 * trainer.global_rank
+            self._augmentation_generator = torch.Generator(device=device).manual_seed(seed)
+        return self._augmentation_generator
+
     def training_step(self, batch, batch_idx):
+        if self.augmentation is not None and self.augmentation.p > 0:
+            batch = self.augmentation(batch, generator=self._training_generator(batch[structure.R].device))
         with collective_step():
             return super().training_step(batch, batch_idx)
 
     def validation_step(self, batch, batch_idx):
         with collective_step():
-            return super().validation_step(batch, batch_idx)
+            out = super().validation_step(batch, batch_idx)
+            perturbed = self.perturbed_batch(batch, batch_idx)
+            if perturbed is not None:
+                pred = self.predict_without_postprocessing(perturbed)
+                self.val_perturbed_top1(pred[msp.representation_3d], pred[msp.representation_spectra])
+                self.log("val_perturbed_top1", self.val_perturbed_top1, on_step=False, on_epoch=True)
+            return out
+
+    def perturbed_batch(self, batch, batch_idx: int):
+        """``batch`` with every molecule's spectra augmented by a draw fixed by ``batch_idx`` (the
+        same perturbed spectra at every validation), or None without augmentation or sticks."""
+        if self.augmentation is None or not self.augmentation.has_sticks(batch):
+            return None
+        generator = torch.Generator(device=batch[structure.R].device)
+        generator.manual_seed(PERTURBED_VALIDATION_SEED + batch_idx)
+        return self.augmentation(batch, generator=generator, p=1.0)
 
     def test_step(self, batch, batch_idx):
         with collective_step():

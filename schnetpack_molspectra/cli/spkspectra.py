@@ -149,7 +149,7 @@ def _md17_npz(args):
 
 
 def _default(args):
-    print(build_default_dataset(args.out, n_molecules=args.n_molecules))
+    print(build_default_dataset(args.out, n_molecules=args.n_molecules, sticks=args.sticks))
     return 0
 
 
@@ -182,6 +182,7 @@ def _identify(args):
         modality=args.modality,
         one_molecule=args.one_molecule,
         rescale=args.rescale,
+        baseline=args.baseline,
         elements=elements,
         cache=not args.no_cache,
         exact_below=args.exact_below,
@@ -383,6 +384,14 @@ def _add_default(sub) -> None:
     default = sub.add_parser("default", help="build the default spectra dataset from the shipped QM9 sticks (seconds)")
     default.add_argument("--out", default=None, help="database to write (default: the cache, where spktrain looks)")
     default.add_argument("--n-molecules", type=int, default=None, help="the first N shipped molecules (default: all)")
+    default.add_argument(
+        "--sticks",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="further sticks folders (e.g. data/qm9_sticks of the repository) whose molecules are added, those "
+        "without UV with their UV withheld in pre-training; needs --out",
+    )
     default.set_defaults(run=_default)
 
 
@@ -420,6 +429,13 @@ def _add_identify(sub) -> None:
         help="auto: x,y data (CSV x,y, JCAMP-DX) to the training peak height",
     )
     ident.add_argument(
+        "--baseline",
+        choices=["auto", "als", "none"],
+        default="auto",
+        help="auto: subtract the asymmetric-least-squares baseline from x,y data (CSV x,y, JCAMP-DX); als: from "
+        "every spectrum",
+    )
+    ident.add_argument(
         "--elements", default=None, help="elements the model knows, e.g. H,C,N,O,F (default: its training data)"
     )
     ident.add_argument("--csv", default=None, help="also write the results to this CSV")
@@ -428,7 +444,10 @@ def _add_identify(sub) -> None:
         "--device", default="auto", help="where the model runs: auto (a GPU if there is one), cpu, cuda, cuda:1, ..."
     )
     ident.add_argument(
-        "--exact-below", type=int, default=5000, help="exact search below this library size, FAISS HNSW above"
+        "--exact-below",
+        type=int,
+        default=None,
+        help="FAISS HNSW (pip install faiss-cpu) for libraries of this size or more (default: exact search at any size)",
     )
     ident.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
     ident.set_defaults(run=_identify)

@@ -52,10 +52,11 @@ def identify(
     modality: Optional[str] = None,
     one_molecule: bool = False,
     rescale: str = "auto",
+    baseline: str = "auto",
     elements: Optional[Sequence] = None,
     cache: bool = True,
     cache_dir: Optional[str] = None,
-    exact_below: int = EXACT_BELOW,
+    exact_below: Optional[int] = EXACT_BELOW,
     out_csv: Optional[str] = None,
     progress: bool = False,
     device: str = "cpu",
@@ -70,6 +71,7 @@ def identify(
         modality: the modality of files that do not say (``.npy``, CSV, JCAMP-DX without ``##DATA TYPE``).
         one_molecule: all spectra are of one molecule (e.g. ``ir.jdx`` + ``raman.jdx``).
         rescale: ``auto`` (x,y data in instrument units to the training peak height), ``peak``, ``none``.
+        baseline: ``auto`` (the ALS baseline subtracted from x,y data in instrument units), ``als``, ``none``.
         elements: elements the model knows (default: those of its training data, see module docstring).
         out_csv: also write the results there (:func:`write_csv`).
         device: where the model runs (``cpu``, ``cuda``, ``cuda:1``; :func:`load_model`).
@@ -85,7 +87,7 @@ def identify(
     emb = library_embeddings(enc, library, cache=cache, cache_dir=cache_dir, progress=progress)
     index_path = emb.cache_path[: -len(".npz")] + ".faiss" if emb.cache_path else None
     index = VectorIndex(emb.vectors, exact_below, index_path)
-    scores, idx = index.search(encode_spectra(enc, queries, rescale), top_k)
+    scores, idx = index.search(encode_spectra(enc, queries, rescale, baseline=baseline), top_k)
     atoms = emb.atoms
     results = []
     for q, row_scores, row_idx in zip(queries, scores, idx):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from identify_helpers import SMILES, tiny  # noqa: F401  (tiny: the session fixture)
 
-from schnetpack_molspectra.data.spectrum_files import read_jcamp
+from schnetpack_molspectra.data.spectrum_files import read_csv, read_jcamp
 from schnetpack_molspectra.identify import IdentifyError, identify, load_model
+from schnetpack_molspectra.identify.encode import query_values
 from schnetpack_molspectra.spectra.checks import SpectrumError
 from schnetpack_molspectra.spectra.grids import GRIDS
 
@@ -275,3 +276,33 @@ def test_unknown_elements_and_bad_smiles_are_named(tiny, tmp_path):
     bad.write_text("CCO\nC1CC\n")
     with pytest.raises(IdentifyError, match=r"bad\.smi: line 2: .*C1CC"):
         identify(tiny["models"]["ir"], tiny["db"], str(bad), modality="ir")
+
+
+def test_measured_like_xy_spectrum_has_its_baseline_removed_and_is_found(tiny, tmp_path):
+    """An x,y spectrum as an instrument gives it: a sloped, curved baseline of 30 % of the peak, 1 %
+    noise, 4 cm^-1 resolution, lines broadened further. The ALS baseline is subtracted (``auto`` for
+    x,y data), which brings it back near the clean spectrum, and the molecule is found."""
+    i, grid = 2, GRIDS["ir"].values()
+    clean = tiny["spectra"][i]["ir"].astype(np.float64)
+    kernel = np.exp(-0.5 * (np.arange(-30, 31) / 4.0) ** 2)
+    wider = np.convolve(clean, kernel / kernel.sum(), mode="same")  # Voigt-like, wider lines
+    t = (grid - grid[0]) / (grid[-1] - grid[0])
+    measured = wider + wider.max() * (0.15 + 0.1 * t + 0.05 * t**2)
+    measured += 0.01 * wider.max() * np.random.default_rng(0).normal(size=grid.size)
+    x = np.arange(grid[0], grid[-1], 4.0)
+    path = tmp_path / "measured.csv"
+    with open(path, "w") as f:
+        f.write("wavenumber (cm-1),IR absorbance\n")
+        f.writelines(f"{a:.1f},{b:.6g}\n" for a, b in zip(x, np.interp(x, grid, measured) * 3.0))
+    (query,) = read_csv(str(path))
+
+    def cosine(a):
+        return float(a @ wider / np.linalg.norm(a) / np.linalg.norm(wider))
+
+    corrected, raw = query_values(query, "ir"), query_values(query, "ir", baseline="none")
+    assert cosine(corrected) > 0.95 > cosine(raw) + 0.2
+    assert abs(corrected.max() - clean.max()) / clean.max() < 0.05  # rescaled to the training peak height
+    (result,) = identify(tiny["models"]["ir"], str(path), tiny["smi"], cache_dir=str(tmp_path))
+    assert result.hits[0].smiles == SMILES[i]
+    with pytest.raises(ValueError, match="baseline must be auto, als or none"):
+        identify(tiny["models"]["ir"], str(path), tiny["smi"], cache_dir=str(tmp_path), baseline="polynomial")
