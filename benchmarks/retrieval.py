@@ -582,6 +582,39 @@ def markdown(entry):
     return "\n".join(lines)
 
 
+def compare(results, tags, subsets=("uv+ir+raman", "ir+raman", "ir")):
+    """Markdown: recall@1 of the entries ``tags`` side by side, per query kind, modality subset and library
+    size, with chance and the raw-spectra nearest neighbour (among the queries) beside them."""
+    entries = [results[t] for t in tags]
+    sizes = sorted({n for e in entries for n in e["results"]["library_qm9"]}, key=int)
+    measured = {key.split(":")[0] for e in entries for cells in e["results"]["library_qm9"].values() for key in cells}
+    kinds = ["clean"] + [k for k in VARIANTS if k in measured]
+    head = "| query spectra | given | library | " + " | ".join(f"`{t}`" for t in tags) + " | chance |"
+    lines = [head, "|---|---|---|" + "---|" * len(tags) + "---|"]
+    for kind in kinds:
+        for name in subsets:
+            for n in sizes:
+                cells = []
+                for e in entries:
+                    r = e["results"]["library_qm9"].get(n, {}).get(f"{kind}:{name}")
+                    cells.append(fmt(r["recall@1"]) if r else "–")
+                if any(c != "–" for c in cells):
+                    lines.append(f"| {kind} | {name} | {int(n):,} | " + " | ".join(cells) + f" | {fmt(1 / int(n))} |")
+    raw = []
+    for kind in kinds:
+        for name in subsets:
+            r = entries[-1]["results"]["shipped"].get("queries", {}).get(f"raw:{kind}:{name}")
+            if r:
+                raw.append(f"{kind} {name} {fmt(r['recall@1'])}")
+    if raw:
+        n = int(entries[-1]["results"]["shipped"]["queries"][f"raw:clean:{subsets[0]}"]["library"])
+        lines += [
+            "",
+            f"Raw-spectra nearest neighbour among the {n:,} queries' own clean spectra, recall@1: " + "; ".join(raw),
+        ]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", default=None, help="run directory (or a folder with exactly one run below it)")
@@ -600,7 +633,12 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join(HERE, "results", "retrieval.json"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="leave out the RDKit geometries")
+    p.add_argument("--compare", nargs="+", metavar="TAG", help="print the results file's entries TAG ... side by side")
     args = p.parse_args(argv)
+    if args.compare:
+        with open(args.out) as f:
+            print(compare(json.load(f), args.compare))
+        return
     if not args.run and not args.model:
         p.error(
             "give --run RUN_DIR (a molspectra_pretrain run) or --model NAME (a shipped model, e.g. molspectra-painn-qm9)"
