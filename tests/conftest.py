@@ -81,8 +81,11 @@ def spectra_db(tmp_path):
 @pytest.fixture(scope="session")
 def main_job(tmp_path_factory):
     """The README's main job as a new user runs it - ``spktrain experiment=molspectra_pretrain`` in an
-    empty directory, on the embedded default dataset - with a tiny model and 160 training molecules:
-    ``(spktrain's CompletedProcess, run directory)``. Shared by the tests that start from its model."""
+    empty directory, on the embedded default dataset - with a tiny model, 160 training molecules,
+    200 test molecules (not the thousands left over) and a summary of 200 validation molecules:
+    ``(spktrain's CompletedProcess, run directory)``.
+    The suite's one pre-training run of that experiment: the tests that need a pre-trained model
+    (fine-tuning, MD17, the printed fine-tune command) start from it."""
     from spktrain import TINY_PRETRAIN, TINY_SPECFORMER, run_dir, spktrain
 
     cwd = tmp_path_factory.mktemp("main_job")
@@ -92,6 +95,8 @@ def main_job(tmp_path_factory):
         *TINY_PRETRAIN,
         *TINY_SPECFORMER,
         "data.num_train=160",
+        "data.num_test=200",
+        "callbacks.pretraining_summary.max_molecules=200",
         "trainer.max_epochs=2",
         "globals.warmup_steps=0.25",
         "globals.total_steps=1.0",

@@ -59,11 +59,6 @@ def run_dir(cwd):
     return dirs[0]
 
 
-def logged_scalars(run):
-    """Tags of every scalar the run logged (``train.logs.read_scalars``)."""
-    return set(read_scalars(run))
-
-
 def scalar_values(run):
     """Every scalar the run logged, in step order: tag -> list of values (``train.logs.read_scalars``)."""
     return {tag: [value for _, value in points] for tag, points in read_scalars(run).items()}

@@ -13,14 +13,15 @@ from schnetpack_molspectra.data.qm9 import build_qm9_db, parse_numbers
 
 
 @pytest.fixture(scope="module")
-def qm9_db(tmp_path_factory):
+def first_120_qm9_db(tmp_path_factory):
+    """The first 120 QM9 molecules (qm9pack) as a SchNetPack database."""
     path = str(tmp_path_factory.mktemp("qm9") / "qm9.db")
     assert build_qm9_db(path, limit=120) == 120
     return path
 
 
-def test_names_units_and_values_match_schnetpack_qm9(qm9_db):
-    data = ASEAtomsData(qm9_db)
+def test_names_units_and_values_match_schnetpack_qm9(first_120_qm9_db):
+    data = ASEAtomsData(first_120_qm9_db)
     for key in (QM9.mu, QM9.alpha, QM9.homo, QM9.lumo, QM9.gap, QM9.r2, QM9.zpve, QM9.U0, QM9.U, QM9.H, QM9.G, QM9.Cv):
         assert key in data.available_properties
     assert data.units[QM9.homo] == "Ha" and data.units[QM9.mu] == "Debye"
@@ -32,9 +33,9 @@ def test_names_units_and_values_match_schnetpack_qm9(qm9_db):
     assert data.metadata["atomrefs"][QM9.U0][6] == pytest.approx(-37.846772)
 
 
-def test_refuses_to_overwrite(qm9_db):
+def test_refuses_to_overwrite(first_120_qm9_db):
     with pytest.raises(FileExistsError, match="exists"):
-        build_qm9_db(qm9_db, limit=1)
+        build_qm9_db(first_120_qm9_db, limit=1)
 
 
 def test_number_parser_accepts_qm9pack_forms():
@@ -42,7 +43,7 @@ def test_number_parser_accepts_qm9pack_forms():
 
 
 @pytest.mark.slow
-def test_stock_spktrain_qm9_atomwise_runs_on_it(tmp_path, qm9_db):
+def test_stock_spktrain_qm9_atomwise_runs_on_it(tmp_path, first_120_qm9_db):
     # SchNetPack's own experiments cannot reload their checkpoints on torch >= 2.6 (weights_only); the
     # plugin's trainer and task, two overrides, let them (README, "Stacks")
     import torch
@@ -60,7 +61,7 @@ def test_stock_spktrain_qm9_atomwise_runs_on_it(tmp_path, qm9_db):
         tmp_path,
         *reload_own,
         "experiment=qm9_atomwise",
-        f"data.datapath={qm9_db}",
+        f"data.datapath={first_120_qm9_db}",
         "data.num_train=80",
         "data.num_val=20",
         "data.batch_size=20",

@@ -6,9 +6,10 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import write_hostile_pickle
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
-from spktrain import TINY_ENCODER, TINY_PRETRAIN, run_dir, scalar_values, spktrain
+from spktrain import TINY_ENCODER, run_dir, scalar_values, spktrain
 
 from schnetpack_molspectra.atomistic import DenoisingHead
 from schnetpack_molspectra.data.qm9 import build_qm9_db
@@ -27,18 +28,18 @@ FINETUNE = [
 
 
 @pytest.fixture(scope="module")
-def qm9_db(tmp_path_factory):
+def finetune_db(tmp_path_factory):
+    """The first 100 QM9 molecules (qm9pack) as a SchNetPack database."""
     path = str(tmp_path_factory.mktemp("qm9") / "qm9.db")
     build_qm9_db(path, limit=100)
     return path
 
 
 @pytest.fixture(scope="module")
-def pretrained(qm9_db, tmp_path_factory):
-    """A real stage-1 pre-training run on the QM9 structures (tiny PaiNN)."""
-    cwd = tmp_path_factory.mktemp("pretrain")
-    spktrain(cwd, "experiment=denoise_pretrain", f"data.datapath={qm9_db}", *TINY_PRETRAIN)
-    run = run_dir(cwd)
+def pretrained(main_job):
+    """The main job's pre-training run (tests/conftest.py; tiny PaiNN, denoising head included):
+    its best_model and a Lightning checkpoint."""
+    _, run = main_job
     return os.path.join(run, "best_model"), glob.glob(os.path.join(run, "checkpoints", "*.ckpt"))[0]
 
 
@@ -78,7 +79,7 @@ def test_encoder_and_denoising_head_are_the_pretrained_ones(pretrained):
     assert not any(isinstance(m, DenoisingHead) for m in plain.output_modules)
 
 
-def test_finetune_runs_from_scratch_and_from_pretrained(tmp_path, qm9_db, pretrained):
+def test_finetune_runs_from_scratch_and_from_pretrained(tmp_path, finetune_db, pretrained):
     source = f"globals.pretrained_model='{pretrained[0]}'"
     plain = "globals.aux_denoising=false"
     bf16 = "trainer.precision=bf16-mixed"  # mixed precision (on the CPU here) with the released recipe
@@ -86,7 +87,7 @@ def test_finetune_runs_from_scratch_and_from_pretrained(tmp_path, qm9_db, pretra
         spktrain(
             tmp_path / name,
             "experiment=qm9_finetune",
-            f"data.datapath={qm9_db}",
+            f"data.datapath={finetune_db}",
             "globals.property=gap",
             *FINETUNE,
             *extra,
@@ -136,8 +137,17 @@ def test_an_override_of_the_evaluation_transforms_reaches_the_training_ones(expe
             assert type(neighbors).__name__ == "ASENeighborList" and neighbors._cutoff == 3.5, key
 
 
-def test_bad_inputs_stop_before_training(tmp_path, qm9_db, pretrained):
+def test_bad_inputs_stop_before_training(tmp_path, finetune_db, pretrained):
+    marker = tmp_path / "marker"
+    hostile = write_hostile_pickle(tmp_path / "colleague_best_model", marker)  # no run of yours wrote it
     cases = {
+        "hostile": (
+            [f"globals.pretrained_model='{hostile}'"],
+            (
+                f"cannot read pre-trained model {hostile} without unpickling it",
+                "opt in with globals.trust_pretrained_model=true",
+            ),
+        ),
         "missing": (
             ["globals.pretrained_model=/no/such/best_model"],
             "pre-trained model /no/such/best_model does not exist",
@@ -154,11 +164,18 @@ def test_bad_inputs_stop_before_training(tmp_path, qm9_db, pretrained):
     }
     for name, (overrides, message) in cases.items():
         proc = spktrain(
-            tmp_path / name, "experiment=qm9_finetune", f"data.datapath={qm9_db}", *FINETUNE, *overrides, check=False
+            tmp_path / name,
+            "experiment=qm9_finetune",
+            f"data.datapath={finetune_db}",
+            *FINETUNE,
+            *overrides,
+            check=False,
         )
         assert proc.returncode != 0, name
-        assert message in proc.stdout + proc.stderr, (name, proc.stderr[-2000:])
+        for part in message if isinstance(message, tuple) else (message,):
+            assert part in proc.stdout + proc.stderr, (name, part, proc.stderr[-2000:])
         assert not glob.glob(str(tmp_path / name / "runs" / "*" / "checkpoints" / "*.ckpt")), name
+    assert not marker.exists()
 
 
 def test_unreadable_checkpoint_is_named(tmp_path):

@@ -1,4 +1,5 @@
-"""End-to-end: the stock ``spktrain`` / ``spk-train`` CLI runs MolSpectra pre-training from any directory."""
+"""End-to-end: the stock ``spktrain`` / ``spk-train`` CLI runs MolSpectra pre-training from any directory
+with other encoders, ablations, two stages and bad inputs (the main job itself: test_main_job.py)."""
 
 import os
 
@@ -6,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import write_spectra_db
-from spktrain import TINY_ENCODER, TINY_PRETRAIN, TINY_SPECFORMER, cli, logged_scalars, run_dir, scalar_values, spktrain
+from spktrain import TINY_ENCODER, TINY_PRETRAIN, TINY_SPECFORMER, cli, run_dir, scalar_values, spktrain
+
+from schnetpack_molspectra.train.logs import read_scalars
 
 pytestmark = pytest.mark.slow
 
@@ -14,30 +17,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
     return write_spectra_db(tmp_path_factory.mktemp("data") / "spectra.db", n_molecules=40)
-
-
-def test_molspectra_pretrain_writes_best_model_and_logs_three_terms(tmp_path, db):
-    """The ``spk-train`` alias (``spktrain`` itself runs the main job in tests/test_user_flow.py), in bf16 mixed
-    precision (on the CPU here), with finite losses."""
-    spktrain(
-        tmp_path,
-        "experiment=molspectra_pretrain",
-        f"data.datapath={db}",
-        *TINY_PRETRAIN,
-        *TINY_SPECFORMER,
-        "trainer.precision=bf16-mixed",
-        command="spk-train",
-    )
-    run = run_dir(tmp_path)
-    losses = {tag: v for tag, v in scalar_values(run).items() if tag.endswith(("_loss", "_mse", "_infonce"))}
-    assert len(losses) >= 8 and all(np.isfinite(v).all() for v in losses.values()), losses
-    model = torch.load(os.path.join(run, "best_model"), weights_only=False)
-    assert type(model).__name__ == "MolSpectraModel" and type(model.output_modules[2]).__name__ == "SpectraEncoder"
-    assert os.path.exists(os.path.join(run, "checkpoints", "last.ckpt"))
-    tags = logged_scalars(run)
-    for term in ("denoising_mse", "mpr_mse", "contrastive_infonce"):
-        assert f"train_{term}" in tags and f"val_{term}" in tags, tags
-    assert {"val_mpr_uv_mse", "val_mpr_ir_mse", "val_mpr_raman_mse", "val_loss"} <= tags
 
 
 def test_encoder_swap_and_ablation_overrides(tmp_path, db):
@@ -57,7 +36,7 @@ def test_encoder_swap_and_ablation_overrides(tmp_path, db):
     assert model.output_modules[0].mode == "gradient"
     specformer = model.output_modules[2].specformer
     assert specformer.modalities == ["uv", "ir"] and specformer.pooling == "mean"
-    assert "val_mpr_raman_mse" not in logged_scalars(run_dir(tmp_path))
+    assert "val_mpr_raman_mse" not in read_scalars(run_dir(tmp_path))
 
 
 def test_stage_one_then_stage_two_from_its_encoder(tmp_path):
@@ -70,14 +49,22 @@ def test_stage_one_then_stage_two_from_its_encoder(tmp_path):
     assert head["scale.count"] > 0
 
     spectra = write_spectra_db(tmp_path / "spectra.db", n_molecules=30)
-    spktrain(
+    spktrain(  # the spk-train alias, in bf16 mixed precision (on the CPU here)
         tmp_path / "stage2",
         "experiment=molspectra_pretrain",
         f"data.datapath={spectra}",
         f"globals.pretrained_model={stage1}",
         *TINY_PRETRAIN,
         *TINY_SPECFORMER,
+        "trainer.precision=bf16-mixed",
+        command="spk-train",
     )
+    losses = {
+        tag: values
+        for tag, values in scalar_values(run_dir(tmp_path / "stage2")).items()
+        if tag.endswith(("_loss", "_mse", "_infonce"))
+    }
+    assert len(losses) >= 8 and all(np.isfinite(v).all() for v in losses.values()), losses
 
     # the model the stage-2 config builds starts from exactly the stage-1 encoder ...
     from hydra import compose, initialize_config_module
