@@ -1,4 +1,5 @@
-"""Helpers of the benchmark scripts: real ``spktrain`` runs that resume, and their logged scalars."""
+"""Helpers of the benchmark scripts: real ``spktrain`` runs that resume, their logged scalars, timing and
+the results file."""
 
 import glob
 import json
@@ -95,3 +96,19 @@ def summary(values):
         "n": len(values),
         "values": values.tolist(),
     }
+
+
+def timed(fn, *args, **kwargs):
+    """``(fn(*args, **kwargs), seconds it took)``."""
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def write_results(path, results, started):
+    """Write ``results`` with their ``wall_s`` (since ``time.perf_counter()`` was ``started``) to ``path``."""
+    results["wall_s"] = time.perf_counter() - started
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"wall {results['wall_s']:.0f} s -> {path}")

@@ -17,7 +17,6 @@ Writes benchmarks/results/library_embedding.json.
 """
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -25,6 +24,7 @@ import time
 import numpy as np
 import schnetpack.transform as trn
 import torch
+from _runs import timed, write_results
 from schnetpack.interfaces import AtomsConverter
 
 from schnetpack_molspectra.data.qm9 import load_qm9pack, row_atoms
@@ -51,12 +51,6 @@ def per_molecule_path(enc, atoms, batch_size=128):
         inputs = enc.representation_3d(enc.model.representation(inputs))
         out.append(torch.nn.functional.normalize(inputs[enc.representation_3d.output_key], dim=-1).numpy())
     return np.concatenate(out)
-
-
-def timed(fn, *args, **kwargs):
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0
 
 
 def main(argv=None):
@@ -130,11 +124,7 @@ def main(argv=None):
             print(
                 f"search {kind} over {len(library):,}: build {r['build_s']:.2f} s, {r['query_ms']:.3f} ms a query{extra}"
             )
-    results["wall_s"] = time.perf_counter() - wall
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
-    print(f"wall {results['wall_s']:.0f} s -> {args.out}")
+    write_results(args.out, results, wall)
     return 0
 
 

@@ -13,11 +13,11 @@ Writes benchmarks/results/simulator_profile.json and prints one table.
 """
 
 import argparse
-import json
 import os
 import time
 
 import numpy as np
+from _runs import timed, write_results
 from ase.units import Bohr
 
 from schnetpack_molspectra.data.qm9 import gdb_positions, load_qm9pack, qm9_molecules
@@ -44,12 +44,6 @@ VARIANTS = [
 ]
 
 
-def timed(fn, *args, **kwargs):
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, 1000 * (time.perf_counter() - t0)
-
-
 def vib_pass(structure, scheme, accuracy):
     """The vibrational pass in stages: (spectra, {stage: ms})."""
     xtb = XTB(structure.numbers, accuracy=accuracy)
@@ -57,7 +51,7 @@ def vib_pass(structure, scheme, accuracy):
     h, t_h = timed(hessian, xtb, positions, scheme=scheme)
     (dmu, dalpha), t_f = timed(field_derivatives, xtb, positions)
     spectra, t_m = timed(normal_mode_spectra, structure, h, dmu, dalpha)
-    return spectra, {"hessian_ms": t_h, "field_derivatives_ms": t_f, "normal_modes_ms": t_m}
+    return spectra, {"hessian_ms": 1000 * t_h, "field_derivatives_ms": 1000 * t_f, "normal_modes_ms": 1000 * t_m}
 
 
 def cosine(a, b):
@@ -97,7 +91,7 @@ def main(argv=None):
         except SimulationError as err:
             failed.append((labels["gdb_index"], str(err)))
             continue
-        relax_ms.append(t_r)
+        relax_ms.append(1000 * t_r)
         relax_steps.append(structure.info["relax_steps"])
         n_atoms.append(len(atoms))
         ref = None
@@ -156,11 +150,7 @@ def main(argv=None):
             f" {worst.get('ir_cosine', np.nan):7.5f} {worst.get('raman_cosine', np.nan):7.5f}"
         )
     print("(ms a molecule; deviations: worst molecule against the first row on the same structure)")
-    results["wall_s"] = time.perf_counter() - wall
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
-    print(f"wall {results['wall_s']:.0f} s -> {args.out}")
+    write_results(args.out, results, wall)
     return 0
 
 
