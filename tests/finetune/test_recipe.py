@@ -14,7 +14,7 @@ from spktrain import TINY_ENCODER, run_dir, spktrain
 
 from schnetpack_molspectra.atomistic import DenoisingHead
 from schnetpack_molspectra.data.datamodule import BoundedTestSplit
-from schnetpack_molspectra.data.qm9 import build_qm9_db
+from schnetpack_molspectra.data.qm9 import build_qm9_db, load_qm9pack
 from schnetpack_molspectra.data.qm9_targets import QM9_TARGETS
 from schnetpack_molspectra.train import SmoothedLoss, WarmupCosineLR
 from schnetpack_molspectra.transform import GaussianCoordinateNoise, StandardizeProperty
@@ -63,11 +63,9 @@ def test_intensive_offsets_do_not_depend_on_molecule_size(name):
 
 
 @pytest.fixture(scope="module")
-def qm9_db(tmp_path_factory):
+def random_qm9_split(tmp_path_factory):
     """500 QM9 molecules drawn at random (sizes as in QM9, not only the smallest first ones) and
     one fixed split (300 train / 50 val / 150 test), the same whatever the run's random state."""
-    from schnetpack_molspectra.data.qm9 import load_qm9pack
-
     folder = tmp_path_factory.mktemp("qm9")
     rng = np.random.default_rng(0)
     indices = rng.choice(np.asarray(load_qm9pack()["Index"]), 500, replace=False)
@@ -78,9 +76,9 @@ def qm9_db(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_short_training_beats_predicting_the_training_mean(tmp_path, qm9_db):
+def test_short_training_beats_predicting_the_training_mean(tmp_path, random_qm9_split):
     """20 epochs on 300 molecules learn homo: test MAE well below the MAE of the training mean."""
-    db, split_file = qm9_db
+    db, split_file = random_qm9_split
     spktrain(
         tmp_path,
         "experiment=qm9_finetune",
