@@ -42,8 +42,14 @@ def retrieval_figures(name, path, pieces):
         for subset, label in (("uv+ir+raman", "all three"), ("ir+raman", "IR+Raman"), ("ir", "IR alone"))
         if f"clean:{subset}" in cells
     ]
+    others = [
+        f"{label} {cells[f'{kind}:ir+raman']['recall@1']:.2f}"
+        for kind, label in (("perturbed", "perturbed"), ("b3lyp", "B3LYP lines"), ("instrument", "instrument-like"))
+        if f"{kind}:ir+raman" in cells
+    ]
     queries = entry["queries"].get("held_out", "?")
-    return f"recall@1 among {int(n):,} ({queries} held-out molecules): " + ", ".join(parts)
+    text = f"recall@1 among {int(n):,} ({queries} held-out molecules): " + ", ".join(parts)
+    return text + (f"; IR+Raman from other spectra: {', '.join(others)}" if others else "")
 
 
 def finetune_figures(name, paths, pieces):
