@@ -615,6 +615,36 @@ def compare(results, tags, subsets=("uv+ir+raman", "ir+raman", "ir")):
     return "\n".join(lines)
 
 
+def plot_compare(results, tags, path, subset="ir+raman"):
+    """recall@1 against library size (log) from ``subset``: one colour per query kind, one line style per
+    entry ``tags``, chance dotted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    styles = ["--", "-", ":", "-."]
+    for tag, style in zip(tags, styles):
+        by_size = results[tag]["results"]["library_qm9"]
+        sizes = sorted(by_size, key=int)
+        for color, kind in enumerate(["clean", *VARIANTS]):
+            points = [
+                (int(n), by_size[n][f"{kind}:{subset}"]["recall@1"]) for n in sizes if f"{kind}:{subset}" in by_size[n]
+            ]
+            if points:
+                x, y = zip(*points)
+                ax.plot(x, y, style, marker="o", color=f"C{color}", label=f"{kind}, {tag}")
+    sizes = sorted({int(n) for t in tags for n in results[t]["results"]["library_qm9"]})
+    ax.plot(sizes, [1 / n for n in sizes], ":", color="grey", label="chance")
+    ax.set(xscale="log", yscale="log", xlabel="library size (QM9 structures)", ylabel=f"recall@1 from {subset}")
+    ax.set_title("Identification of held-out molecules", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", default=None, help="run directory (or a folder with exactly one run below it)")
@@ -634,10 +664,14 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="leave out the RDKit geometries")
     p.add_argument("--compare", nargs="+", metavar="TAG", help="print the results file's entries TAG ... side by side")
+    p.add_argument("--plot", default=None, help="with --compare: also draw recall@1 against library size there")
     args = p.parse_args(argv)
     if args.compare:
         with open(args.out) as f:
-            print(compare(json.load(f), args.compare))
+            results = json.load(f)
+        print(compare(results, args.compare))
+        if args.plot:
+            print(plot_compare(results, args.compare, args.plot))
         return
     if not args.run and not args.model:
         p.error(
