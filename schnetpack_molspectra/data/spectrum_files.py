@@ -63,7 +63,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 import schnetpack_molspectra.properties as msp
-from schnetpack_molspectra.spectra.broadening import DEFAULT_WIDTH
+from schnetpack_molspectra.spectra.broadening import DEFAULT_WIDTH, broaden
 from schnetpack_molspectra.spectra.checks import SpectrumError, spectrum_problem
 from schnetpack_molspectra.spectra.grids import GRIDS, SPECTRUM_LENGTHS
 
@@ -397,8 +397,6 @@ def _jcamp_block(block: dict, path: str, modality: Optional[str]):
     x = convert_x(x, x_unit, m)
     y = to_absorbance(y, str(block.get("yunits", "")))
     if "peak table" in block:  # sticks: broaden as the simulator does
-        from schnetpack_molspectra.spectra.broadening import broaden
-
         bad = ~(np.isfinite(x) & np.isfinite(y))
         if bad.any():
             raise SpectrumError(f"{where}: peak table has non-finite values")

@@ -32,6 +32,10 @@ import numpy as np
 from ase import Atoms
 
 import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.data.files import new_database
+from schnetpack_molspectra.data.qm9 import gdb_positions, load_qm9pack, row_labels
+from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
+from schnetpack_molspectra.data.simulate.runner import SIMULATED_UNITS, SimulationSettings, stick_properties
 
 __all__ = [
     "SHIPPED_DIR",
@@ -86,8 +90,6 @@ def shipped_selection(table=None) -> np.ndarray:
     """GDB indices of all QM9 molecules in a seeded random order; the shipped molecules are
     its first ``CHUNK_SIZE * n_chunks``. Fine-tuning splits that must not overlap the
     pre-training molecules take theirs from the end of this order."""
-    from schnetpack_molspectra.data.qm9 import load_qm9pack
-
     table = load_qm9pack() if table is None else table
     gdb = np.sort(table["Index"].to_numpy().astype(np.int64))
     return np.random.default_rng(SELECTION_SEED).permutation(gdb)
@@ -214,8 +216,6 @@ def sticks_to_spectra(sticks: MoleculeSticks, settings=None) -> Dict[str, np.nda
     ``settings``: a :class:`~schnetpack_molspectra.data.simulate.runner.SimulationSettings`
     (widths and scales; default widths if None). A molecule without UV sticks gets no UV sticks
     and a zero UV spectrum, and ``properties.modality_missing("uv")`` True."""
-    from schnetpack_molspectra.data.simulate.runner import SimulationSettings, stick_properties
-
     no_uv = sticks.uv_energies is None
     props = stick_properties(
         sticks.frequencies,
@@ -258,11 +258,6 @@ def build_db_from_sticks(
     """
     from ase.db import connect
     from schnetpack.data import ASEAtomsData
-
-    from schnetpack_molspectra.data.files import new_database
-    from schnetpack_molspectra.data.qm9 import gdb_positions, load_qm9pack, row_labels
-    from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
-    from schnetpack_molspectra.data.simulate.runner import SIMULATED_UNITS
 
     molecules = list(load_sticks(uv_method, folder, n_molecules, require_uv))
     if not molecules:

@@ -13,6 +13,7 @@ from typing import List, Optional, Union
 import numpy as np
 from ase import Atoms
 
+from schnetpack_molspectra.data.default import cache_dir as default_cache
 from schnetpack_molspectra.identify.encode import check_elements, encode_structures
 from schnetpack_molspectra.identify.library import Library, load_library
 from schnetpack_molspectra.identify.model import EmbeddingModel
@@ -24,8 +25,6 @@ def _cache_path(library_path: str, sha256: str, cache_dir: Optional[str]) -> str
     name = f".{os.path.basename(library_path)}.molspectra-{sha256[:16]}.npz"
     folder = cache_dir or os.path.dirname(os.path.abspath(library_path))
     if cache_dir is None and not os.access(folder, os.W_OK):
-        from schnetpack_molspectra.data.default import cache_dir as default_cache
-
         folder = default_cache()
         tag = hashlib.sha1(os.path.abspath(library_path).encode()).hexdigest()[:8]
         name = f"{os.path.basename(library_path)}-{tag}.molspectra-{sha256[:16]}.npz"

@@ -19,6 +19,7 @@ from schnetpack_molspectra.atomistic import missing_modality
 from schnetpack_molspectra.data.spectrum_files import QuerySpectrum, rescale_to_reference
 from schnetpack_molspectra.identify.model import EmbeddingModel, IdentifyError
 from schnetpack_molspectra.spectra.baseline import remove_baseline
+from schnetpack_molspectra.transform import NormalizeSpectra
 
 __all__ = [
     "normalise_spectra",
@@ -31,7 +32,6 @@ __all__ = [
 
 
 def normalise_spectra(enc: EmbeddingModel, spectra: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    from schnetpack_molspectra.transform import NormalizeSpectra
 
     present = [m for m in enc.modalities if m in spectra]
     transform = NormalizeSpectra(present, enc.normalization, {m: enc.spectra_scale.get(m, 1.0) for m in present})

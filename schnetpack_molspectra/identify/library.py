@@ -10,6 +10,7 @@ from typing import List, Tuple
 
 from ase import Atoms
 
+from schnetpack_molspectra.data.inputs import from_file, smiles_to_atoms
 from schnetpack_molspectra.identify.model import IdentifyError
 
 __all__ = ["Library", "LIBRARY_EXTENSIONS", "smiles_to_3d", "load_library", "smiles_from_structure"]
@@ -30,7 +31,6 @@ class Library:
 def smiles_to_3d(smiles: str) -> Atoms:
     """``data.inputs.smiles_to_atoms`` (RDKit ETKDG + MMFF, seed 0); for the strained cages where
     that embedding fails, RDKit again from random coordinates."""
-    from schnetpack_molspectra.data.inputs import smiles_to_atoms
 
     try:
         return smiles_to_atoms(smiles)
@@ -82,8 +82,6 @@ def load_library(path: str) -> Library:
                 names.append(str(row.get("label") or f"row {row.id}"))
                 smiles.append(str(row.get("smiles") or ""))
     elif ext in (".xyz", ".extxyz"):
-        from schnetpack_molspectra.data.inputs import from_file
-
         try:
             molecules = from_file(path)
         except (OSError, ValueError):  # named by the reader
