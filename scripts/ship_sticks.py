@@ -10,7 +10,7 @@ failures appended to ``<folder>/failures.jsonl`` (``data.sticks`` describes the 
   python scripts/ship_sticks.py --chunks 0:20 --workers 2             # the shipped chunks (into the package)
   python scripts/ship_sticks.py --selection held-out --chunks 0:2 --workers 2
         # the retrieval benchmark's queries: the first 500 held-out molecules, into benchmarks/data/held_out_sticks
-  python scripts/ship_sticks.py --chunks 28:484 --uv-method none --folder data/qm9_sticks --workers 16
+  python scripts/ship_sticks.py --chunks 29:484 --uv-method none --folder data/qm9_sticks --workers 16
         # IR + Raman for the rest of QM9 outside the held-out set (chunk 483 is its last, 81 molecules),
         # into the repository's data folder
 
