@@ -59,8 +59,20 @@ def _torch_load(source, path: str, what: str, weights_only: bool, map_location="
         raise PretrainedModelError(f"cannot read {what} {path}: {type(err).__name__}: {message}") from err
 
 
-def _refusal(err: pickle.UnpicklingError) -> str:
-    """What torch's weights-only unpickler refused (``Unsupported global: GLOBAL x.Y ...``)."""
+def _refusal(err: pickle.UnpicklingError, data: bytes) -> str:
+    """What torch's weights-only unpickler refused, as the globals' full names (``builtins.exec``).
+
+    torch >= 2.5 lists them (``torch.serialization.get_unsafe_globals_in_checkpoint``); older
+    torch names them in its message (``Unsupported global: GLOBAL builtins.exec ...``).
+    """
+    list_unsafe = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    if list_unsafe is not None:
+        try:
+            names = list_unsafe(io.BytesIO(data))
+        except Exception:  # a pickle it cannot walk: fall back to the message
+            names = []
+        if names:
+            return "unsupported globals: " + ", ".join(names)
     found = re.search(r"WeightsUnpickler error: ([^\n]*?)(?: was not an allowed global.*)?(?:\n|$)", str(err))
     return found.group(1).strip() if found else " ".join(str(err).split())[:200]
 
@@ -89,7 +101,7 @@ def load_file(path: str, what: str, trust: bool = False, opt_in: str = TRUST_OPT
     try:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:  # Python objects beyond tensors and plain data
-        refused = _refusal(err)
+        refused = _refusal(err, data)
     except Exception as err:
         message = " ".join(str(err).split())[:300]
         raise PretrainedModelError(f"cannot read {what} {path}: {type(err).__name__}: {message}") from err
