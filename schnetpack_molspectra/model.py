@@ -26,7 +26,8 @@ class MolSpectraModel(NeuralNetworkPotential):
       shipped model's name) initialises the encoder and, with ``pretrained_denoising_head``
       (released behaviour), the denoising head with its noise statistics, and with
       ``pretrained_spectra_encoder`` SpecFormer too (a MolSpectra pre-training continued from an
-      earlier one) (``schnetpack_molspectra.pretrained``), at construction, i.e. before any
+      earlier one, and with ``pretrained_spectra_head`` the ``SpectraHead`` (a spectra fine-tuning
+      continued) (``schnetpack_molspectra.pretrained``), at construction, i.e. before any
       training; ``None`` trains from scratch. A file that only full unpickling reads (a
       ``best_model``, a checkpoint) is read only when a run of yours wrote it, or with
       ``trust_pretrained_model`` (``globals.trust_pretrained_model=true``): unpickling runs the
@@ -51,6 +52,7 @@ class MolSpectraModel(NeuralNetworkPotential):
         pretrained_denoising_head: bool = True,
         pretrained_spectra_encoder: bool = False,
         trust_pretrained_model: bool = False,
+        pretrained_spectra_head: bool = False,
     ):
         for module in output_modules or []:
             if isinstance(module, DenoisingHead):
@@ -72,6 +74,7 @@ class MolSpectraModel(NeuralNetworkPotential):
                 spectra_encoder=pretrained_spectra_encoder,
                 trust=trust_pretrained_model,
                 opt_in=TRUST_OPT_IN,
+                spectra_head=pretrained_spectra_head,
             )
 
     def extract_outputs(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

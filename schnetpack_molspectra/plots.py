@@ -9,6 +9,8 @@
 - :func:`plot_mpr`: one molecule's normalised spectra with randomly masked patches (shaded) and
   SpecFormer's reconstructions of them.
 - :func:`plot_curves`: learning curves of a run from its TensorBoard logs (``train.logs.read_scalars``).
+- :func:`plot_predicted_spectra`: predicted spectra of up to ``max_molecules`` molecules, one
+  panel per modality (``spkspectra predict --plot``).
 
 ``model`` is a ``best_model`` or a run directory; ``data`` a spectra database (default: the
 database the run trained on, from its ``config.yaml``, e.g. the embedded default dataset).
@@ -39,7 +41,7 @@ from schnetpack_molspectra.spectra.grids import GRIDS
 from schnetpack_molspectra.train.logs import read_scalars
 from schnetpack_molspectra.transform import MaskSpectraPatches
 
-__all__ = ["plot_attention", "plot_tsne", "plot_mpr", "plot_curves", "run_data"]
+__all__ = ["plot_attention", "plot_tsne", "plot_mpr", "plot_curves", "plot_predicted_spectra", "run_data"]
 
 MODALITY_LABEL = {"uv": "UV-Vis", "ir": "IR", "raman": "Raman"}
 MODALITY_COLOR = {"uv": "tab:purple", "ir": "tab:red", "raman": "tab:blue"}
@@ -380,3 +382,39 @@ def plot_curves(run: str, out: str = "curves.png") -> Dict[str, object]:
         "tags": sorted(s),
         "panels": {title: {t: s[t] for t in tags} for title, tags in panels},
     }
+
+
+# ---------------------------------------------------------------- predicted spectra
+def plot_predicted_spectra(
+    spectra: Dict[str, np.ndarray],
+    names: Sequence[str],
+    out: str = "predicted.png",
+    max_molecules: int = 6,
+    ylabel: str = "intensity",
+) -> Dict[str, object]:
+    """The spectra ``spectra[m]`` (n, L) on the grids of the first ``max_molecules`` of the n
+    molecules ``names``, one panel per modality (UV, IR, Raman order), one line per molecule.
+
+    Returns ``{"out", "molecules": the names plotted, "modalities": the panels}``."""
+    plt = _pyplot()
+    modalities = [m for m in msp.modalities if m in spectra]
+    if not modalities:
+        raise ValueError(f"no spectra to plot (got {sorted(spectra)}; expected some of {list(msp.modalities)})")
+    n = min(len(names), int(max_molecules))
+    if n < 1:
+        raise ValueError("no molecules to plot")
+    colors = plt.get_cmap("tab10").colors
+    fig, axes = plt.subplots(len(modalities), 1, figsize=(10, 2.8 * len(modalities)), squeeze=False)
+    for ax, m in zip(axes[:, 0], modalities):
+        x = GRIDS[m].values()
+        for i in range(n):
+            label = names[i] if len(names[i]) <= 40 else names[i][:37] + "..."
+            ax.plot(x, np.asarray(spectra[m][i]), lw=1.0, color=colors[i % len(colors)], label=label)
+        ax.set_title(f"predicted {MODALITY_LABEL[m]} spectra", fontsize=9)
+        ax.set_xlabel(GRIDS[m].unit)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.legend(fontsize=7, loc="upper right")
+    more = f" (first {n} of {len(names)})" if len(names) > n else ""
+    fig.suptitle(f"predicted spectra{more}", fontsize=10)
+    fig.tight_layout()
+    return {"out": _save(fig, out), "molecules": list(names[:n]), "modalities": modalities}

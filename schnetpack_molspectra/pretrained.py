@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import schnetpack_molspectra.configs  # noqa: F401  (the configs' resolvers, for model_from_weights)
-from schnetpack_molspectra.atomistic import DenoisingHead, SpectraEncoder
+from schnetpack_molspectra.atomistic import DenoisingHead, SpectraEncoder, SpectraHead
 from schnetpack_molspectra.shipped import resolve_model
 from schnetpack_molspectra.weights import (
     TRUST_OPT_IN,
@@ -200,6 +200,7 @@ def load_pretrained_weights(
     spectra_encoder: bool = False,
     trust: bool = False,
     opt_in: str = TRUST_OPT_IN,
+    spectra_head: bool = False,
 ) -> nn.Module:
     """Copy the pre-trained encoder (and denoising head) of ``path`` into ``model`` in place.
 
@@ -212,6 +213,9 @@ def load_pretrained_weights(
             have one: a MolSpectra pre-training that continues an earlier one.
         trust: unpickle ``path`` even when no run of yours wrote it (:func:`stored_state`);
             ``opt_in`` is how the caller's user says so (named in the error).
+        spectra_head: also carry the spectrum-prediction head (``SpectraHead``) into the model's,
+            which must have one at the same place among the output modules: a spectra fine-tuning
+            that continues an earlier one.
 
     Raises:
         UntrustedModelError: ``path`` needs full unpickling and is not trusted (:func:`stored_state`).
@@ -238,6 +242,16 @@ def load_pretrained_weights(
         prefix = stored[0][: stored[0].index(".specformer.") + 1]
         spectra_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         load_state_checked(model.output_modules[index[0]], spectra_state, path, "spectra encoder")
+    if spectra_head:
+        index = [i for i, m in enumerate(getattr(model, "output_modules", [])) if isinstance(m, SpectraHead)]
+        prefix = f"output_modules.{index[0]}." if index else None
+        head_state = {k[len(prefix) :]: v for k, v in state.items() if prefix and k.startswith(prefix)}
+        if not head_state:
+            where = "this model" if not index else path
+            raise PretrainedModelError(
+                f"{path}: carrying the spectra head needs one in {where} (output module {prefix})"
+            )
+        load_state_checked(model.output_modules[index[0]], head_state, path, "spectra head")
     return model
 
 

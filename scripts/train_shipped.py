@@ -6,6 +6,8 @@ with the run's config and a model card), so a new machine goes on from the last 
                          set (``data.sticks.held_out_selection``: the last 10,000 of the seeded order)
   molspectra-painn-qm9   stage 2 (denoising + MPR + contrastive, modality dropout on) on the shipped
                          spectra molecules, from the newest ``denoise-painn-qm9`` piece
+  spectra-painn-qm9      spectra_finetune (IR and Raman spectra from the structure) on the same molecules,
+                         from the newest ``molspectra-painn-qm9`` piece
 
 Every piece starts from the weights of the previous piece's file (``globals.pretrained_model``), with
 a fresh optimiser and its own warm-up + cosine schedule (warm restarts between pieces); nothing but
@@ -62,6 +64,14 @@ MODELS = {
         "description": "PaiNN 128 x 3 + SpecFormer, MolSpectra stage 2 (denoising + MPR + contrastive) from "
         "denoise-painn-qm9, modality dropout 0.5: fine-tuning and identification from any spectra",
         "trained_on": "the 5,197 shipped spectra molecules (xTB IR/Raman, sTDA UV; 80/10/10 split), none held out",
+    },
+    "spectra-painn-qm9": {
+        "experiment": "spectra_finetune",
+        "source": "molspectra-painn-qm9",
+        "data": "spectra_targets",
+        "description": "PaiNN 128 x 3 from molspectra-painn-qm9 + SpectraHead: broadened IR and Raman spectra "
+        "(GFN2-xTB, Lorentzian 15 / 12 cm^-1, area-normalised) from the 3D structure",
+        "trained_on": "the 5,197 shipped spectra molecules (xTB IR/Raman; 80/10/10 split), none held out",
     },
 }
 VALIDATION = 1000  # stage 1: validation molecules drawn from the pre-training structures
@@ -193,13 +203,16 @@ def piece_overrides(name, args, previous):
             f"data.num_val={VALIDATION}",
         ]
     else:
-        overrides += ["globals.modality_dropout=0.5", f"globals.spectra_augmentation={args.augmentation}"]
+        if spec["data"] == "spectra":
+            overrides += ["globals.modality_dropout=0.5", f"globals.spectra_augmentation={args.augmentation}"]
         if args.inputs or args.sticks:
             overrides.append(f"data.datapath={spectra_db(args.workdir, args.inputs, args.sticks)}")
     if previous is not None:
         overrides.append(f"globals.pretrained_model={previous}")
-        if spec["data"] == "spectra" and previous.endswith(f"{name}.pt"):  # a continuation: SpecFormer too
-            overrides.append("+globals.pretrained_spectra_encoder=true")
+        if os.path.basename(previous) == f"{name}.pt":  # a continuation: SpecFormer / the spectra head too
+            key = "pretrained_spectra_encoder" if spec["data"] == "spectra" else "pretrained_spectra_head"
+            if spec["data"] != "qm9":
+                overrides.append(f"+globals.{key}=true")
     return overrides + list(args.overrides)
 
 
@@ -252,6 +265,8 @@ def run_piece(name, args):
     summary = json.load(open(summary_file)) if os.path.exists(summary_file) else {}
     if MODELS[name]["data"] == "spectra":
         spectra = {"sticks_folders": ["package"] + list(args.sticks), "spectra_augmentation": args.augmentation}
+    elif MODELS[name]["data"] == "spectra_targets":
+        spectra = {"sticks_folders": ["package"] + list(args.sticks)}
     else:
         spectra = {}
     card["pieces"].append(
@@ -275,11 +290,19 @@ def run_piece(name, args):
 
         with connect(spectra_db(args.workdir, args.inputs, args.sticks)) as conn:
             n_all, n_no_uv = conn.count(), sum(1 for r in conn.select(include_data=True) if r.data["uv_missing"][0])
-        card["trained_on"] = (
-            f"{n_all:,} QM9 spectra molecules (80/10/10 split), none held out: {n_all - n_no_uv:,} with xTB IR/Raman "
-            f"and sTDA UV (the package's sticks), {n_no_uv:,} with xTB IR/Raman only (UV withheld; {', '.join(args.sticks)})"
-        )
-        card["description"] = MODELS[name]["description"] + "; spectra augmentation (each piece's spectra_augmentation)"
+        if MODELS[name]["data"] == "spectra":
+            card["trained_on"] = (
+                f"{n_all:,} QM9 spectra molecules (80/10/10 split), none held out: {n_all - n_no_uv:,} with xTB IR/Raman "
+                f"and sTDA UV (the package's sticks), {n_no_uv:,} with xTB IR/Raman only (UV withheld; {', '.join(args.sticks)})"
+            )
+            card["description"] = (
+                MODELS[name]["description"] + "; spectra augmentation (each piece's spectra_augmentation)"
+            )
+        else:
+            card["trained_on"] = (
+                f"{n_all:,} QM9 spectra molecules (80/10/10 split), none held out: xTB IR/Raman of the package's "
+                f"sticks ({n_all - n_no_uv:,}) and of {', '.join(args.sticks)} ({n_no_uv:,})"
+            )
     save_weights(out, model, config=config, card=card)
     print(f"{name} piece {piece}: {wall:.0f} s, weights in {out} ({os.path.getsize(out) / 1e6:.1f} MB)")
 

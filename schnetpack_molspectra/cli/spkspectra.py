@@ -8,6 +8,7 @@ spkspectra md17-npz md17_aspirin.npz OUT.db                      # real MD17 fil
 spkspectra default [--out PATH]          # (re)build the embedded default dataset
 spkspectra identify SPECTRA... --model best_model --library candidates.smi [--top-k 5 --csv out.csv]
 spkspectra plot attention|tsne|mpr|curves RUN_DIR [--out x.png]
+spkspectra predict --smiles CCO c1ccccc1 | --file mols.xyz --out pred.npz|pred.csv|pred.jdx [--model spectra-painn-qm9 --plot pred.png]
 """
 
 import argparse
@@ -28,7 +29,16 @@ from schnetpack_molspectra.data.qm9s import convert_qm9s
 from schnetpack_molspectra.data.simulate.cluster import JOBQUEUE_CLUSTERS, ClusterError, ClusterSpec
 from schnetpack_molspectra.data.simulate.runner import SimulationSettings, read_failures, simulate_to_db
 from schnetpack_molspectra.data.simulate.uv import UV_METHODS
+from schnetpack_molspectra.data.spectrum_files import REFERENCE_PEAK, WRITE_EXTENSIONS, write_spectra
 from schnetpack_molspectra.identify import format_results, identify
+from schnetpack_molspectra.predict import (
+    DEFAULT_MODEL,
+    PredictError,
+    collect_inputs,
+    load_predictor,
+    predict_spectra,
+    reference_scaled,
+)
 from schnetpack_molspectra.shipped import available_models, cards_table, format_card, model_card
 
 TRUST_HELP = (
@@ -225,6 +235,42 @@ def _plot(args):
         for m, e in result["errors"].items():
             print(f"  {m}: MSE on masked patches {e['mse']:.4f} (predicting zero {e['mse_zero']:.4f})")
     print(result["out"])
+    return 0
+
+
+def _predict(args):
+    ext = os.path.splitext(args.out)[1].lower()
+    if ext not in WRITE_EXTENSIONS:  # before the model and the structures: a wrong --out fails at once
+        raise ValueError(f"--out {args.out}: unknown format {ext or '(no suffix)'}; use {', '.join(WRITE_EXTENSIONS)}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, not {args.batch_size}")
+    predictor = load_predictor(args.model, device=_device(args.device), trust=args.trust_model)
+    many = len(args.smiles or []) > 100
+    molecules = collect_inputs(predictor, smiles=args.smiles, file=args.file, progress=many)
+    for skipped in molecules.skipped:
+        print(f"skipped: {skipped}")
+    if not molecules.atoms:
+        reasons = "; ".join(str(s) for s in molecules.skipped[:3])
+        more = f"; ... {len(molecules.skipped) - 3} more" if len(molecules.skipped) > 3 else ""
+        raise PredictError(
+            f"nothing written: none of the {molecules.n_inputs} inputs can be predicted by {predictor.path} "
+            f"({reasons}{more})"
+        )
+    spectra = predict_spectra(
+        predictor, molecules.atoms, batch_size=args.batch_size, progress=len(molecules.atoms) > args.batch_size
+    )
+    scaled = reference_scaled(spectra)
+    written = write_spectra(args.out, scaled, molecules.names, molecules.smiles)
+    modalities = ", ".join(predictor.modalities)
+    for path in written:
+        print(f"{path}: written")
+    print(
+        f"{len(molecules.atoms)} of {molecules.n_inputs} inputs predicted ({modalities}; peaks scaled to "
+        f"{', '.join(f'{m} {REFERENCE_PEAK[m]:g}' for m in predictor.modalities)}), {len(molecules.skipped)} skipped"
+    )
+    if args.plot:
+        result = plots.plot_predicted_spectra(scaled, molecules.names, args.plot, ylabel="intensity (peak scaled)")
+        print(f"{result['out']}: {len(result['molecules'])} molecules plotted")
     return 0
 
 
@@ -470,6 +516,40 @@ def _add_plot(sub) -> None:
     plot.set_defaults(run=_plot)
 
 
+def _add_predict(sub) -> None:
+    """``spkspectra predict``."""
+    pred = sub.add_parser(
+        "predict",
+        help="predict IR/Raman/UV spectra of structures with a spectra model (spktrain experiment=spectra_finetune)",
+        description="Predict the spectra of molecules with a spectra model. One row (or file) per usable input, "
+        "in input order, with its name and SMILES; inputs the model cannot take (an unknown element, no atoms, a "
+        "SMILES RDKit cannot embed) are named and skipped. The written intensities are the area-normalised "
+        "predictions scaled to the training data's typical peak height, the scale spkspectra identify expects.",
+    )
+    src = pred.add_mutually_exclusive_group(required=True)
+    src.add_argument("--smiles", nargs="+", help="SMILES strings (3D structures from RDKit)")
+    src.add_argument("--file", "--xyz", "--db", dest="file", help="xyz / extxyz / ASE db with the structures")
+    pred.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"a shipped model's name (default {DEFAULT_MODEL}), a weights file, or the best_model of "
+        "spktrain experiment=spectra_finetune (or its run directory)",
+    )
+    pred.add_argument(
+        "--out",
+        required=True,
+        help="spectra to write: .npz (arrays ir/raman/uv, names, smiles), .csv (one file per modality: "
+        "OUT_ir.csv, ...) or .jdx (JCAMP-DX, one compound file per molecule: OUT_<i>.jdx for several)",
+    )
+    pred.add_argument("--plot", default=None, metavar="PNG", help="also plot the spectra of the first 6 molecules")
+    pred.add_argument(
+        "--device", default="auto", help="where the model runs: auto (a GPU if there is one), cpu, cuda, cuda:1, ..."
+    )
+    pred.add_argument("--batch-size", type=int, default=64, help="structures per model call (default 64)")
+    pred.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
+    pred.set_defaults(run=_predict)
+
+
 def _add_models(sub) -> None:
     """``spkspectra models``."""
     models = sub.add_parser("models", help="the pre-trained models shipped with the package, with their model cards")
@@ -491,6 +571,7 @@ def parser() -> argparse.ArgumentParser:
         _add_default,
         _add_identify,
         _add_plot,
+        _add_predict,
         _add_models,
     ):
         add(sub)

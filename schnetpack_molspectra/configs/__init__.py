@@ -77,3 +77,7 @@ if not OmegaConf.has_resolver("qm9"):
 
 if not OmegaConf.has_resolver("run_uuid"):
     OmegaConf.register_new_resolver("run_uuid", lambda: str(uuid.uuid1()), use_cache=True)
+
+if not OmegaConf.has_resolver("contains"):
+    # ${contains:${globals.modalities},ir}: whether a list holds an item (a switch of configs.modules)
+    OmegaConf.register_new_resolver("contains", lambda items, item: item in list(items))

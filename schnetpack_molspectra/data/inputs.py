@@ -11,7 +11,15 @@ from schnetpack_molspectra.data.files import require_file
 from schnetpack_molspectra.data.qm9 import gdb_positions, load_qm9pack, qm9_molecules
 from schnetpack_molspectra.data.simulate.runner import MoleculeInput
 
-__all__ = ["StructureInputError", "smiles_to_atoms", "from_smiles", "from_file", "from_qm9"]
+__all__ = [
+    "StructureInputError",
+    "smiles_to_atoms",
+    "from_smiles",
+    "from_file",
+    "from_qm9",
+    "read_structures",
+    "structure_problem",
+]
 
 
 class StructureInputError(ValueError):
@@ -58,7 +66,7 @@ def from_smiles(smiles: Sequence[str]) -> List[MoleculeInput]:
     return inputs
 
 
-def _structure_problem(atoms: Atoms) -> Optional[str]:
+def structure_problem(atoms: Atoms) -> Optional[str]:
     """What makes one structure unusable (no atoms, unknown elements, non-finite positions), or None."""
     if len(atoms) == 0:
         return "has no atoms"
@@ -99,7 +107,7 @@ def _xyz_count_problem(path: str) -> Optional[str]:
     return None
 
 
-def _read_structures(path: str) -> List[Atoms]:
+def read_structures(path: str) -> List[Atoms]:
     """Every structure in ``path`` by ``ase.io``; a failure names the structure it was reading."""
     from ase.io import iread
     from ase.io.formats import filetype
@@ -132,11 +140,11 @@ def from_file(path: str) -> List[MoleculeInput]:
             structure without atoms, with unknown elements or non-finite positions (named).
     """
     require_file(path, "structure file")
-    frames = _read_structures(path)
+    frames = read_structures(path)
     if not frames:
         raise StructureInputError(f"{path}: no structures in it")
     for i, atoms in enumerate(frames):
-        problem = _structure_problem(atoms)
+        problem = structure_problem(atoms)
         if problem is not None:
             raise StructureInputError(f"{path}: structure {i} {problem}")
     # extxyz frames may carry their SMILES (info key ``smiles``): it goes into the database with them

@@ -48,6 +48,28 @@ Resampling of x,y data (CSV x,y and JCAMP-DX)
    points outside the file's x range are 0 (no signal). The fraction of the grid the file
    covers is kept (``coverage``), and a spectrum that does not overlap its grid is an error.
 
+Writing (:func:`write_spectra`, chosen by the suffix; ``spkspectra predict --out``)
+------------------------------------------------------------------------------
+``.npz``
+    arrays ``uv``/``ir``/``raman`` (n, L) float32 of the modalities given, ``names`` and ``smiles``
+    (n,), and each modality's grid as ``<m>_grid`` (L,) (the reader ignores the grids).
+``.csv``
+    one file per modality, ``<stem>_<m>.csv`` (``pred.csv`` -> ``pred_ir.csv``, ``pred_raman.csv``):
+    a ``#`` comment line naming the modality, grid and unit, then one row per molecule: its name,
+    then its L values (``%.9g``: float32 exactly). Read back with ``read_csv(path, modality=m)``.
+    A name that the reader would take for a number (``12``, ``nan``) or an empty one is written
+    as ``molecule <name>``.
+JCAMP-DX ``.jdx``
+    one compound file (``##DATA TYPE=LINK``) per molecule with one ``##XYDATA=(X++(Y..Y))`` block
+    per modality (``INFRARED SPECTRUM``, ``RAMAN SPECTRUM`` in ``1/CM``, ``UV/VIS SPECTRUM`` in
+    ``EV``; blocks written by ``jcamp.write``, Y to 1e-9 of the block's peak); ``##TITLE`` is the
+    molecule's name. One molecule: the path given; several: ``<stem>_<i>.jdx``, i the row.
+
+Every file is written to ``<path>.partial`` and renamed when complete: a killed run leaves no
+half-written file. The writers store the values they are given; ``spkspectra predict`` gives
+them the predicted area-normalised spectra scaled by :func:`rescale_to_reference` (peak at
+:data:`REFERENCE_PEAK`), the intensity scale ``identify`` expects of the arrays and CSV rows.
+
 Intensity scale: the databases and arrays are taken as in the units of the training data. x,y
 data are in whatever units the instrument wrote, so :func:`rescale_to_reference` scales such a
 spectrum to the peak height typical of the shipped training data (:data:`REFERENCE_PEAK`);
@@ -80,6 +102,11 @@ __all__ = [
     "to_absorbance",
     "rescale_to_reference",
     "SPECTRA_EXTENSIONS",
+    "WRITE_EXTENSIONS",
+    "write_spectra",
+    "write_npz",
+    "write_csv",
+    "write_jcamp",
 ]
 
 #: median peak height of each modality's spectra in the first 499 shipped QM9 molecules (GFN2-xTB IR km/mol
@@ -90,6 +117,8 @@ REFERENCE_PEAK = {"uv": 0.41, "ir": 11.1, "raman": 14.8}
 HC_EV_NM = 1239.84198  # E (eV) * lambda (nm)
 CM1_PER_EV = 8065.544
 SPECTRA_EXTENSIONS = (".db", ".npy", ".npz", ".csv", ".jdx", ".dx", ".jcamp")
+#: the formats :func:`write_spectra` writes, by suffix
+WRITE_EXTENSIONS = (".npz", ".csv", ".jdx")
 
 
 @dataclass
@@ -447,3 +476,180 @@ def read_spectra(path: str, modality: Optional[str] = None) -> List[QuerySpectru
     if ext in (".jdx", ".dx", ".jcamp", ".jcm"):
         return read_jcamp(path, modality)
     raise ValueError(f"{path}: unknown spectra format {ext!r}; use one of {', '.join(SPECTRA_EXTENSIONS)}")
+
+
+# ---------------------------------------------------------------- writers
+#: JCAMP-DX ``##DATA TYPE`` and ``##XUNITS`` of each modality's block (what :func:`read_jcamp` reads back)
+JCAMP_BLOCKS = {
+    "uv": ("UV/VIS SPECTRUM", "EV", "ARBITRARY UNITS"),
+    "ir": ("INFRARED SPECTRUM", "1/CM", "ABSORBANCE"),
+    "raman": ("RAMAN SPECTRUM", "1/CM", "ARBITRARY UNITS"),
+}
+
+
+def _checked_rows(spectra: Dict[str, np.ndarray], names, smiles) -> tuple:
+    """(spectra as (n, L) float32 per modality in the order of ``msp.modalities``, names, smiles), checked."""
+    if not spectra:
+        raise ValueError("no spectra to write")
+    names = [str(n) for n in names]
+    rows = {}
+    for m in msp.modalities:
+        if m not in spectra:
+            continue
+        a = np.asarray(spectra[m], dtype=np.float32)
+        if a.ndim != 2 or a.shape[1] != SPECTRUM_LENGTHS[m]:
+            raise ValueError(f"{m} spectra of shape {a.shape}; expected (n, {SPECTRUM_LENGTHS[m]}) on the {m} grid")
+        if a.shape[0] != len(names):
+            raise ValueError(f"{a.shape[0]} {m} spectra but {len(names)} names")
+        for i, r in enumerate(a):
+            problem = spectrum_problem(r, SPECTRUM_LENGTHS[m], allow_negative=False)
+            if problem is not None:
+                raise SpectrumError(f"{m} spectrum {i} ({names[i]}) {problem}")
+        rows[m] = a
+    unknown = sorted(set(spectra) - set(rows))
+    if unknown:
+        raise ValueError(f"unknown modalities {unknown}; choose from {msp.modalities}")
+    smiles = [""] * len(names) if smiles is None else ["" if s is None else str(s) for s in smiles]
+    if len(smiles) != len(names):
+        raise ValueError(f"{len(smiles)} SMILES but {len(names)} names")
+    return rows, names, smiles
+
+
+def _write_whole(path: str, write) -> str:
+    """``write(file)`` into ``<path>.partial``, renamed to ``path`` when done (removed on failure)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = path + ".partial"
+    try:
+        with open(partial, "wb") as f:
+            write(f)
+        os.replace(partial, path)
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
+    return path
+
+
+def write_npz(path: str, spectra: Dict[str, np.ndarray], names, smiles=None) -> List[str]:
+    """One ``.npz``: ``<m>`` (n, L) float32 per modality, ``names``, ``smiles`` (n,) and ``<m>_grid`` (L,)
+    (module docstring); read back by :func:`read_array`. Returns ``[path]``."""
+    rows, names, smiles = _checked_rows(spectra, names, smiles)
+    arrays = dict(rows)
+    arrays.update({f"{m}_grid": GRIDS[m].values() for m in rows})
+    arrays["names"] = np.array(names, dtype=str)
+    arrays["smiles"] = np.array(smiles, dtype=str)
+    return [_write_whole(path, lambda f: np.savez(f, **arrays))]
+
+
+def csv_paths(path: str, modalities) -> Dict[str, str]:
+    """Where :func:`write_csv` writes each modality: ``pred.csv`` -> ``pred_ir.csv``, ..."""
+    stem, ext = os.path.splitext(path)
+    return {m: f"{stem}_{m}{ext or '.csv'}" for m in modalities}
+
+
+def _csv_name(name: str) -> str:
+    """A row name :func:`read_csv` reads back as a name: not empty, not a number, one line."""
+    name = " ".join(name.split())
+    return f"molecule {name}".strip() if not name or _is_number(name) else name
+
+
+def write_csv(path: str, spectra: Dict[str, np.ndarray], names, smiles=None) -> List[str]:
+    """One CSV per modality (:func:`csv_paths`): a ``#`` comment naming the grid and its unit, then
+    one row per molecule, its name and its L values; read back by ``read_csv(file, modality=m)``.
+    ``smiles`` are not written (CSV rows carry a name only). Returns the files written."""
+    import io
+
+    rows, names, _ = _checked_rows(spectra, names, smiles)
+    written = []
+    for m, file in csv_paths(path, rows).items():
+        grid = GRIDS[m]
+        text = io.StringIO()
+        text.write(
+            f"# {m} spectra on the grid {grid.start:g}-{grid.stop:g} {grid.unit} in steps of {grid.step:g} "
+            f"({grid.n_points} values per row); one row per molecule: name then values\n"
+        )
+        writer = csv.writer(text, lineterminator="\n")
+        for name, values in zip(names, rows[m]):
+            writer.writerow([_csv_name(name)] + [f"{v:.9g}" for v in values.tolist()])
+        data = text.getvalue().encode()
+        written.append(_write_whole(file, lambda f, data=data: f.write(data)))
+    return written
+
+
+def jcamp_paths(path: str, n: int) -> List[str]:
+    """Where :func:`write_jcamp` writes ``n`` molecules: ``path`` for one, ``<stem>_<i><ext>`` for several."""
+    if n == 1:
+        return [path]
+    stem, ext = os.path.splitext(path)
+    return [f"{stem}_{i}{ext or '.jdx'}" for i in range(n)]
+
+
+def _jcamp_text(name: str, spectra: Dict[str, np.ndarray]) -> str:
+    """A compound JCAMP-DX file (``##DATA TYPE=LINK``) with one block per modality."""
+    import contextlib
+    import io
+
+    try:
+        import jcamp
+    except ImportError as err:
+        raise ImportError("writing JCAMP-DX needs the 'jcamp' package: pip install jcamp") from err
+    title = " ".join(name.split()) or "molecule"
+    out = [f"##TITLE={title}", "##JCAMP-DX=5.01", "##DATA TYPE=LINK", f"##BLOCKS={len(spectra)}"]
+    for block, (m, values) in enumerate(spectra.items(), start=1):
+        data_type, x_units, y_units = JCAMP_BLOCKS[m]
+        peak = float(np.max(values))
+        # jcamp.write prints Y / YFACTOR with 4 decimals: Y up to 1e5 keeps 9 significant digits of the peak
+        y_factor = float(f"{peak / 1e5:.6e}") if peak > 0 else 1.0
+        header = {
+            "title": f"{title} {m}",
+            "data type": data_type,
+            "block_id": block,
+            "xunits": x_units,
+            "yunits": y_units,
+            "xfactor": 1,
+            "yfactor": y_factor,
+            "x": GRIDS[m].values(),
+            "y": values.astype(np.float64),
+        }
+        with contextlib.redirect_stdout(io.StringIO()):  # jcamp.write prints a debug line per point
+            text = jcamp.write(header, linewidth=80)
+        lines, seen = [], set()
+        for line in reversed(text.splitlines()):  # XFACTOR/YFACTOR come twice (the dict's and jcamp's): once
+            if line.startswith(("##XFACTOR=", "##YFACTOR=")) and line in seen:
+                continue
+            seen.add(line)
+            lines.insert(0, line)
+        # jcamp.write starts with ##JCAMP-DX; a block of a compound file starts with its ##TITLE
+        title_line = next(i for i, line in enumerate(lines) if line.startswith("##TITLE="))
+        lines.insert(0, lines.pop(title_line))
+        out.extend(lines)
+    out.append("##END=")
+    return "\n".join(out) + "\n"
+
+
+def write_jcamp(path: str, spectra: Dict[str, np.ndarray], names, smiles=None) -> List[str]:
+    """One compound JCAMP-DX file per molecule (:func:`jcamp_paths`), one block per modality,
+    read back by :func:`read_jcamp` (module docstring). ``smiles`` are not written. Returns the files."""
+    rows, names, _ = _checked_rows(spectra, names, smiles)
+    written = []
+    for i, file in enumerate(jcamp_paths(path, len(names))):
+        data = _jcamp_text(names[i], {m: a[i] for m, a in rows.items()}).encode()
+        written.append(_write_whole(file, lambda f, data=data: f.write(data)))
+    return written
+
+
+def write_spectra(path: str, spectra: Dict[str, np.ndarray], names, smiles=None) -> List[str]:
+    """Write spectra on the grids, ``spectra[m]`` (n, L) per modality with ``names`` (and ``smiles``)
+    of the n molecules, in the format of ``path``'s suffix (:data:`WRITE_EXTENSIONS`; module
+    docstring): :func:`write_npz`, :func:`write_csv` or :func:`write_jcamp`. The values are written
+    as given. Returns the files written.
+
+    Raises:
+        ValueError: an unknown suffix, or spectra that do not fit their grid, the names, or are
+            negative or non-finite (:class:`SpectrumError`, naming the molecule).
+    """
+    ext = os.path.splitext(path)[1].lower()
+    writers = {".npz": write_npz, ".csv": write_csv, ".jdx": write_jcamp}
+    if ext not in writers:
+        raise ValueError(f"{path}: cannot write spectra as {ext or 'a file without suffix'}; use .npz, .csv or .jdx")
+    return writers[ext](path, spectra, names, smiles)

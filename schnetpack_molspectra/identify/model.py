@@ -31,6 +31,9 @@ __all__ = [
     "training_db",
     "database_elements",
     "load_model",
+    "atomic_number",
+    "model_cutoff",
+    "model_elements",
     "TRUST_OPT_IN",
 ]
 
@@ -177,40 +180,53 @@ def load_model(
             "not of denoise_pretrain or a fine-tuning run"
         )
     model.eval()
-    representation = model.representation
-    cutoff = getattr(representation, "cutoff", None)
-    if cutoff is None and hasattr(representation, "cutoff_fn"):
-        cutoff = getattr(representation.cutoff_fn, "cutoff", None)
     cfg = run_config(path) if stored is None else OmegaConf.create(stored["config"])
     card = {} if stored is None else stored["card"]
-    if cutoff is None and cfg is not None:
-        cutoff = cfg.get("globals", {}).get("cutoff")
-    cutoff = float(cutoff if cutoff is not None else 5.0)
-
-    enc = EmbeddingModel(path, model, spectra[0], rep3d[0], cutoff, sha256=file_sha256(path), device=device)
+    enc = EmbeddingModel(
+        path, model, spectra[0], rep3d[0], model_cutoff(model, cfg), sha256=file_sha256(path), device=device
+    )
     found = _normalisation_from_config(cfg, path) if cfg is not None else None
     if found is not None:
         enc.normalization, enc.spectra_scale = found
     if elements is not None:
-        enc.elements = tuple(sorted(_atomic_number(e) for e in elements))
+        enc.elements = tuple(sorted(atomic_number(e) for e in elements))
         enc.elements_source = "given"
-    elif card.get("elements"):
-        enc.elements = tuple(sorted(_atomic_number(e) for e in card["elements"]))
-        enc.elements_source = f"model card of {os.path.basename(path)}"
-    elif cfg is not None:
-        db = training_db(cfg)
-        if db and os.path.isfile(db):
-            try:
-                enc.elements = database_elements(db)
-                enc.elements_source = f"training data {db}"
-            except sqlite3.Error:
-                pass
+    else:
+        enc.elements, enc.elements_source = model_elements(card, cfg, path)
     return enc
 
 
-def _atomic_number(element) -> int:
+def atomic_number(element) -> int:
+    """The atomic number of an element given by symbol (``"C"``) or number (``6``, ``"6"``)."""
     if isinstance(element, (int, np.integer)) or str(element).isdigit():
         return int(element)
     if element not in chemical_symbols:
         raise ValueError(f"unknown element {element!r}")
     return chemical_symbols.index(element)
+
+
+def model_cutoff(model: torch.nn.Module, cfg=None) -> float:
+    """The neighbour-list cutoff of a saved model: its representation's, else the run config's
+    ``globals.cutoff``, else 5 Angstrom."""
+    representation = model.representation
+    cutoff = getattr(representation, "cutoff", None)
+    if cutoff is None and hasattr(representation, "cutoff_fn"):
+        cutoff = getattr(representation.cutoff_fn, "cutoff", None)
+    if cutoff is None and cfg is not None:
+        cutoff = OmegaConf.select(cfg, "globals.cutoff", default=None)
+    return float(cutoff if cutoff is not None else 5.0)
+
+
+def model_elements(card: Dict, cfg, path: str) -> Tuple[Tuple[int, ...], str]:
+    """(atomic numbers, where they came from) of the elements a saved model was trained on: its
+    model card's ``elements``, else its run's training database, else QM9's."""
+    if card.get("elements"):
+        return tuple(sorted(atomic_number(e) for e in card["elements"])), f"model card of {os.path.basename(path)}"
+    if cfg is not None:
+        db = training_db(cfg)
+        if db and os.path.isfile(db):
+            try:
+                return database_elements(db), f"training data {db}"
+            except sqlite3.Error:
+                pass
+    return QM9_ELEMENTS, "default (QM9: H, C, N, O, F)"

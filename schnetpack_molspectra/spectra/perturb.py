@@ -16,7 +16,17 @@ from typing import Optional, Sequence
 
 import torch
 
-__all__ = ["uniform", "move_lines", "jitter_intensities", "broaden_lines", "instrument", "normalize_spectrum"]
+from schnetpack_molspectra.spectra.similarity import area_normalize
+
+__all__ = [
+    "uniform",
+    "move_lines",
+    "jitter_intensities",
+    "broaden_lines",
+    "instrument",
+    "normalize_spectrum",
+    "NORMALIZATIONS",
+]
 
 
 def uniform(bounds: Sequence[float], n: int, like: torch.Tensor, generator: Optional[torch.Generator] = None):
@@ -108,11 +118,19 @@ def instrument(
     return out.clamp_min(0.0)
 
 
+#: the spectra normalisations (:func:`normalize_spectrum`)
+NORMALIZATIONS = ("log10", "log", "none", "area")
+
+
 def normalize_spectrum(x: torch.Tensor, method: str = "log10", scale: float = 1.0) -> torch.Tensor:
-    """``log10(1 + scale * x)`` (``method="log10"``), ``log(1 + scale * x)`` (``"log"``) or
-    ``scale * x`` (``"none"``): the normalisation SpecFormer's inputs get."""
-    if method not in ("log10", "log", "none"):
-        raise ValueError(f"unknown normalisation {method!r}; use log10, log or none")
+    """``log10(1 + scale * x)`` (``method="log10"``), ``log(1 + scale * x)`` (``"log"``),
+    ``scale * x`` (``"none"``): the normalisation SpecFormer's inputs get; or ``"area"``: each row
+    divided by its sum (unit area over the grid points, all-zero rows stay zero), the targets of
+    spectrum prediction."""
+    if method not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalisation {method!r}; use one of {', '.join(NORMALIZATIONS)}")
+    if method == "area":
+        return area_normalize(x)
     x = x * scale
     if method == "log10":
         return torch.log10(1.0 + x)

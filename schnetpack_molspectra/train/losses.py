@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from schnetpack_molspectra.distributed import distributed_world, gather_rows
+from schnetpack_molspectra.spectra.similarity import SID_FLOOR, has_spectrum, spectral_information_divergence
 
 __all__ = [
     "NEGATIVES",
@@ -16,6 +17,10 @@ __all__ = [
     "info_nce_terms",
     "InfoNCELoss",
     "SmoothedLoss",
+    "SpectralInformationDivergenceLoss",
+    "SpectrumMSELoss",
+    "SPECTRUM_LOSSES",
+    "spectrum_loss",
 ]
 
 #: contrastive negatives: "global" = the molecules of every rank's batch (one process on the
@@ -170,3 +175,50 @@ class SmoothedLoss(nn.Module):
         loss = self.alpha * loss + (1 - self.alpha) * previous.to(loss.device)
         self.previous[self.training] = loss.detach()
         return loss
+
+
+class SpectralInformationDivergenceLoss(nn.Module):
+    """Mean spectral information divergence between predicted and target spectra (Chemprop-IR's
+    loss; :func:`~schnetpack_molspectra.spectra.similarity.spectral_information_divergence`).
+
+    ``prediction`` and ``target``: (n_molecules, n_points), non-negative. Molecules whose target is
+    all zero (no spectrum of that modality, e.g. UV not computed) do not count; a batch without
+    any target spectrum gives 0 (with a gradient, so every rank's backward pass matches).
+    """
+
+    def __init__(self, floor: float = SID_FLOOR):
+        super().__init__()
+        self.floor = floor
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        present = has_spectrum(target)
+        if not bool(present.any()):
+            return prediction.sum() * 0.0
+        return spectral_information_divergence(prediction[present], target[present], self.floor).mean()
+
+
+class SpectrumMSELoss(nn.Module):
+    """Mean squared error of spectra each scaled to a maximum of 1 (``prediction``, ``target``:
+    (n_molecules, n_points)), so every molecule counts alike whatever its intensities. Molecules
+    without a target spectrum (all zero) do not count."""
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        present = has_spectrum(target)
+        if not bool(present.any()):
+            return prediction.sum() * 0.0
+        p, t = prediction[present], target[present]
+        p = p / p.amax(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+        t = t / t.amax(-1, keepdim=True)
+        return ((p - t) ** 2).mean()
+
+
+#: name -> loss of a predicted spectrum (``globals.spectra_loss`` of ``experiment=spectra_finetune``)
+SPECTRUM_LOSSES = {"sid": SpectralInformationDivergenceLoss, "mse": SpectrumMSELoss}
+
+
+def spectrum_loss(kind: str = "sid") -> nn.Module:
+    """The loss of a predicted spectrum by name: "sid" (spectral information divergence of the
+    area-normalised spectra, Chemprop-IR) or "mse" (squared error of the peak-normalised spectra)."""
+    if kind not in SPECTRUM_LOSSES:
+        raise ValueError(f"unknown spectrum loss {kind!r}; use one of {sorted(SPECTRUM_LOSSES)}")
+    return SPECTRUM_LOSSES[kind]()

@@ -9,9 +9,17 @@ import torch
 from torchmetrics import MeanMetric
 from torchmetrics.regression import MeanAbsoluteError
 
+from schnetpack_molspectra.spectra.similarity import SIMILARITY_MEASURES, has_spectrum, similarity
 from schnetpack_molspectra.train.losses import NEGATIVES, contrastive_similarities, info_nce_terms
 
-__all__ = ["retrieval_hits", "InfoNCE", "RetrievalAccuracy", "ScaledMeanAbsoluteError"]
+__all__ = [
+    "retrieval_hits",
+    "InfoNCE",
+    "RetrievalAccuracy",
+    "ScaledMeanAbsoluteError",
+    "SpectralSimilarity",
+    "spectra_metrics",
+]
 
 
 def retrieval_hits(anchor: torch.Tensor, candidates: torch.Tensor, negatives: str = "global") -> torch.Tensor:
@@ -78,3 +86,27 @@ class ScaledMeanAbsoluteError(MeanAbsoluteError):
 
     def compute(self):
         return super().compute() * self.scale
+
+
+class SpectralSimilarity(MeanMetric):
+    """Mean similarity of predicted and target spectra over molecules: ``measure`` = "sis"
+    (1 / (1 + SID)), "cosine" or "spearman" (:mod:`schnetpack_molspectra.spectra.similarity`).
+    Each molecule with a target spectrum counts once; those without (all-zero target) not at all."""
+
+    def __init__(self, measure: str = "sis", **kwargs):
+        super().__init__(**kwargs)
+        similarity(measure, torch.ones(1, 2), torch.ones(1, 2))  # an unknown measure fails here
+        self.measure = measure
+
+    def update(self, prediction: torch.Tensor, target: torch.Tensor):
+        """prediction, target: (n_molecules, n_points)."""
+        present = has_spectrum(target)
+        if bool(present.any()):
+            values = similarity(self.measure, prediction.detach()[present], target.detach()[present])
+            super().update(values.mean(), weight=values.numel())
+
+
+def spectra_metrics(measures=tuple(SIMILARITY_MEASURES)):
+    """``{measure: SpectralSimilarity(measure)}``: the metrics of one predicted spectrum (logged
+    as ``{subset}_{spectrum key}_{measure}``, e.g. ``val_ir_spectrum_sis``)."""
+    return {m: SpectralSimilarity(m) for m in measures}

@@ -1,0 +1,236 @@
+"""Spectra from the structure: does pre-training pay off, and how fast is prediction against the simulator?
+
+Fine-tunes ``spktrain experiment=spectra_finetune`` (SpectraHead, SID loss) from each encoder of
+``--arms`` (``scratch``, or a shipped model: ``denoise-painn-qm9``, ``molspectra-painn-qm9``) on
+``--n-train`` molecules of the training database (the package's default dataset, or ``--data``), for
+each seed of ``--seeds``, and tests every best model on the held-out molecules
+(``data.sticks.held_out_selection``, which no shipped model saw) whose sticks are committed in
+``benchmarks/data/held_out_sticks``: per modality the mean SIS (1 / (1 + SID)), cosine and Spearman
+of predicted against simulated spectra (:mod:`schnetpack_molspectra.spectra.similarity`). The
+validation split (500 training-set molecules) picks each run's best epoch; the held-out molecules
+are only tested.
+
+With ``--model NAME|PATH`` (e.g. the shipped ``spectra-painn-qm9``) that model is tested on the
+held-out molecules as well, and its ``predict`` speed measured against the simulator's (GFN2-xTB
+relaxation + IR + Raman of ``--simulate`` held-out molecules) on the same cores, in the same run;
+``--plot`` draws predicted against simulated spectra of its best, median and worst molecules.
+
+    python benchmarks/spectra_prediction.py --arms scratch,denoise-painn-qm9,molspectra-painn-qm9 \\
+        --n-train 1000 --seeds 0,1,2 --steps 600 --workdir /tmp/spectra_bench
+    python benchmarks/spectra_prediction.py --model spectra-painn-qm9 --simulate 10 \\
+        --plot benchmarks/results/spectra_prediction.png
+
+Runs resume: a finished run (``result.json``) is not run again. Results go to
+``benchmarks/results/spectra_prediction.json`` (``--out``), keyed by arm, training size and seed.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+from _runs import spktrain, summary, timed
+
+import schnetpack_molspectra.properties as msp
+from schnetpack_molspectra.data.default import ensure_default_dataset
+from schnetpack_molspectra.data.sticks import build_db_from_sticks
+from schnetpack_molspectra.predict import load_predictor, predict_spectra
+from schnetpack_molspectra.spectra.grids import GRIDS
+from schnetpack_molspectra.spectra.similarity import SIMILARITY_MEASURES, similarity
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HELD_OUT_STICKS = os.path.join(HERE, "data", "held_out_sticks")
+RESULTS = os.path.join(HERE, "results", "spectra_prediction.json")
+N_VAL = 500
+
+
+def held_out_set(workdir):
+    """(structures, {modality: (n, L) simulated spectra}, names) of the held-out molecules."""
+    from ase.db import connect
+
+    db = os.path.join(workdir, "held_out.db")
+    if not os.path.exists(db):
+        build_db_from_sticks(db, folder=HELD_OUT_STICKS, require_uv=False)
+    atoms, spectra, names = [], {m: [] for m in msp.modalities}, []
+    with connect(db) as conn:
+        for row in conn.select(sort="id"):
+            atoms.append(row.toatoms())
+            names.append(row.get("smiles") or row.get("label"))
+            for m in msp.modalities:
+                spectra[m].append(row.data[msp.spectrum_keys[m]][0])
+    return atoms, {m: np.stack(v) for m, v in spectra.items()}, names
+
+
+def scores(predicted, simulated):
+    """Per modality and measure: the per-molecule values (molecules with that spectrum only)."""
+    out = {}
+    for m, pred in predicted.items():
+        target = torch.as_tensor(simulated[m], dtype=torch.float64)
+        present = (target > 0).any(-1)
+        pred = torch.as_tensor(pred, dtype=torch.float64)[present]
+        out[m] = {s: similarity(s, pred, target[present]).numpy() for s in SIMILARITY_MEASURES}
+    return out
+
+
+def mean_scores(per_molecule):
+    return {m: {s: float(v.mean()) for s, v in d.items()} for m, d in per_molecule.items()}
+
+
+def run_arm(args, arm, n_train, seed, datapath):
+    name = f"{arm}_n{n_train}_s{seed}"
+    overrides = [
+        "experiment=spectra_finetune",
+        f"data.datapath={datapath}",
+        f"data.num_train={n_train}",
+        f"data.num_val={N_VAL}",
+        "data.num_test=32",
+        f"data.num_workers={args.workers}",
+        f"trainer.max_steps={args.steps}",
+        f"+seed={seed}",
+        *args.overrides,
+    ]
+    if arm != "scratch":
+        overrides.append(f"globals.pretrained_model={arm}")
+    result = spktrain(args.workdir, name, overrides, env={"OMP_NUM_THREADS": str(args.threads)})
+    return name, result
+
+
+def evaluate(model, atoms, simulated, device="cpu"):
+    predictor = load_predictor(model, device=device)
+    predicted, seconds = timed(predict_spectra, predictor, atoms, batch_size=64)
+    per_molecule = scores(predicted, simulated)
+    return predictor, predicted, per_molecule, seconds
+
+
+def simulator_rate(atoms, n):
+    """Molecules per second of the simulator (GFN2-xTB relaxation + IR + Raman, no UV) on ``n`` of them."""
+    from schnetpack_molspectra.data.simulate.runner import SimulationSettings, simulate_molecule
+    from schnetpack_molspectra.data.simulate.uv import NO_UV
+
+    settings = SimulationSettings(uv_method=NO_UV)
+    start = time.perf_counter()
+    for a in atoms[:n]:
+        simulate_molecule(a, settings)
+    return n / (time.perf_counter() - start)
+
+
+def plot_examples(path, predicted, simulated, per_molecule, names, modality="ir"):
+    """Predicted against simulated spectra of the best, median and worst molecule by SIS of ``modality``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    present = np.flatnonzero((simulated[modality] > 0).any(-1))
+    sis = per_molecule[modality]["sis"]
+    order = np.argsort(sis)
+    picks = {"best": order[-1], "median": order[len(order) // 2], "worst": order[0]}
+    modalities = list(predicted)
+    fig, axes = plt.subplots(
+        len(picks), len(modalities), figsize=(5 * len(modalities), 2.6 * len(picks)), squeeze=False
+    )
+    for row, (label, k) in enumerate(picks.items()):
+        i = present[k]
+        for col, m in enumerate(modalities):
+            ax = axes[row][col]
+            x = GRIDS[m].values()
+            target = simulated[m][i] / max(simulated[m][i].sum(), 1e-30)
+            ax.plot(x, target, color="k", lw=1, label="simulated (GFN2-xTB)")
+            ax.plot(x, predicted[m][i], color="tab:red", lw=1, label="predicted")
+            value = float(similarity("sis", torch.as_tensor(predicted[m][i : i + 1]), torch.as_tensor(target[None])))
+            ax.set_title(f"{label} ({modality} SIS): {names[i]}  {m} SIS {value:.2f}", fontsize=8)
+            ax.set_xlabel(GRIDS[m].unit)
+            ax.set_yticks([])
+            if row == 0 and col == 0:
+                ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"plot -> {path}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arms", default="", help="comma-separated: scratch and/or shipped encoders")
+    p.add_argument("--n-train", default="1000", help="comma-separated training sizes")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--steps", type=int, default=600, help="optimiser steps of each fine-tuning run")
+    p.add_argument("--data", default=None, help="training database (default: the package's default dataset)")
+    p.add_argument("--model", default=None, help="also test this spectra model (shipped name or path)")
+    p.add_argument("--simulate", type=int, default=10, help="held-out molecules the simulator's speed is timed on")
+    p.add_argument("--plot", default=None, help="PNG of the --model's best, median and worst held-out molecules")
+    p.add_argument("--workdir", default="spectra_bench")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=RESULTS)
+    p.add_argument("overrides", nargs="*", help="further spktrain overrides of every run")
+    args = p.parse_args(argv)
+    args.workdir = os.path.abspath(args.workdir)
+    os.makedirs(args.workdir, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+
+    atoms, simulated, names = held_out_set(args.workdir)
+    datapath = os.path.abspath(args.data) if args.data else ensure_default_dataset()
+    results = json.load(open(args.out)) if os.path.exists(args.out) else {}
+    results.setdefault("runs", {})
+    results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}"
+    results["held_out_molecules"] = len(atoms)
+
+    arms = [a for a in args.arms.split(",") if a]
+    for n_train in [int(n) for n in args.n_train.split(",")]:
+        for arm in arms:
+            for seed in [int(s) for s in args.seeds.split(",")]:
+                name, result = run_arm(args, arm, n_train, seed, datapath)
+                best = os.path.join(args.workdir, name, "runs")
+                (run_id,) = os.listdir(best)
+                _, _, per_molecule, _ = evaluate(os.path.join(best, run_id, "best_model"), atoms, simulated)
+                results["runs"][name] = {
+                    "arm": arm,
+                    "n_train": n_train,
+                    "seed": seed,
+                    "steps": args.steps,
+                    "train_wall_s": result["wall_s"],
+                    "data": os.path.basename(datapath),
+                    "held_out": mean_scores(per_molecule),
+                }
+                print(name, json.dumps(results["runs"][name]["held_out"]), flush=True)
+    table = {}
+    for run in results["runs"].values():
+        key = f"{run['arm']} n={run['n_train']}"
+        for m, d in run["held_out"].items():
+            for s, v in d.items():
+                table.setdefault(key, {}).setdefault(f"{m}_{s}", []).append(v)
+    results["summary"] = {k: {c: summary(v) for c, v in cols.items()} for k, cols in table.items()}
+
+    if args.model:
+        predictor, predicted, per_molecule, seconds = evaluate(args.model, atoms, simulated)
+        rate_predict = len(atoms) / seconds
+        rate_simulate = simulator_rate(atoms, args.simulate) if args.simulate else None
+        results["model"] = {
+            "model": args.model,
+            "held_out": mean_scores(per_molecule),
+            "median": {m: {s: float(np.median(v)) for s, v in d.items()} for m, d in per_molecule.items()},
+            "predict_molecules_per_s": rate_predict,
+            "simulator_molecules_per_s": rate_simulate,
+            "speedup": rate_predict / rate_simulate if rate_simulate else None,
+            "simulated_for_timing": args.simulate,
+        }
+        print(json.dumps(results["model"], indent=1))
+        if args.plot:
+            plot_examples(args.plot, predicted, simulated, per_molecule, names)
+    results["wall_s"] = time.perf_counter() - started
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    for key, cols in results["summary"].items():
+        print(key, "  ".join(f"{c} {v['mean']:.3f}±{v['std']:.3f}" for c, v in cols.items()))
+    print(f"wall {results['wall_s']:.0f} s -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""``spkspectra predict``: a tiny spectra model (PaiNN + ``SpectraHead``, saved as a weights file
+whose config rebuilds it) predicts the spectra of the usable inputs in input order; unusable ones
+are named and skipped; every written format reads back with the values written, and
+``identify`` reads the predictions."""
+
+import numpy as np
+import pytest
+import torch
+
+from schnetpack_molspectra.cli import spkspectra
+from schnetpack_molspectra.data.inputs import smiles_to_atoms
+from schnetpack_molspectra.data.spectrum_files import REFERENCE_PEAK, read_spectra, write_spectra
+from schnetpack_molspectra.predict import (
+    PredictError,
+    collect_inputs,
+    load_predictor,
+    predict_spectra,
+    reference_scaled,
+)
+from schnetpack_molspectra.spectra.grids import SPECTRUM_LENGTHS
+from schnetpack_molspectra.weights import save_weights
+
+MODALITIES = ["ir", "raman"]
+
+
+def _config(output_module: dict) -> dict:
+    """A run config whose ``model`` hydra builds: PaiNN (8 features, 1 interaction, cutoff 5) + ``output_module``."""
+    return {
+        "globals": {"cutoff": 5.0},
+        "model": {
+            "_target_": "schnetpack_molspectra.model.MolSpectraModel",
+            "representation": {
+                "_target_": "schnetpack.representation.PaiNN",
+                "n_atom_basis": 8,
+                "n_interactions": 1,
+                "radial_basis": {"_target_": "schnetpack.nn.GaussianRBF", "n_rbf": 8, "cutoff": 5.0},
+                "cutoff_fn": {"_target_": "schnetpack.nn.CosineCutoff", "cutoff": 5.0},
+            },
+            "input_modules": [{"_target_": "schnetpack.atomistic.PairwiseDistances"}],
+            "output_modules": [output_module],
+            "postprocessors": [],
+            "pretrained_model": None,
+        },
+    }
+
+
+def _weights_file(path, output_module: dict) -> str:
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    config = _config(output_module)
+    torch.manual_seed(0)
+    model = instantiate(OmegaConf.create(config).model)
+    return save_weights(str(path), model, config=config, card={"name": "tiny", "elements": ["H", "C", "N", "O", "F"]})
+
+
+SPECTRA_HEAD = {
+    "_target_": "schnetpack_molspectra.atomistic.SpectraHead",
+    "n_in": 8,
+    "modalities": MODALITIES,
+    "n_hidden": 8,
+}
+
+
+@pytest.fixture(scope="module")
+def spectra_model(tmp_path_factory):
+    return _weights_file(tmp_path_factory.mktemp("predict") / "tiny_spectra.pt", SPECTRA_HEAD)
+
+
+def _predict(capsys, *argv):
+    rc = spkspectra.main(["predict", *argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_npz_rows_in_input_order_with_the_unknown_element_named(spectra_model, tmp_path, capsys):
+    out = tmp_path / "pred.npz"
+    png = tmp_path / "pred.png"
+    rc, stdout, stderr = _predict(
+        capsys, "--smiles", "CCO", "c1ccccc1", "C[Si](C)C", "--model", spectra_model, "--out", str(out),
+        "--plot", str(png), "--device", "cpu",
+    )  # fmt: skip
+    assert rc == 0, stderr
+    assert "skipped: input 2 (C[Si](C)C): element Si (Z=14) is not among the elements" in stdout
+    assert "model card of tiny_spectra.pt" in stdout and f"{out}: written" in stdout
+    with np.load(out) as f:
+        assert sorted(f.files) == ["ir", "ir_grid", "names", "raman", "raman_grid", "smiles"]
+        assert list(f["names"]) == ["CCO", "c1ccccc1"] and list(f["smiles"]) == ["CCO", "c1ccccc1"]
+        written = {m: f[m] for m in MODALITIES}
+    # each row: the model's area-normalised spectrum of that molecule alone, its peak at the reference height
+    predictor = load_predictor(spectra_model)
+    alone = [predict_spectra(predictor, [smiles_to_atoms(s)]) for s in ("CCO", "c1ccccc1")]
+    for m in MODALITIES:
+        rows = written[m]
+        assert rows.shape == (2, SPECTRUM_LENGTHS[m]) and rows.dtype == np.float32
+        np.testing.assert_allclose(rows.max(axis=1), REFERENCE_PEAK[m], rtol=1e-6)
+        for i in range(2):
+            np.testing.assert_allclose(alone[i][m].sum(), 1.0, rtol=1e-5)
+            np.testing.assert_allclose(rows[i] / rows[i].sum(), alone[i][m][0], rtol=1e-4, atol=1e-9)
+        assert not np.allclose(alone[0][m], alone[1][m], rtol=1e-4, atol=1e-9)  # the order check can fail
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "2 molecules plotted" in stdout
+
+
+def test_batches_give_each_molecule_its_own_spectrum(spectra_model, device):
+    predictor = load_predictor(spectra_model, device=str(device))
+    atoms = [smiles_to_atoms(s) for s in ("CCO", "CC#N", "c1ccccc1")]
+    together = predict_spectra(predictor, atoms, batch_size=64)
+    one_by_one = predict_spectra(predictor, atoms, batch_size=1)
+    reversed_order = predict_spectra(predictor, atoms[::-1], batch_size=2)
+    assert sorted(together) == MODALITIES
+    for m in MODALITIES:
+        assert together[m].shape == (3, SPECTRUM_LENGTHS[m]) and together[m].dtype == np.float32
+        np.testing.assert_allclose(together[m].sum(axis=1), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(together[m], one_by_one[m], rtol=1e-4, atol=1e-9)
+        np.testing.assert_allclose(together[m], reversed_order[m][::-1], rtol=1e-4, atol=1e-9)
+    with pytest.raises(PredictError, match=r"structure 1 \(CH6Si\): element Si \(Z=14\)"):
+        predict_spectra(predictor, [atoms[0], smiles_to_atoms("C[SiH3]")])
+
+
+def test_every_written_format_reads_back_with_its_values(spectra_model, tmp_path, capsys):
+    smiles = ["CCO", "CC=O"]
+    rc, _, stderr = _predict(capsys, "--smiles", *smiles, "--model", spectra_model, "--out", str(tmp_path / "p.npz"))
+    assert rc == 0, stderr
+    with np.load(tmp_path / "p.npz") as f:
+        written = {m: f[m] for m in MODALITIES}
+    npz = read_spectra(str(tmp_path / "p.npz"))
+    assert [r.name for r in npz] == smiles and [r.smiles for r in npz] == smiles
+
+    rc, stdout, stderr = _predict(
+        capsys, "--smiles", *smiles, "--model", spectra_model, "--out", str(tmp_path / "p.csv")
+    )
+    assert rc == 0, stderr
+    for m in MODALITIES:
+        assert f"p_{m}.csv: written" in stdout
+        records = read_spectra(str(tmp_path / f"p_{m}.csv"), modality=m)
+        assert [r.name for r in records] == smiles and all(set(r.spectra) == {m} for r in records)
+        np.testing.assert_allclose(np.stack([r.spectra[m] for r in records]), written[m], rtol=1e-6)
+    with open(tmp_path / "p_ir.csv") as f:
+        assert f.readline().startswith("# ir spectra on the grid 500-4000 cm^-1 in steps of 1 (3501 values")
+
+    rc, stdout, stderr = _predict(
+        capsys, "--smiles", *smiles, "--model", spectra_model, "--out", str(tmp_path / "p.jdx")
+    )
+    assert rc == 0, stderr
+    for i, s in enumerate(smiles):  # several molecules: one compound file each, <stem>_<i>.jdx
+        (record,) = read_spectra(str(tmp_path / f"p_{i}.jdx"))
+        assert record.name == s and sorted(record.spectra) == MODALITIES
+        for m in MODALITIES:
+            np.testing.assert_allclose(record.spectra[m], written[m][i], rtol=0, atol=1e-8 * REFERENCE_PEAK[m])
+    text = (tmp_path / "p_0.jdx").read_text()
+    assert "##DATA TYPE=LINK" in text and "##DATA TYPE=INFRARED SPECTRUM" in text and "##XUNITS=1/CM" in text
+
+    rc, _, stderr = _predict(capsys, "--smiles", "CCO", "--model", spectra_model, "--out", str(tmp_path / "one.jdx"))
+    assert rc == 0, stderr
+    (record,) = read_spectra(str(tmp_path / "one.jdx"))  # one molecule: exactly the path given
+    # predicted alone, not in a batch of two: the same up to float32 rounding
+    np.testing.assert_allclose(record.spectra["ir"], written["ir"][0], rtol=1e-5)
+
+
+def test_uv_jcamp_block_reads_back_on_its_grid(tmp_path):
+    rng = np.random.default_rng(0)
+    spectra = {m: rng.uniform(0.0, 2.0, (1, SPECTRUM_LENGTHS[m])).astype(np.float32) for m in ("uv", "ir")}
+    (path,) = write_spectra(str(tmp_path / "m.jdx"), spectra, ["water"])
+    (record,) = read_spectra(path)
+    assert record.name == "water" and sorted(record.spectra) == ["ir", "uv"]
+    for m, values in spectra.items():
+        np.testing.assert_allclose(record.spectra[m], values[0], rtol=0, atol=1e-8 * values.max())
+
+
+def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    spectra = reference_scaled({"ir": np.full((1, SPECTRUM_LENGTHS["ir"]), 1.0 / SPECTRUM_LENGTHS["ir"], np.float32)})
+
+    def killed(file, **arrays):
+        file.write(b"PK\x03\x04 half an archive")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_spectra(str(tmp_path / "x.npz"), spectra, ["CCO"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_identify_reads_the_predictions(spectra_model, tmp_path, capsys):
+    from identify_helpers import tiny_model
+
+    from schnetpack_molspectra.identify import identify
+    from schnetpack_molspectra.provenance import record_written
+
+    smiles = ["CCO", "c1ccccc1"]
+    rc, _, stderr = _predict(capsys, "--smiles", *smiles, "--model", spectra_model, "--out", str(tmp_path / "q.npz"))
+    assert rc == 0, stderr
+    rc, _, stderr = _predict(capsys, "--smiles", *smiles, "--model", spectra_model, "--out", str(tmp_path / "q.jdx"))
+    assert rc == 0, stderr
+    best_model = tmp_path / "best_model"
+    torch.save(tiny_model(MODALITIES), best_model)  # an untrained MolSpectra model of IR + Raman
+    record_written(str(best_model))
+    library = tmp_path / "library.smi"
+    library.write_text("".join(f"{s} {s}\n" for s in smiles + ["CC#N"]))
+    for queries in ([str(tmp_path / "q.npz")], [str(tmp_path / "q_0.jdx"), str(tmp_path / "q_1.jdx")]):
+        results = identify(str(best_model), queries, str(library), top_k=3, cache_dir=str(tmp_path))
+        assert [r.query for r in results] == smiles
+        assert all(r.used == MODALITIES and len(r.hits) == 3 for r in results)
+
+
+def test_a_model_without_spectra_head_is_refused(tmp_path, capsys):
+    atomwise = {"_target_": "schnetpack.atomistic.Atomwise", "n_in": 8, "output_key": "energy"}
+    path = _weights_file(tmp_path / "energy_model.pt", atomwise)
+    with pytest.raises(PredictError, match=r"energy_model\.pt: the model has no SpectraHead .*spectra_finetune"):
+        load_predictor(path)
+    rc, _, stderr = _predict(capsys, "--smiles", "CCO", "--model", path, "--out", str(tmp_path / "x.npz"))
+    assert rc == 2 and stderr.startswith("spkspectra predict: error: ") and "energy_model.pt" in stderr
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_a_best_model_of_someone_else_needs_trust(spectra_model, tmp_path):
+    model = load_predictor(spectra_model).model
+    torch.save(model, tmp_path / "best_model")
+    with pytest.raises(PredictError, match=r"best_model.*--trust-model"):
+        load_predictor(str(tmp_path))
+    predictor = load_predictor(str(tmp_path), trust=True)  # the run directory, trusted
+    assert predictor.modalities == MODALITIES and predictor.cutoff == 5.0
+    assert predictor.elements_source.startswith("default (QM9")  # no card, no run config
+
+
+def test_unparsable_smiles_and_empty_structures_are_skipped(spectra_model, tmp_path, capsys):
+    rc, stdout, stderr = _predict(
+        capsys, "--smiles", "C1CC(", "CCO", "--model", spectra_model, "--out", str(tmp_path / "s.csv")
+    )
+    assert rc == 0, stderr
+    assert "skipped: input 0 (C1CC(): RDKit cannot parse SMILES 'C1CC('" in stdout
+    assert [r.name for r in read_spectra(str(tmp_path / "s_raman.csv"), modality="raman")] == ["CCO"]
+
+    from ase import Atoms
+    from ase.db import connect
+
+    db = tmp_path / "mols.db"
+    with connect(str(db)) as conn:
+        for atoms in (smiles_to_atoms("CCO"), Atoms(), smiles_to_atoms("CC=O")):
+            conn.write(atoms)
+    found = collect_inputs(load_predictor(spectra_model), file=str(db))
+    assert found.names == ["mols.db:0", "mols.db:2"] and found.index == [0, 2] and found.n_inputs == 3
+    assert [(s.index, s.reason) for s in found.skipped] == [(1, "has no atoms")]
+
+
+def test_nothing_written_when_no_input_is_usable(spectra_model, tmp_path, capsys):
+    out = tmp_path / "none.npz"
+    rc, stdout, stderr = _predict(capsys, "--smiles", "[SiH4]", "C1CC(", "--model", spectra_model, "--out", str(out))
+    assert rc == 2
+    assert "skipped: input 0 ([SiH4]): element Si" in stdout and "skipped: input 1 (C1CC(): RDKit" in stdout
+    assert stderr.startswith("spkspectra predict: error: nothing written: none of the 2 inputs")
+    assert list(tmp_path.iterdir()) == []
+    rc, _, stderr = _predict(capsys, "--smiles", "CCO", "--model", spectra_model, "--out", str(tmp_path / "p.txt"))
+    assert rc == 2 and "unknown format .txt; use .npz, .csv, .jdx" in stderr
