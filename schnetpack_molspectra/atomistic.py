@@ -12,8 +12,7 @@ from torch import nn
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.distributed import all_reduce_sum
-from schnetpack_molspectra.spectra.broadening import DEFAULT_WIDTH
-from schnetpack_molspectra.spectra.grids import GRIDS, SPECTRUM_LENGTHS
+from schnetpack_molspectra.spectra.grids import SPECTRUM_LENGTHS
 from schnetpack_molspectra.spectra.similarity import area_normalize
 
 __all__ = [
@@ -21,7 +20,6 @@ __all__ = [
     "MoleculeRepresentation",
     "SpectraEncoder",
     "SpectraHead",
-    "LineSpectraHead",
     "missing_modality",
     "ElectronicSpatialExtent",
     "RunningNoiseScale",
@@ -303,83 +301,6 @@ class SpectraHead(nn.Module):
                     :, 0
                 ]
             inputs[msp.spectrum_keys[m]] = area_normalize(coarse)
-        return inputs
-
-
-class LineSpectraHead(nn.Module):
-    """Spectra from the 3D structure as lines: every atom gives ``lines_per_atom`` lines (a position
-    and, per modality, an intensity), broadened with the simulator's Lorentzian widths onto the QM9S
-    grids and area-normalised, as :class:`SpectraHead` writes them (same keys and shapes).
-
-    IR and Raman share their lines' positions (one set of vibrational modes, two intensities each:
-    3 lines an atom ~ the 3N - 6 modes); UV has its own (excitation energies). Positions lie in
-    ``[start - margin, stop + margin]`` of the grid (a sigmoid), each of an atom's lines starting
-    at its own place across that range; intensities are softplus. The spectrum of a molecule is
-    the sum of its atoms' broadened lines, so a line moves where the loss (SID) pulls the spectrum.
-
-    Args:
-        n_in: features per atom of the representation (``n_atom_basis``).
-        modalities: the spectra to predict (subset of uv, ir, raman).
-        n_hidden: width of the per-atom MLP.
-        n_layers: layers of the per-atom MLP.
-        lines_per_atom: lines each atom contributes (per group: vibrational, UV).
-        widths: Lorentzian FWHM per modality in grid units (default: the simulator's,
-            ``spectra.broadening.DEFAULT_WIDTH``: IR 15 cm^-1, Raman 12 cm^-1, UV 0.2 eV).
-    """
-
-    def __init__(
-        self,
-        n_in: int,
-        modalities: Sequence[str] = ("ir", "raman"),
-        n_hidden: int = 256,
-        n_layers: int = 2,
-        lines_per_atom: int = 3,
-        widths: Optional[Dict[str, float]] = None,
-    ):
-        super().__init__()
-        unknown = [m for m in modalities if m not in msp.spectrum_keys]
-        if unknown or not modalities:
-            raise ValueError(f"modalities must be a non-empty subset of {list(msp.modalities)}, got {list(modalities)}")
-        self.modalities = list(modalities)
-        self.lines_per_atom = int(lines_per_atom)
-        self.widths = {m: float((widths or {}).get(m, DEFAULT_WIDTH[m])) for m in self.modalities}
-        # line groups: the vibrational modalities share positions, UV has its own
-        self.groups = {g: [m for m in self.modalities if (m == "uv") == (g == "uv")] for g in ("vib", "uv")}
-        self.groups = {g: ms for g, ms in self.groups.items() if ms}
-        self.atomwise = spk.nn.build_mlp(n_in=n_in, n_out=n_hidden, n_hidden=n_hidden, n_layers=n_layers)
-        k = self.lines_per_atom
-        self.positions = nn.ModuleDict({g: nn.Linear(n_hidden, k) for g in self.groups})
-        self.intensities = nn.ModuleDict({m: nn.Linear(n_hidden, k) for m in self.modalities})
-        for layer in self.positions.values():  # line j of every atom starts at fraction (j + 0.5) / k of the range
-            with torch.no_grad():
-                fractions = (torch.arange(k, dtype=torch.float32) + 0.5) / k
-                layer.bias.copy_(torch.log(fractions / (1 - fractions)))
-                layer.weight.mul_(0.1)
-        for g, ms in self.groups.items():
-            grid = GRIDS[ms[0]]
-            margin = 0.05 * (grid.stop - grid.start)
-            self.register_buffer(
-                f"range_{g}", torch.tensor([grid.start - margin, grid.stop + margin]), persistent=False
-            )
-        for m in self.modalities:
-            self.register_buffer(f"grid_{m}", torch.as_tensor(GRIDS[m].values(), dtype=torch.float32), persistent=False)
-        self.model_outputs = [msp.spectrum_keys[m] for m in self.modalities]
-
-    def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        idx_m = inputs[structure.idx_m]
-        n_molecules = int(idx_m[-1]) + 1
-        hidden = spk.nn.shifted_softplus(self.atomwise(inputs[msp.scalar_representation]))
-        line_molecule = idx_m.repeat_interleave(self.lines_per_atom)  # (n_atoms * k,)
-        for g, ms in self.groups.items():
-            lo, hi = getattr(self, f"range_{g}")
-            position = lo + (hi - lo) * torch.sigmoid(self.positions[g](hidden)).reshape(-1)
-            for m in ms:
-                grid = getattr(self, f"grid_{m}").to(hidden.dtype)
-                intensity = F.softplus(self.intensities[m](hidden)).reshape(-1)
-                half = 0.5 * self.widths[m]
-                lines = intensity[:, None] * (half / torch.pi) / ((grid[None, :] - position[:, None]) ** 2 + half**2)
-                spectrum = scatter_add(lines, line_molecule, n_molecules)
-                inputs[msp.spectrum_keys[m]] = area_normalize(spectrum)
         return inputs
 
 
