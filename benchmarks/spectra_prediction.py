@@ -80,6 +80,22 @@ def mean_scores(per_molecule):
     return {m: {s: float(v.mean()) for s, v in d.items()} for m, d in per_molecule.items()}
 
 
+def mean_spectrum_baseline(datapath, simulated, modalities=("ir", "raman")):
+    """Every held-out molecule predicted as the mean area-normalised spectrum of the training
+    database: what a model that ignores the structure scores."""
+    from ase.db import connect
+
+    sums = {m: 0.0 for m in modalities}
+    with connect(datapath) as conn:
+        for row in conn.select():
+            for m in modalities:
+                x = row.data[msp.spectrum_keys[m]][0].astype(np.float64)
+                if x.sum() > 0:
+                    sums[m] = sums[m] + x / x.sum()
+    predicted = {m: np.tile(v / v.sum(), (len(simulated[m]), 1)) for m, v in sums.items()}
+    return mean_scores(scores(predicted, simulated))
+
+
 def run_arm(args, arm, n_train, seed, datapath):
     name = f"{arm}_n{n_train}_s{seed}"
     overrides = [
@@ -179,6 +195,9 @@ def main(argv=None):
     results.setdefault("runs", {})
     results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}"
     results["held_out_molecules"] = len(atoms)
+    if "baseline_mean_spectrum" not in results:
+        results["baseline_mean_spectrum"] = mean_spectrum_baseline(datapath, simulated)
+        print("mean training spectrum:", json.dumps(results["baseline_mean_spectrum"]), flush=True)
 
     arms = [a for a in args.arms.split(",") if a]
     for n_train in [int(n) for n in args.n_train.split(",")]:

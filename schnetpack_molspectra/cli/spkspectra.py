@@ -7,6 +7,7 @@ spkspectra md aspirin OUT.db [--frames 1000 --temperature 500]   # MD17-style da
 spkspectra md17-npz md17_aspirin.npz OUT.db                      # real MD17 file -> SchNetPack db
 spkspectra default [--out PATH]          # (re)build the embedded default dataset
 spkspectra identify SPECTRA... --model best_model --library candidates.smi [--top-k 5 --csv out.csv]
+spkspectra identify SPECTRA... --method predict --model spectra-painn-qm9 --library candidates.smi   # predict-then-match
 spkspectra plot attention|tsne|mpr|curves RUN_DIR [--out x.png]
 spkspectra predict --smiles CCO c1ccccc1 | --file mols.xyz --out pred.npz|pred.csv|pred.jdx [--model spectra-painn-qm9 --plot pred.png]
 """
@@ -31,6 +32,7 @@ from schnetpack_molspectra.data.simulate.runner import SimulationSettings, read_
 from schnetpack_molspectra.data.simulate.uv import UV_METHODS
 from schnetpack_molspectra.data.spectrum_files import REFERENCE_PEAK, WRITE_EXTENSIONS, write_spectra
 from schnetpack_molspectra.identify import format_results, identify
+from schnetpack_molspectra.matching import identify_by_prediction
 from schnetpack_molspectra.predict import (
     DEFAULT_MODEL,
     PredictError,
@@ -184,6 +186,27 @@ def _device(name: str) -> str:
 
 def _identify(args):
     elements = args.elements.replace(",", " ").split() if args.elements else None
+    if args.method == "predict":
+        if elements or args.exact_below is not None or args.no_cache:
+            raise ValueError("--elements, --exact-below and --no-cache apply to --method embedding only")
+        results = identify_by_prediction(
+            args.model,
+            args.spectra,
+            args.library,
+            top_k=args.top_k,
+            modality=args.modality,
+            one_molecule=args.one_molecule,
+            rescale=args.rescale,
+            baseline=args.baseline,
+            out_csv=args.csv,
+            progress=True,
+            device=_device(args.device),
+            trust=args.trust_model,
+        )
+        print(format_results(results))
+        if args.csv:
+            print(f"{args.csv}: {sum(len(r.hits) for r in results)} rows")
+        return 0
     results = identify(
         args.model,
         args.spectra,
@@ -453,7 +476,15 @@ def _add_identify(sub) -> None:
         "--model",
         required=True,
         help="a shipped model's name (spkspectra models: molspectra-painn-qm9), "
-        "or the best_model of molspectra_pretrain (or its run directory)",
+        "or the best_model of molspectra_pretrain (or its run directory); with --method predict a spectra "
+        "model (spectra-painn-qm9, or the best_model of spectra_finetune)",
+    )
+    ident.add_argument(
+        "--method",
+        choices=["embedding", "predict"],
+        default="embedding",
+        help="embedding: the joint spectra/3D embedding of a molspectra_pretrain model; predict: the cosine "
+        "between the query's spectra and those a spectra model predicts for each candidate",
     )
     ident.add_argument(
         "--library", required=True, help="candidate structures: .db, .xyz/.extxyz, or a SMILES list (.smi/.txt/.csv)"

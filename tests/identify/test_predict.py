@@ -251,3 +251,40 @@ def test_nothing_written_when_no_input_is_usable(spectra_model, tmp_path, capsys
     assert list(tmp_path.iterdir()) == []
     rc, _, stderr = _predict(capsys, "--smiles", "CCO", "--model", spectra_model, "--out", str(tmp_path / "p.txt"))
     assert rc == 2 and "unknown format .txt; use .npz, .csv, .jdx" in stderr
+
+
+def test_predict_then_match_finds_the_candidate_whose_predicted_spectra_were_measured(spectra_model, tmp_path, capsys):
+    """A query whose spectra are the model's prediction for candidate 2 ranks that candidate first (cosine 1),
+    through the CLI's --method predict; a query only of spectra the model does not predict is refused by name."""
+    from schnetpack_molspectra.identify import IdentifyError
+    from schnetpack_molspectra.matching import identify_by_prediction, match_scores
+
+    candidates = ["CCO", "c1ccccc1", "CC(=O)O", "CCN", "C1CCCCC1"]
+    library = tmp_path / "candidates.smi"
+    library.write_text("".join(f"{s} cand{i}\n" for i, s in enumerate(candidates)))
+    query = tmp_path / "query.npz"
+    assert _predict(capsys, "--smiles", candidates[2], "--model", spectra_model, "--out", str(query))[0] == 0
+    argv = ["identify", str(query), "--method", "predict", "--model", spectra_model, "--library", str(library)]
+    assert spkspectra.main([*argv, "--top-k", "3"]) == 0
+    table = capsys.readouterr().out
+    assert "cand2" in table and table.index("cand2") < min(
+        table.index(f"cand{i}") for i in (0, 1, 3, 4) if f"cand{i}" in table
+    )
+    (result,) = identify_by_prediction(spectra_model, str(query), str(library), top_k=5)
+    assert [h.name for h in result.hits][0] == "cand2" and result.hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert result.used == MODALITIES and len(result.hits) == 5
+    assert all(a.score >= b.score for a, b in zip(result.hits, result.hits[1:]))
+    # the same scores from the matrix form, for an IR-only query: one modality's cosine
+    predictor = load_predictor(spectra_model)
+    predicted = predict_spectra(predictor, [smiles_to_atoms(s) for s in candidates])
+    ir_only = match_scores({"ir": predicted["ir"][[2]]}, predicted, ["ir"])
+    cosine = (
+        predicted["ir"]
+        @ predicted["ir"][2]
+        / (np.linalg.norm(predicted["ir"], axis=1) * np.linalg.norm(predicted["ir"][2]))
+    )
+    assert np.allclose(ir_only[0], cosine, atol=1e-5)
+    uv_query = tmp_path / "uv.npz"
+    np.savez(uv_query, uv=np.ones((1, SPECTRUM_LENGTHS["uv"])))
+    with pytest.raises(IdentifyError, match="has none of the spectra the model predicts"):
+        identify_by_prediction(spectra_model, str(uv_query), str(library))
