@@ -38,6 +38,12 @@ uses there is checked against it (fraction of exact top-10 lists it returns).
     python benchmarks/retrieval.py --run /tmp/mainjob/runs/<id> --tag mainjob
     python benchmarks/retrieval.py --run <run directory> --sizes 100,1000 --quick   # minutes
     python benchmarks/retrieval.py --model molspectra-painn-qm9 --tag molspectra-painn-qm9   # a shipped model
+    python benchmarks/retrieval.py --model molspectra-painn-qm9 --tag molspectra-painn-qm9 --sizes 100,1000,10000 \
+        --match-model spectra-painn-qm9 --match-only   # + predict-then-match (matching.py) beside the embedding
+
+With ``--match-model`` the same queries are also ranked by predict-then-match: the mean cosine of the
+query's IR + Raman (or IR) spectra and those the spectra model predicts for each library structure (the same
+QM9 libraries); ``--match-only`` adds just that to an existing ``--tag`` entry.
 
 Writes ``benchmarks/results/retrieval.json`` (one entry per ``--tag``) and prints markdown tables.
 QM9 3D embeddings are cached per model (``--workdir``), so a rerun costs minutes.
@@ -491,6 +497,83 @@ def benchmark(enc, qset, sizes, workdir, seed, quick, log):
     }
 
 
+def predict_then_match(match_model, qset, sizes, seed, log):
+    """Recall of predict-then-match (``matching.match_scores``: mean cosine of the query's spectra and
+    those ``match_model`` predicts for each candidate) on the same QM9 libraries (B3LYP geometries,
+    the same random others as :func:`benchmark` draws with ``seed``) and the same queries, clean and
+    varied, for IR + Raman and IR."""
+    import torch
+
+    from schnetpack_molspectra.data.qm9 import gdb_positions, load_qm9pack, row_atoms
+    from schnetpack_molspectra.data.spectrum_files import QuerySpectrum
+    from schnetpack_molspectra.identify.encode import query_values
+    from schnetpack_molspectra.matching import match_scores
+    from schnetpack_molspectra.predict import load_predictor, predict_spectra
+
+    t = time.time()
+    table = load_qm9pack()
+    queries = qset["queries"]
+    q_pos = np.array(gdb_positions(table, [r["gdb"] for r in queries]))
+    n_qm9 = len(table)
+    rng = np.random.default_rng(seed)
+    others = np.setdiff1d(np.arange(n_qm9), q_pos)
+    others = others[rng.permutation(len(others))]
+    largest = max(n_qm9 if s == "all" else int(s) for s in sizes)
+    library = np.concatenate([q_pos, others[: max(largest - len(q_pos), 0)]])
+    atoms = [row_atoms(r) for r in table.iloc[library].itertuples(index=False)]
+    predictor = load_predictor(match_model)
+    t_predict = time.time()
+    predicted = predict_spectra(predictor, atoms, batch_size=128)
+    predict_s = time.time() - t_predict
+    log(f"predict-then-match: {len(atoms)} library spectra predicted in {predict_s:.0f} s")
+    kinds = {"clean": [r["spectra"] for r in queries], **qset["variants"]}
+    out = {}
+    for size in sizes:
+        n = n_qm9 if size == "all" else int(size)
+        entry = {}
+        for kind, spectra_list in kinds.items():
+            treat = (
+                {"baseline": "als", "rescale": "none"}
+                if kind == "instrument"
+                else {"baseline": "none", "rescale": "none"}
+            )
+            for name in ("ir+raman", "ir"):
+                used = [m for m in SUBSETS[name] if m in predictor.modalities]
+                values = {
+                    m: np.stack([query_values(QuerySpectrum("q", {m: s[m]}, "q"), m, **treat) for s in spectra_list])
+                    for m in used
+                }
+                lib = {m: predicted[m][:n] for m in used}
+                if n < len(q_pos):
+                    r = np.concatenate(
+                        [
+                            ranks(
+                                match_scores(
+                                    {m: v[i : i + n] for m, v in values.items()},
+                                    {m: v[i : i + n] for m, v in lib.items()},
+                                    used,
+                                ),
+                                np.arange(n),
+                            )
+                            for i in range(0, len(q_pos) - n + 1, n)
+                        ]
+                    )
+                else:
+                    r = ranks(match_scores(values, lib, used), np.arange(len(q_pos)))
+                entry[f"{kind}:{name}"] = recall(r, n)
+        out[str(n)] = entry
+        log(f"  predict-then-match, library {n}: recall@1 ir+raman clean {entry['clean:ir+raman']['recall@1']:.3f}")
+    return {
+        "match_model": match_model,
+        "model_pieces": model_pieces(match_model),
+        "library_qm9": out,
+        "predict_s": predict_s,
+        "library_molecules": len(atoms),
+        "torch_threads": torch.get_num_threads(),
+        "wall_s": time.time() - t,
+    }
+
+
 def faiss_installed():
     try:
         import faiss  # noqa: F401  (optional: the identify extra)
@@ -582,6 +665,27 @@ def markdown(entry):
     return "\n".join(lines)
 
 
+def match_markdown(entry):
+    """Recall@1 of the joint embedding beside predict-then-match, per library size and query kind."""
+    match = entry.get("predict_then_match")
+    if not match:
+        return ""
+    lines = [
+        f"recall@1, joint embedding ({entry['source']}) vs predict-then-match ({match['match_model']})\n",
+        "| library | queries | embedding IR+Raman | predict-then-match IR+Raman | embedding IR | predict-then-match IR |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n, by_kind in match["library_qm9"].items():
+        emb = entry["results"]["library_qm9"].get(n, {})
+        for kind in ("clean", *VARIANTS):
+            cells = []
+            for name in ("ir+raman", "ir"):
+                e = emb.get(f"{kind}:{name}", {}).get("recall@1")
+                cells += [fmt(e) if e is not None else "-", fmt(by_kind[f"{kind}:{name}"]["recall@1"])]
+            lines.append(f"| {int(n):,} | {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def compare(results, tags, subsets=("uv+ir+raman", "ir+raman", "ir")):
     """Markdown: recall@1 of the entries ``tags`` side by side, per query kind, modality subset and library
     size, with chance and the raw-spectra nearest neighbour (among the queries) beside them."""
@@ -665,6 +769,16 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="leave out the RDKit geometries")
     p.add_argument("--compare", nargs="+", metavar="TAG", help="print the results file's entries TAG ... side by side")
     p.add_argument("--plot", default=None, help="with --compare: also draw recall@1 against library size there")
+    p.add_argument(
+        "--match-model",
+        default=None,
+        help="with --model: also rank by predict-then-match with this spectra model (e.g. spectra-painn-qm9)",
+    )
+    p.add_argument(
+        "--match-only",
+        action="store_true",
+        help="with --match-model: only predict-then-match, added to the --tag entry",
+    )
     args = p.parse_args(argv)
     if args.compare:
         with open(args.out) as f:
@@ -689,22 +803,33 @@ def main(argv=None):
         enc, qset = held_out_queries(args.model, args.held_out, args.n_queries)
     else:
         enc, qset = run_queries(find_run(args.run))
+    results = {}
+    if os.path.isfile(args.out):
+        with open(args.out) as f:
+            results = json.load(f)
+    if args.match_model and args.match_only:
+        if args.tag not in results:
+            raise SystemExit(f"{args.out} has no entry {args.tag!r} to add predict-then-match to")
+        results[args.tag]["predict_then_match"] = predict_then_match(args.match_model, qset, sizes, args.seed, log)
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+        print(match_markdown(results[args.tag]))
+        return
     entry = benchmark(enc, qset, sizes, workdir, args.seed, args.quick, log)
+    if args.match_model:
+        entry["predict_then_match"] = predict_then_match(args.match_model, qset, sizes, args.seed, log)
     entry["wall_s"] = time.time() - start
     entry["command"] = "python benchmarks/retrieval.py " + " ".join(argv if argv is not None else sys.argv[1:])
     entry["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
     if args.model:  # which training state of the model was measured (scripts/record_measured.py checks it)
         entry["model_pieces"] = model_pieces(args.model)
-    results = {}
-    if os.path.isfile(args.out):
-        with open(args.out) as f:
-            results = json.load(f)
     results[args.tag] = entry
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
     print(f"## retrieval, {args.tag} ({qset['source']})\n")
     print(markdown(entry))
+    print(match_markdown(entry))
     print(
         f"\nwall {entry['wall_s']:.0f} s on {entry['machine']}; "
         f"timings {json.dumps({k: round(v, 1) for k, v in entry['timings_s'].items()})}"
