@@ -115,6 +115,16 @@ def run_arm(args, arm, n_train, seed, datapath):
     return name, result
 
 
+def model_pieces(model):
+    """The training pieces in a shipped model's card (which state of it was measured), or None for a path."""
+    from schnetpack_molspectra.shipped import available_models, model_file
+    from schnetpack_molspectra.weights import read_weights
+
+    if model not in available_models():
+        return None
+    return len(read_weights(model_file(model))["card"].get("pieces", []))
+
+
 def evaluate(model, atoms, simulated, device="cpu"):
     predictor = load_predictor(model, device=device)
     predicted, seconds = timed(predict_spectra, predictor, atoms, batch_size=64)
@@ -231,6 +241,7 @@ def main(argv=None):
         rate_simulate = simulator_rate(atoms, args.simulate) if args.simulate else None
         results["model"] = {
             "model": args.model,
+            "model_pieces": model_pieces(args.model),
             "held_out": mean_scores(per_molecule),
             "median": {m: {s: float(np.median(v)) for s, v in d.items()} for m, d in per_molecule.items()},
             "predict_molecules_per_s": rate_predict,

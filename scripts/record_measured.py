@@ -8,6 +8,8 @@ measured the model as it is now (their ``model_pieces``: the pieces its card lis
                                                     (``benchmarks/retrieval.py --model <name> --tag <name>``)
   benchmarks/results/shipped_finetune_<n>.json      ``benchmarks/pretraining_study.py`` with the shipped
                                                     models as arms (``--n-train <n>``)
+  benchmarks/results/spectra_prediction.json        ``benchmarks/spectra_prediction.py --model <name>``
+                                                    (a spectra model: SIS and cosine on held-out molecules)
 
     python scripts/record_measured.py            # every shipped model
     spkspectra models --markdown                 # the README's table
@@ -71,6 +73,25 @@ def finetune_figures(name, paths, pieces):
     return "gap test MAE, " + "; ".join(parts) if parts else None
 
 
+def prediction_figures(name, path, pieces):
+    """'mean SIS ... on held-out molecules' from the spectra-prediction benchmark's ``model`` entry for
+    ``name`` at ``pieces``, or None."""
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        entry = json.load(f).get("model")
+    if not entry or entry.get("model") != name or entry.get("model_pieces") != pieces:
+        return None
+    held_out = entry["held_out"]
+    parts = [
+        f"{m.upper() if m != 'raman' else 'Raman'} SIS {held_out[m]['sis']:.2f}, cosine {held_out[m]['cosine']:.2f}"
+        for m in ("ir", "raman", "uv")
+        if m in held_out
+    ]
+    speed = f"; {entry['speedup']:,.0f}x the simulator's molecules per second" if entry.get("speedup") else ""
+    return f"{', '.join(parts)} against GFN2-xTB spectra of held-out molecules{speed}"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", help="shipped models (default: all)")
@@ -98,6 +119,9 @@ def main(argv=None):
         finetune = finetune_figures(name, studies, pieces)
         if finetune:
             measured["fine-tuning"] = finetune
+        prediction = prediction_figures(name, os.path.join(args.results, "spectra_prediction.json"), pieces)
+        if prediction:
+            measured["spectra"] = prediction
         card["measured"] = measured
         update_card(path, card)
         print(f"{name}: {json.dumps(measured, indent=1)}")

@@ -7,11 +7,13 @@ import schnetpack as spk
 import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
+from schnetpack.data import ASEAtomsData
 from scipy.stats import spearmanr
 from spktrain import run_dir, scalar_values, spktrain
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.atomistic import SpectraHead
+from schnetpack_molspectra.data.inputs import smiles_to_atoms
 from schnetpack_molspectra.pretrained import representation_state, stored_state
 from schnetpack_molspectra.shipped import model_file
 from schnetpack_molspectra.spectra.broadening import broaden
@@ -165,3 +167,16 @@ def test_spectra_finetune_from_a_shipped_encoder_learns_on_the_default_data(tmp_
     model = torch.load(f"{run}/best_model", weights_only=False)
     (head,) = [m for m in model.output_modules if isinstance(m, SpectraHead)]
     assert head.modalities == ["ir", "raman"]
+    # SchNetPack's spkpredict returns the spectra of the fine-tuned model
+    db = str(tmp_path / "molecules.db")
+    ASEAtomsData.create(db, distance_unit="Ang", property_unit_dict={}).add_systems(
+        [{}, {}], [smiles_to_atoms("CCO"), smiles_to_atoms("c1ccccc1")]
+    )
+    predict = [f"modeldir={run}", f"datapath={db}", f"outputdir={tmp_path / 'pred'}", "cutoff=5.0"]
+    spktrain(tmp_path, *predict, "trainer.accelerator=cpu", command="spkpredict", timeout=300)
+    predictions = torch.load(tmp_path / "pred" / "predictions.pt", weights_only=False)
+    for key in (msp.ir_spectrum, msp.raman_spectrum):
+        assert predictions[key].shape == (2, 3501) and torch.allclose(
+            predictions[key].sum(-1), torch.ones(2, dtype=predictions[key].dtype)
+        )
+        assert not torch.allclose(predictions[key][0], predictions[key][1])
