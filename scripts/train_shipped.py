@@ -216,6 +216,17 @@ def piece_overrides(name, args, previous):
     return overrides + list(args.overrides)
 
 
+def validation_summary(piece_dir):
+    """``{"end": {metric: value}}``: the last validation values a piece logged (its SIS, cosine, Spearman
+    per modality for a spectra model, which has no pre-training summary)."""
+    from schnetpack_molspectra.train.logs import read_scalars
+
+    scalars = read_scalars(piece_dir)
+    return {
+        "end": {tag[len("val_") :]: float(points[-1][1]) for tag, points in scalars.items() if tag.startswith("val_")}
+    }
+
+
 def run_piece(name, args):
     from schnetpack_molspectra.pretrained import read_weights, save_weights
     from schnetpack_molspectra.shipped import model_file
@@ -262,7 +273,7 @@ def run_piece(name, args):
     model = torch.load(os.path.join(piece_dir, "best_model"), map_location="cpu", weights_only=False)
     config = OmegaConf.to_container(OmegaConf.load(os.path.join(piece_dir, "config.yaml")), resolve=False)
     summary_file = os.path.join(piece_dir, "pretraining_summary.json")
-    summary = json.load(open(summary_file)) if os.path.exists(summary_file) else {}
+    summary = json.load(open(summary_file)) if os.path.exists(summary_file) else validation_summary(piece_dir)
     if MODELS[name]["data"] == "spectra":
         spectra = {"sticks_folders": ["package"] + list(args.sticks), "spectra_augmentation": args.augmentation}
     elif MODELS[name]["data"] == "spectra_targets":
