@@ -158,6 +158,12 @@ def spectra_db(workdir, inputs=None, sticks=()):
     return db
 
 
+def training_spectra_db(args):
+    """The stage-2 / spectra database of this piece: ``--spectra-db`` (an earlier piece's, so that its
+    split, and so its validation molecules, stay the same), else :func:`spectra_db`'s."""
+    return os.path.abspath(args.spectra_db) if args.spectra_db else spectra_db(args.workdir, args.inputs, args.sticks)
+
+
 def pretraining_structures(workdir, inputs=None):
     """The QM9 database of every structure outside the held-out set, and its split file (from
     qm9pack, or from ``inputs``, a file of :func:`write_inputs`)."""
@@ -205,8 +211,8 @@ def piece_overrides(name, args, previous):
     else:
         if spec["data"] == "spectra":
             overrides += ["globals.modality_dropout=0.5", f"globals.spectra_augmentation={args.augmentation}"]
-        if args.inputs or args.sticks:
-            overrides.append(f"data.datapath={spectra_db(args.workdir, args.inputs, args.sticks)}")
+        if args.spectra_db or args.inputs or args.sticks:
+            overrides.append(f"data.datapath={training_spectra_db(args)}")
     if previous is not None:
         overrides.append(f"globals.pretrained_model={previous}")
         if os.path.basename(previous) == f"{name}.pt":  # a continuation: SpecFormer / the spectra head too
@@ -299,7 +305,7 @@ def run_piece(name, args):
     if spectra and args.sticks:
         from ase.db import connect
 
-        with connect(spectra_db(args.workdir, args.inputs, args.sticks)) as conn:
+        with connect(training_spectra_db(args)) as conn:
             n_all, n_no_uv = conn.count(), sum(1 for r in conn.select(include_data=True) if r.data["uv_missing"][0])
         if MODELS[name]["data"] == "spectra":
             card["trained_on"] = (
@@ -343,6 +349,12 @@ def main(argv=None):
         "--augmentation", type=float, default=0.8, help="stage 2: globals.spectra_augmentation (0: the released)"
     )
     p.add_argument("--workdir", default="shipped_runs")
+    p.add_argument(
+        "--spectra-db",
+        default=None,
+        help="train on this spectra database (an earlier piece's, in --workdir: the same split and validation "
+        "molecules) instead of one built from the sticks folders as they are now",
+    )
     p.add_argument("overrides", nargs="*", help="further spktrain overrides")
     args = p.parse_intermixed_args(argv)  # overrides may follow the options
     if args.write_inputs:
