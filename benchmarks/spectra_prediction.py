@@ -32,6 +32,10 @@ import sys
 import time
 
 import numpy as np
+
+import schnetpack_molspectra  # noqa: F401  (tblite before torch: the simulator's timing runs in this process)
+
+# isort: split
 import torch
 from _runs import spktrain, summary, timed
 
