@@ -550,7 +550,7 @@ def predict_then_match(match_model, qset, sizes, seed, log):
                             ranks(
                                 match_scores(
                                     {m: v[i : i + n] for m, v in values.items()},
-                                    {m: v[i : i + n] for m, v in lib.items()},
+                                    {m: predicted[m][i : i + n] for m in used},
                                     used,
                                 ),
                                 np.arange(n),

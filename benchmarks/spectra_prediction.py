@@ -182,6 +182,44 @@ def plot_examples(path, predicted, simulated, per_molecule, names, modality="ir"
     print(f"plot -> {path}")
 
 
+COLUMNS = [(m, s) for m in ("ir", "raman") for s in ("sis", "cosine", "spearman")]
+
+
+def markdown(results):
+    """The results file as a Markdown table: per encoder and training size the mean ± std over seeds
+    of each measure on the held-out molecules, the mean-spectrum baseline and the ``--model`` row."""
+    head = (
+        "| encoder | training molecules | seeds | "
+        + " | ".join(f"{m.upper() if m == 'ir' else 'Raman'} {s}" for m, s in COLUMNS)
+        + " |"
+    )
+    lines = [head, "|" + "---|" * (3 + len(COLUMNS))]
+    for key, cols in results.get("summary", {}).items():
+        arm, n = key.split(" n=")
+        n_seeds = next(iter(cols.values()))["n"]
+        cells = [f"{cols[f'{m}_{s}']['mean']:.3f} ± {cols[f'{m}_{s}']['std']:.3f}" for m, s in COLUMNS]
+        lines.append(f"| {arm} | {int(n):,} | {n_seeds} | " + " | ".join(cells) + " |")
+    base = results.get("baseline_mean_spectrum")
+    if base:
+        lines.append(
+            "| (mean training spectrum) | - | - | " + " | ".join(f"{base[m][s]:.3f}" for m, s in COLUMNS) + " |"
+        )
+    model = results.get("model")
+    if model:
+        lines.append(
+            f"| `{model['model']}` ({model['model_pieces']} pieces) | all | 1 | "
+            + " | ".join(f"{model['held_out'][m][s]:.3f}" for m, s in COLUMNS)
+            + " |"
+        )
+        if model.get("speedup"):
+            lines.append(
+                f"\npredict {model['predict_molecules_per_s']:.1f} molecules/s, simulator (GFN2-xTB relaxation + IR + "
+                f"Raman, {model['simulated_for_timing']} molecules) {model['simulator_molecules_per_s']:.3f} molecules/s: "
+                f"{model['speedup']:,.0f}x"
+            )
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arms", default="", help="comma-separated: scratch and/or shipped encoders")
@@ -196,8 +234,13 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=RESULTS)
+    p.add_argument("--report", action="store_true", help="print the results file as a Markdown table and stop")
     p.add_argument("overrides", nargs="*", help="further spktrain overrides of every run")
     args = p.parse_args(argv)
+    if args.report:
+        with open(args.out) as f:
+            print(markdown(json.load(f)))
+        return 0
     args.workdir = os.path.abspath(args.workdir)
     os.makedirs(args.workdir, exist_ok=True)
     torch.set_num_threads(args.threads)
@@ -260,8 +303,7 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
-    for key, cols in results["summary"].items():
-        print(key, "  ".join(f"{c} {v['mean']:.3f}±{v['std']:.3f}" for c, v in cols.items()))
+    print(markdown(results))
     print(f"wall {results['wall_s']:.0f} s -> {args.out}")
     return 0
 
