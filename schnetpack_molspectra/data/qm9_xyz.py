@@ -57,7 +57,10 @@ def _xyz_header(lines: List[str]) -> tuple:
     if len(header) != 2 + len(_XYZ_PROPERTIES) or header[0] != "gdb" or not header[1].isdigit():
         raise ValueError(f"line 2 has {len(header)} fields, expected 'gdb <index>' + {len(_XYZ_PROPERTIES)} properties")
     labels = {k: _xyz_number(v, f"line 2, {k}") for k, v in zip(_XYZ_PROPERTIES, header[2:])}
-    labels[msp.gdb_index] = int(header[1])
+    index = int(header[1])
+    if not 1 <= index < 2**63:  # stored as int64
+        raise ValueError(f"line 2: GDB index {header[1][:30]} is not a molecule's index (1 ... 2^63 - 1)")
+    labels[msp.gdb_index] = index
     return int(count[0]), labels
 
 
