@@ -10,6 +10,8 @@ measured the model as it is now (their ``model_pieces``: the pieces its card lis
                                                     models as arms (``--n-train <n>``)
   benchmarks/results/spectra_prediction.json        ``benchmarks/spectra_prediction.py --model <name>``
                                                     (a spectra model: SIS and cosine on held-out molecules)
+  benchmarks/results/retrieval.json                 an entry's ``predict_then_match`` with the spectra model
+                                                    (``benchmarks/retrieval.py --match-model <name>``)
 
     python scripts/record_measured.py            # every shipped model
     spkspectra models --markdown                 # the README's table
@@ -92,6 +94,30 @@ def prediction_figures(name, path, pieces):
     return f"{', '.join(parts)} against GFN2-xTB spectra of held-out molecules{speed}"
 
 
+def matching_figures(name, path, pieces):
+    """'predict-then-match recall@1 ...' from any retrieval entry whose ``predict_then_match`` used ``name``
+    at ``pieces`` (``benchmarks/retrieval.py --match-model <name>``), or None."""
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        entries = json.load(f)
+    for entry in entries.values():
+        match = entry.get("predict_then_match") or {}
+        if match.get("match_model") != name or match.get("model_pieces") != pieces:
+            continue
+        by_size = match["library_qm9"]
+        parts = [
+            f"{by_size[n]['clean:ir+raman']['recall@1']:.2f} among {int(n):,}"
+            for n in ("1000", "10000")
+            if n in by_size
+        ]
+        queries = entry["queries"].get("held_out", "?")
+        perturbed = by_size.get("1000", {}).get("perturbed:ir+raman", {}).get("recall@1")
+        text = f"predict-then-match recall@1 from IR+Raman ({queries} held-out molecules): " + ", ".join(parts)
+        return text + (f"; perturbed spectra {perturbed:.2f} among 1,000" if perturbed is not None else "")
+    return None
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", help="shipped models (default: all)")
@@ -122,6 +148,9 @@ def main(argv=None):
         prediction = prediction_figures(name, os.path.join(args.results, "spectra_prediction.json"), pieces)
         if prediction:
             measured["spectra"] = prediction
+        matching = matching_figures(name, os.path.join(args.results, "retrieval.json"), pieces)
+        if matching:
+            measured["identification"] = matching
         card["measured"] = measured
         update_card(path, card)
         print(f"{name}: {json.dumps(measured, indent=1)}")
