@@ -1,6 +1,7 @@
 """The pre-trained models shipped inside the package, by name: in every experiment, in identify, in
 the Python API, listed with their model cards; a bad name lists the shipped ones."""
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_module
@@ -22,9 +23,9 @@ def compose_model(experiment, *overrides):
 def test_the_shipped_models_are_in_the_package_and_small():
     import os
 
-    assert set(SHIPPED) <= set(available_models())
+    assert {*SHIPPED, "spectra-painn-qm9"} <= set(available_models())
     assert sum(os.path.getsize(model_file(n)) for n in available_models()) < 30e6
-    for name in SHIPPED:
+    for name in available_models():
         stored = read_weights(model_file(name))  # weights only: no code is unpickled
         halves = [v for v in stored["state_dict"].values() if v.is_floating_point()]
         assert halves and all(v.dtype in (torch.float16, torch.float64) for v in halves)
@@ -140,3 +141,23 @@ def test_update_card_replaces_the_card_and_keeps_weights_and_config(tmp_path):
     assert after["state_dict"].keys() == before["state_dict"].keys()
     for key, value in before["state_dict"].items():
         assert torch.equal(after["state_dict"][key], value) and after["state_dict"][key].dtype == torch.float16
+
+
+def test_predict_with_the_shipped_spectra_model_then_identify_reads_it(tmp_path, capsys):
+    """The issue's command from the package alone: spectra-painn-qm9 predicts for SMILES, identify reads the
+    file with the shipped embedding model and by predict-then-match, where CCO's spectra find CCO first."""
+    from schnetpack_molspectra.identify import identify
+    from schnetpack_molspectra.matching import identify_by_prediction
+
+    out = tmp_path / "pred.npz"
+    argv = ["predict", "--smiles", "CCO", "c1ccccc1", "--model", "spectra-painn-qm9", "--out", str(out)]
+    assert spkspectra([*argv, "--device", "cpu"]) == 0
+    capsys.readouterr()
+    with np.load(out) as f:
+        assert f["ir"].shape == f["raman"].shape == (2, 3501) and list(f["names"]) == ["CCO", "c1ccccc1"]
+    library = tmp_path / "candidates.smi"
+    library.write_text("CCO\nCC#N\nc1ccncc1\nO=CC(F)(F)F\n")
+    embedded = identify("molspectra-painn-qm9", str(out), str(library), top_k=4, cache=False)
+    assert [r.query for r in embedded] == ["CCO", "c1ccccc1"] and all(len(r.hits) == 4 for r in embedded)
+    matched = identify_by_prediction("spectra-painn-qm9", str(out), str(library), top_k=4)
+    assert matched[0].hits[0].smiles == "CCO" and matched[0].hits[0].score > 0.999
