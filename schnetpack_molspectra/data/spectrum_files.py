@@ -76,7 +76,9 @@ spectrum to the peak height typical of the shipped training data (:data:`REFEREN
 ``identify`` does that by default for x,y formats only.
 """
 
+import contextlib
 import csv
+import io
 import os
 import re
 from dataclasses import dataclass, field
@@ -443,8 +445,6 @@ def read_jcamp(path: str, modality: Optional[str] = None) -> List[QuerySpectrum]
         import jcamp
     except ImportError as err:
         raise ImportError("reading JCAMP-DX needs the 'jcamp' package: pip install jcamp") from err
-    import contextlib
-    import io
 
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints its consistency checks
         try:
@@ -557,7 +557,6 @@ def write_csv(path: str, spectra: Dict[str, np.ndarray], names, smiles=None) -> 
     """One CSV per modality (:func:`csv_paths`): a ``#`` comment naming the grid and its unit, then
     one row per molecule, its name and its L values; read back by ``read_csv(file, modality=m)``.
     ``smiles`` are not written (CSV rows carry a name only). Returns the files written."""
-    import io
 
     rows, names, _ = _checked_rows(spectra, names, smiles)
     written = []
@@ -586,8 +585,6 @@ def jcamp_paths(path: str, n: int) -> List[str]:
 
 def _jcamp_text(name: str, spectra: Dict[str, np.ndarray]) -> str:
     """A compound JCAMP-DX file (``##DATA TYPE=LINK``) with one block per modality."""
-    import contextlib
-    import io
 
     try:
         import jcamp
