@@ -5,8 +5,9 @@ embedding of :func:`schnetpack_molspectra.identify.identify` (``spkspectra ident
 
 The score of a candidate is the mean, over the modalities both the query and the model have, of the
 cosine between the query's spectrum (read, baseline-subtracted and rescaled as ``identify`` does:
-:func:`~schnetpack_molspectra.identify.encode.query_values`) and the predicted one: all candidates of
-a query at once, one matrix product per group of queries with the same modalities. The library's
+:func:`~schnetpack_molspectra.identify.encode.query_values`) and the predicted one: per group of queries
+with the same modalities, an exact search (``identify.VectorIndex``) over the library's predicted spectra
+as unit vectors (:func:`spectra_matrix`). The library's
 spectra are predicted on each call (milliseconds a molecule; ``benchmarks/spectra_prediction.py``).
 """
 
@@ -14,13 +15,14 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from schnetpack_molspectra.data.spectrum_files import QuerySpectrum, read_spectra
+from schnetpack_molspectra.data.spectrum_files import QuerySpectrum
 from schnetpack_molspectra.identify.encode import query_values
-from schnetpack_molspectra.identify.library import Library, load_library, smiles_from_structure
+from schnetpack_molspectra.identify.index import VectorIndex
+from schnetpack_molspectra.identify.library import Library, load_library
 from schnetpack_molspectra.identify.model import IdentifyError
 from schnetpack_molspectra.identify.output import write_csv
-from schnetpack_molspectra.identify.results import Hit, Identification
-from schnetpack_molspectra.identify.search import merge_queries
+from schnetpack_molspectra.identify.results import Identification
+from schnetpack_molspectra.identify.search import ranked_hits, read_queries
 from schnetpack_molspectra.predict import PredictError, SpectraPredictor, load_predictor, predict_spectra
 from schnetpack_molspectra.predict import structure_problem as predict_problem
 
@@ -71,12 +73,7 @@ def identify_by_prediction(
         predictor = model if isinstance(model, SpectraPredictor) else load_predictor(model, device=device, trust=trust)
     except PredictError as err:
         raise IdentifyError(str(err)) from err
-    if isinstance(spectra, str):
-        spectra = [spectra]
-    records: List[QuerySpectrum] = []
-    for item in spectra:
-        records.extend([item] if isinstance(item, QuerySpectrum) else read_spectra(item, modality))
-    queries = merge_queries(records, one_molecule)
+    queries = read_queries(spectra, modality, one_molecule)
     lib = library if isinstance(library, Library) else load_library(library)
     for i, atoms in enumerate(lib.atoms):
         problem = predict_problem(predictor, atoms)
@@ -92,27 +89,18 @@ def identify_by_prediction(
                 f"{q.source}: '{q.name}' has none of the spectra the model predicts ({', '.join(predictor.modalities)})"
             )
         groups.setdefault(used, []).append(i)
-    k = min(top_k, len(lib.atoms))
     ranked: Dict[int, tuple] = {}
     for used, members in groups.items():
         values = {m: np.stack([query_values(queries[i], m, rescale, baseline) for i in members]) for m in used}
-        scores = match_scores(values, predicted, used)
-        top = (
-            np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            if k < scores.shape[1]
-            else np.tile(np.arange(k), (len(members), 1))
-        )
+        scores, indices = VectorIndex(spectra_matrix(predicted, used)).search(spectra_matrix(values, used), top_k)
         for row, i in enumerate(members):
-            order = top[row][np.argsort(-scores[row, top[row]], kind="stable")]
-            ranked[i] = (used, order, scores[row, order])
+            ranked[i] = (used, indices[row], scores[row])
 
+    smiles = list(lib.smiles)  # filled in from the geometry where a hit needs it, for every later query
     results = []
     for i, q in enumerate(queries):
-        used, order, row_scores = ranked[i]
-        hits = []
-        for rank, (j, s) in enumerate(zip(order, row_scores), 1):
-            smiles = lib.smiles[j] or smiles_from_structure(lib.atoms[j]) or lib.atoms[j].get_chemical_formula()
-            hits.append(Hit(rank, int(j), lib.names[j], smiles, float(s)))
+        used, indices, scores = ranked[i]
+        hits = ranked_hits(scores, indices, lib.names, smiles, lib.atoms)
         results.append(
             Identification(
                 q.name,

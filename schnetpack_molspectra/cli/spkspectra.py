@@ -186,44 +186,24 @@ def _device(name: str) -> str:
 
 def _identify(args):
     elements = args.elements.replace(",", " ").split() if args.elements else None
-    if args.method == "predict":
-        if elements or args.exact_below is not None or args.no_cache:
-            raise ValueError("--elements, --exact-below and --no-cache apply to --method embedding only")
-        results = identify_by_prediction(
-            args.model,
-            args.spectra,
-            args.library,
-            top_k=args.top_k,
-            modality=args.modality,
-            one_molecule=args.one_molecule,
-            rescale=args.rescale,
-            baseline=args.baseline,
-            out_csv=args.csv,
-            progress=True,
-            device=_device(args.device),
-            trust=args.trust_model,
-        )
-        print(format_results(results))
-        if args.csv:
-            print(f"{args.csv}: {sum(len(r.hits) for r in results)} rows")
-        return 0
-    results = identify(
-        args.model,
-        args.spectra,
-        args.library,
+    shared = dict(
         top_k=args.top_k,
         modality=args.modality,
         one_molecule=args.one_molecule,
         rescale=args.rescale,
         baseline=args.baseline,
-        elements=elements,
-        cache=not args.no_cache,
-        exact_below=args.exact_below,
         out_csv=args.csv,
         progress=True,
         device=_device(args.device),
         trust=args.trust_model,
     )
+    if args.method == "predict":
+        if elements or args.exact_below is not None or args.no_cache:
+            raise ValueError("--elements, --exact-below and --no-cache apply to --method embedding only")
+        results = identify_by_prediction(args.model, args.spectra, args.library, **shared)
+    else:
+        embedding = dict(elements=elements, cache=not args.no_cache, exact_below=args.exact_below)
+        results = identify(args.model, args.spectra, args.library, **embedding, **shared)
     print(format_results(results))
     if args.csv:
         print(f"{args.csv}: {sum(len(r.hits) for r in results)} rows")

@@ -5,7 +5,10 @@ of :class:`~schnetpack_molspectra.identify.results.Hit`); the package
 docstring (:mod:`schnetpack_molspectra.identify`) describes inputs, modalities and scaling.
 """
 
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+import functools
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+from ase import Atoms
 
 from schnetpack_molspectra.data.spectrum_files import QuerySpectrum, read_spectra
 from schnetpack_molspectra.identify.cache import library_embeddings
@@ -16,7 +19,7 @@ from schnetpack_molspectra.identify.model import EmbeddingModel, IdentifyError, 
 from schnetpack_molspectra.identify.output import write_csv
 from schnetpack_molspectra.identify.results import Hit, Identification
 
-__all__ = ["merge_queries", "identify"]
+__all__ = ["merge_queries", "read_queries", "ranked_hits", "identify"]
 
 
 def merge_queries(records: Iterable[QuerySpectrum], one_molecule: bool = False) -> List[QuerySpectrum]:
@@ -42,6 +45,44 @@ def merge_queries(records: Iterable[QuerySpectrum], one_molecule: bool = False) 
         if one_molecule and r.name not in q.name.split(" + "):
             q.name = f"{q.name} + {r.name}"
     return list(merged.values())
+
+
+def read_queries(
+    spectra: Union[str, Sequence[str], Sequence[QuerySpectrum]],
+    modality: Optional[str] = None,
+    one_molecule: bool = False,
+) -> List[QuerySpectrum]:
+    """The queries of spectra files (any format of ``data.spectrum_files``; ``modality`` for files that do
+    not say) or of records read already, the records of one molecule merged (:func:`merge_queries`)."""
+    if isinstance(spectra, str):
+        spectra = [spectra]
+    records: List[QuerySpectrum] = []
+    for item in spectra:
+        records.extend([item] if isinstance(item, QuerySpectrum) else read_spectra(item, modality))
+    return merge_queries(records, one_molecule)
+
+
+def ranked_hits(
+    scores: Sequence[float],
+    indices: Sequence[int],
+    names: List[str],
+    smiles: List[str],
+    atoms: Union[List[Atoms], Callable[[], List[Atoms]]],
+) -> List[Hit]:
+    """The :class:`Hit` list of one query from its library indices and scores, best first (an index
+    below 0, FAISS's "none", is left out). A candidate without SMILES (an xyz library) gets one from
+    its geometry, stored into ``smiles`` for later queries; ``atoms``: the library's structures, or a
+    function that reads them (called only then)."""
+    hits = []
+    for rank, (score, i) in enumerate(zip(scores, indices), 1):
+        if i < 0:
+            continue
+        if not smiles[i]:
+            if callable(atoms):
+                atoms = atoms()
+            smiles[i] = smiles_from_structure(atoms[i]) or atoms[i].get_chemical_formula()
+        hits.append(Hit(rank, int(i), names[i], smiles[i], float(score)))
+    return hits
 
 
 def identify(
@@ -78,29 +119,18 @@ def identify(
         trust: unpickle a ``best_model`` that no run of yours wrote (:func:`load_model`; ``--trust-model``).
     """
     enc = model if isinstance(model, EmbeddingModel) else load_model(model, elements, device=device, trust=trust)
-    if isinstance(spectra, str):
-        spectra = [spectra]
-    records: List[QuerySpectrum] = []
-    for item in spectra:
-        records.extend([item] if isinstance(item, QuerySpectrum) else read_spectra(item, modality))
-    queries = merge_queries(records, one_molecule)
+    queries = read_queries(spectra, modality, one_molecule)
     emb = library_embeddings(enc, library, cache=cache, cache_dir=cache_dir, progress=progress)
     index_path = emb.cache_path[: -len(".npz")] + ".faiss" if emb.cache_path else None
     index = VectorIndex(emb.vectors, exact_below, index_path)
     scores, idx = index.search(encode_spectra(enc, queries, rescale, baseline=baseline), top_k)
-    atoms = emb.atoms
+    # embeddings from the cache come without structures: read (once) only if a hit needs its SMILES
+    atoms = emb.atoms or functools.cache(
+        lambda: (library if isinstance(library, Library) else load_library(emb.path)).atoms
+    )
     results = []
     for q, row_scores, row_idx in zip(queries, scores, idx):
-        hits = []
-        for rank, (s, i) in enumerate(zip(row_scores, row_idx), 1):
-            if i < 0:
-                continue
-            smiles = emb.smiles[i]
-            if not smiles:  # xyz library without SMILES: from the geometry, for the hits only
-                if atoms is None:
-                    atoms = (library if isinstance(library, Library) else load_library(emb.path)).atoms
-                smiles = emb.smiles[i] = smiles_from_structure(atoms[i]) or atoms[i].get_chemical_formula()
-            hits.append(Hit(rank, int(i), emb.names[i], smiles, float(s)))
+        hits = ranked_hits(row_scores, row_idx, emb.names, emb.smiles, atoms)
         results.append(
             Identification(
                 q.name,
