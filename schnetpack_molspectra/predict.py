@@ -37,25 +37,21 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.data import chemical_symbols
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from schnetpack_molspectra.atomistic import SpectraHead
 from schnetpack_molspectra.data import inputs as structure_inputs
 from schnetpack_molspectra.data.files import require_file
 from schnetpack_molspectra.data.spectrum_files import rescale_to_reference
-from schnetpack_molspectra.identify.encode import structures_batch
+from schnetpack_molspectra.identify.encode import represented_batches
 from schnetpack_molspectra.identify.model import (
     QM9_ELEMENTS,
-    find_model_file,
+    IdentifyError,
     model_cutoff,
     model_elements,
-    run_config,
+    read_saved_model,
 )
-from schnetpack_molspectra.pretrained import model_from_weights
-from schnetpack_molspectra.shipped import resolve_model
 from schnetpack_molspectra.spectra.grids import SPECTRUM_LENGTHS
-from schnetpack_molspectra.weights import PretrainedModelError, load_file, read_weights
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -137,23 +133,13 @@ def load_predictor(path_or_name: str, device: str = "cpu", trust: bool = False) 
         PredictError: the file is not a readable model, is not trusted (the opt-in is named), or
             the model has no :class:`SpectraHead` (not a ``spectra_finetune`` model); names the file.
     """
-    path = find_model_file(resolve_model(path_or_name))
-    stored = None
     try:
-        if path.endswith(".pt"):  # a weights file: its config rebuilds the model, its card says what it is
-            stored = read_weights(path)
-            model = model_from_weights(path, device=device, stored=stored)
-        else:
-            model = load_file(path, "model", trust=trust, opt_in=TRUST_OPT_IN, map_location=device)
-    except PretrainedModelError as err:
-        raise PredictError(str(err)) from err
-    except Exception as err:  # hydra's instantiation and torch raise several kinds for a config that does not fit
-        raise PredictError(f"cannot read model {path}: {type(err).__name__}: {err}") from err
-    if not isinstance(model, torch.nn.Module) or not hasattr(model, "representation"):
-        raise PredictError(
-            f"{path}: not a saved SchNetPack model ({type(model).__name__}); "
-            "pass a model of spktrain experiment=spectra_finetune"
+        saved = read_saved_model(
+            path_or_name, device, trust, TRUST_OPT_IN, expected="a model of spktrain experiment=spectra_finetune"
         )
+    except IdentifyError as err:
+        raise PredictError(str(err)) from err
+    path, model, cfg, card = saved.path, saved.model, saved.config, saved.card
     outputs = list(getattr(model, "output_modules", []))
     heads = [m for m in outputs if isinstance(m, SpectraHead)]
     if not heads:
@@ -163,8 +149,6 @@ def load_predictor(path_or_name: str, device: str = "cpu", trust: bool = False) 
             "directory or weights file)"
         )
     model = model.to(device).eval()
-    cfg = run_config(path) if stored is None else OmegaConf.create(stored["config"])
-    card = {} if stored is None else dict(stored.get("card") or {})
     elements, source = model_elements(card, cfg, path)
     return SpectraPredictor(
         model=model,
@@ -275,16 +259,13 @@ def predict_spectra(
         problem = structure_problem(predictor, atoms)
         if problem is not None:
             raise PredictError(f"structure {i} ({atoms.get_chemical_formula()}): {problem}")
-    model, head = predictor.model, predictor.head
+    head = predictor.head
     out = {m: [] for m in predictor.modalities}
-    starts = range(0, len(atoms_list), batch_size)
-    if progress:
-        starts = tqdm(starts, desc="predicted spectra", unit="batch", file=sys.stderr)
-    for start in starts:
-        inputs = structures_batch(atoms_list[start : start + batch_size], predictor.cutoff, predictor.device)
-        for module in model.input_modules:
-            inputs = module(inputs)
-        inputs = head(model.representation(inputs))
+    batches = represented_batches(
+        predictor.model, atoms_list, predictor.cutoff, predictor.device, batch_size, progress, "predicted spectra"
+    )
+    for inputs in batches:
+        inputs = head(inputs)
         for m, key in zip(head.modalities, head.model_outputs):
             out[m].append(inputs[key].float().cpu().numpy())
     return {

@@ -5,7 +5,7 @@ checking that the model knows their elements; both unit-norm, so that a dot prod
 """
 
 import sys
-from typing import Dict, Sequence
+from typing import Dict, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ __all__ = [
     "encode_spectra",
     "check_elements",
     "structures_batch",
+    "represented_batches",
     "encode_structures",
 ]
 
@@ -157,24 +158,40 @@ def structures_batch(atoms_list: Sequence[Atoms], cutoff: float, device="cpu") -
     }
 
 
+def represented_batches(
+    model: torch.nn.Module,
+    atoms_list: Sequence[Atoms],
+    cutoff: float,
+    device="cpu",
+    batch_size: int = 512,
+    progress: bool = False,
+    desc: str = "structures",
+) -> Iterator[Dict[str, torch.Tensor]]:
+    """Each batch of ``batch_size`` structures as the model's output modules see it: the inputs of
+    :func:`structures_batch` after ``model``'s input modules and representation (call it under
+    ``torch.no_grad``); ``progress``: a progress bar on stderr, named ``desc``."""
+    starts = range(0, len(atoms_list), batch_size)
+    if progress:
+        starts = tqdm(starts, desc=desc, unit="batch", file=sys.stderr)
+    for start in starts:
+        inputs = structures_batch(atoms_list[start : start + batch_size], cutoff, device)
+        for module in model.input_modules:
+            inputs = module(inputs)
+        yield model.representation(inputs)
+
+
 @torch.no_grad()
 def encode_structures(
     enc: EmbeddingModel, atoms_list: Sequence[Atoms], batch_size: int = 512, progress: bool = False
 ) -> np.ndarray:
     """Unit-norm 3D embeddings (n_molecules, n_features): the encoder + ``MoleculeRepresentation``
     on each structure, with the training transforms (centre of mass, neighbour list, float32) done
-    for a whole batch at once (:func:`structures_batch`)."""
-    model = enc.model
+    for a whole batch at once (:func:`represented_batches`)."""
     out = []
-    starts = range(0, len(atoms_list), batch_size)
-    if progress:
-        starts = tqdm(starts, desc="library 3D embeddings", unit="batch", file=sys.stderr)
-    for start in starts:
-        inputs = structures_batch(atoms_list[start : start + batch_size], enc.cutoff, enc.device)
-        for module in model.input_modules:
-            inputs = module(inputs)
-        inputs = model.representation(inputs)
-        inputs = enc.representation_3d(inputs)
-        rep = inputs[enc.representation_3d.output_key]
+    batches = represented_batches(
+        enc.model, atoms_list, enc.cutoff, enc.device, batch_size, progress, desc="library 3D embeddings"
+    )
+    for inputs in batches:
+        rep = enc.representation_3d(inputs)[enc.representation_3d.output_key]
         out.append(torch.nn.functional.normalize(rep, dim=-1).cpu().numpy())
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from ase.data import chemical_symbols
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 import schnetpack_molspectra.configs  # noqa: F401  (the configs' resolvers)
 from schnetpack_molspectra.atomistic import MoleculeRepresentation, SpectraEncoder
@@ -31,6 +31,8 @@ __all__ = [
     "training_db",
     "database_elements",
     "load_model",
+    "SavedModel",
+    "read_saved_model",
     "atomic_number",
     "model_cutoff",
     "model_elements",
@@ -139,6 +141,49 @@ def database_elements(path: str) -> Tuple[int, ...]:
         return tuple(sorted(int(z) for (z,) in conn.execute("SELECT DISTINCT Z FROM species")))
 
 
+@dataclass
+class SavedModel:
+    """A saved model as :func:`read_saved_model` reads it: the model file, the model, the run's config
+    (a weights file's own, else the ``config.yaml`` beside the file, else None) and its model card
+    (a weights file's; empty otherwise)."""
+
+    path: str
+    model: torch.nn.Module
+    config: Optional[DictConfig]
+    card: Dict
+
+
+def read_saved_model(
+    path: str, device: str = "cpu", trust: bool = False, opt_in: str = TRUST_OPT_IN, expected: str = "a saved model"
+) -> SavedModel:
+    """A saved SchNetPack model by shipped name, weights file, ``best_model`` or run directory: a weights
+    file is read without unpickling, a ``best_model`` only when a run of yours wrote it, or with
+    ``trust`` (``opt_in`` says how the caller's user asks for it;
+    :func:`schnetpack_molspectra.weights.load_file`).
+
+    Raises:
+        FileNotFoundError: no such file, and no shipped model of that name.
+        IdentifyError: the file is not readable, not trusted, or not a SchNetPack model (``expected``
+            says what to pass instead).
+    """
+    path = find_model_file(resolve_model(path))  # a shipped model's name -> its weights file
+    stored = None  # a weights file's entries: its config and card replace the run directory's
+    try:
+        if path.endswith(".pt"):  # a weights file (the shipped models): config and card inside
+            stored = read_weights(path)
+            model = model_from_weights(path, device=device, stored=stored)
+        else:
+            model = load_file(path, "model", trust=trust, opt_in=opt_in, map_location=device)
+    except PretrainedModelError as err:
+        raise IdentifyError(str(err)) from err
+    except Exception as err:  # hydra's instantiation and torch raise several kinds for a config that does not fit
+        raise IdentifyError(f"cannot read model {path}: {type(err).__name__}: {err}") from err
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "representation"):
+        raise IdentifyError(f"{path}: not a saved SchNetPack model ({type(model).__name__}); pass {expected}")
+    config = run_config(path) if stored is None else OmegaConf.create(stored["config"])
+    return SavedModel(path, model, config, {} if stored is None else dict(stored.get("card") or {}))
+
+
 def load_model(
     path: str, elements: Optional[Sequence] = None, device: str = "cpu", trust: bool = False
 ) -> EmbeddingModel:
@@ -153,22 +198,8 @@ def load_model(
         IdentifyError: the file is not a saved model, is not trusted (the message names the opt-in),
             or has no spectra encoder / 3D representation (a ``denoise_pretrain`` or fine-tuned model).
     """
-    path = find_model_file(resolve_model(path))  # a shipped model's name -> its weights file
-    stored = None  # a weights file's entries: its config and card replace the run directory's
-    try:
-        if path.endswith(".pt"):  # a weights file (the shipped models): config and card inside
-            stored = read_weights(path)
-            model = model_from_weights(path, device=device, stored=stored)
-        else:
-            model = load_file(path, "model", trust=trust, opt_in=TRUST_OPT_IN, map_location=device)
-    except PretrainedModelError as err:
-        raise IdentifyError(str(err)) from err
-    except Exception as err:
-        raise IdentifyError(f"cannot read model {path}: {type(err).__name__}: {err}") from err
-    if not isinstance(model, torch.nn.Module) or not hasattr(model, "representation"):
-        raise IdentifyError(
-            f"{path}: not a saved SchNetPack model ({type(model).__name__}); pass the best_model of a molspectra_pretrain run"
-        )
+    saved = read_saved_model(path, device=device, trust=trust, expected="the best_model of a molspectra_pretrain run")
+    path, model, cfg, card = saved.path, saved.model, saved.config, saved.card
     outputs = list(getattr(model, "output_modules", []))
     spectra = [m for m in outputs if isinstance(m, SpectraEncoder)]
     rep3d = [m for m in outputs if isinstance(m, MoleculeRepresentation)]
@@ -180,8 +211,6 @@ def load_model(
             "not of denoise_pretrain or a fine-tuning run"
         )
     model.eval()
-    cfg = run_config(path) if stored is None else OmegaConf.create(stored["config"])
-    card = {} if stored is None else stored["card"]
     enc = EmbeddingModel(
         path, model, spectra[0], rep3d[0], model_cutoff(model, cfg), sha256=file_sha256(path), device=device
     )
