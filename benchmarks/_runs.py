@@ -88,6 +88,19 @@ def spktrain(workdir, name, overrides, env=None):
     return result
 
 
+def model_pieces(model):
+    """The number of training pieces in the card of a shipped model (by name) or of a weights file: which
+    state of the model a result measured (``scripts/record_measured.py`` checks it); None for any other
+    model file (a ``best_model``)."""
+    from schnetpack_molspectra.shipped import resolve_model
+    from schnetpack_molspectra.weights import read_weights
+
+    path = resolve_model(model)
+    if not path.endswith(".pt"):
+        return None
+    return len(read_weights(path)["card"].get("pieces", []))
+
+
 def summary(values):
     values = np.asarray(values, dtype=float)
     return {

@@ -69,7 +69,7 @@ import sys
 import time
 
 import numpy as np
-from _runs import finished_run, qm9_finetune_overrides, spktrain, summary
+from _runs import finished_run, model_pieces, qm9_finetune_overrides, spktrain, summary
 
 #: arm -> the pre-training run its encoder comes from (ablation arms: "stage2_<arm>")
 ARMS = {
@@ -103,14 +103,6 @@ def stage2_length(arm):
 
     longer = re.fullmatch(r"(.+)_x(\d+)", arm)
     return (longer.group(1), int(longer.group(2))) if longer else (arm, 1)
-
-
-def model_pieces(name):
-    """The number of training pieces in a shipped model's card: which state of it a result measured."""
-    from schnetpack_molspectra.pretrained import read_weights
-    from schnetpack_molspectra.shipped import model_file
-
-    return len(read_weights(model_file(name))["card"].get("pieces", []))
 
 
 def shipped_arm(arm):

@@ -58,6 +58,7 @@ import sys
 import time
 
 import numpy as np
+from _runs import model_pieces
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HELD_OUT_STICKS = os.path.join(HERE, "data", "held_out_sticks")
@@ -86,14 +87,6 @@ VARIANTS = {
     "noise, a baseline of up to 20 % of the peak (ALS-corrected as identify corrects x,y data) and 1 % noise",
 }
 VARIANT_SUBSETS = ("uv+ir+raman", "ir+raman", "ir")
-
-
-def model_pieces(model):
-    """The number of training pieces in the card of a shipped model's name or a weights file."""
-    from schnetpack_molspectra.pretrained import read_weights
-    from schnetpack_molspectra.shipped import available_models, model_file
-
-    return len(read_weights(model_file(model) if model in available_models() else model)["card"].get("pieces", []))
 
 
 def find_run(path):

@@ -37,7 +37,7 @@ import schnetpack_molspectra  # noqa: F401  (tblite before torch: the simulator'
 
 # isort: split
 import torch
-from _runs import spktrain, summary, timed
+from _runs import model_pieces, spktrain, summary, timed
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.default import ensure_default_dataset
@@ -117,16 +117,6 @@ def run_arm(args, arm, n_train, seed, datapath):
         overrides.append(f"globals.pretrained_model={arm}")
     result = spktrain(args.workdir, name, overrides, env={"OMP_NUM_THREADS": str(args.threads)})
     return name, result
-
-
-def model_pieces(model):
-    """The training pieces in a shipped model's card (which state of it was measured), or None for a path."""
-    from schnetpack_molspectra.shipped import available_models, model_file
-    from schnetpack_molspectra.weights import read_weights
-
-    if model not in available_models():
-        return None
-    return len(read_weights(model_file(model))["card"].get("pieces", []))
 
 
 def evaluate(model, atoms, simulated, device="cpu"):
