@@ -139,6 +139,24 @@ def recall(r, n):
     }
 
 
+def shuffled_others(n_qm9, q_pos, seed):
+    """Every QM9 position but the queries', in the seeded random order the libraries take them in: a
+    library of n is the queries, then the first n - len(queries) of these."""
+    others = np.setdiff1d(np.arange(n_qm9), q_pos)
+    return others[np.random.default_rng(seed).permutation(len(others))]
+
+
+def library_ranks(score, n_queries, n):
+    """1-based rank of each query's own entry in a library of ``n`` whose first ``n_queries`` rows are the
+    queries, in order; ``score(query_rows, library_rows)`` (two slices) gives their score matrix. A
+    library smaller than the query set: the queries in groups of ``n``, each group the library of its own
+    queries (queries left over after the last whole group are left out)."""
+    if n < n_queries:
+        groups = [slice(i, i + n) for i in range(0, n_queries - n + 1, n)]
+        return np.concatenate([ranks(score(rows, rows), np.arange(n)) for rows in groups])
+    return ranks(score(slice(0, n_queries), slice(0, n)), np.arange(n_queries))
+
+
 def raw_vectors(spectra_list, modalities):
     """Concatenated per-modality unit-normalised log10(1 + x) spectra, unit-normalised."""
     parts = []
@@ -391,9 +409,7 @@ def benchmark(enc, qset, sizes, workdir, seed, quick, log):
 
     # QM9 library embeddings (all of QM9, cached, when a library is all of it)
     n_qm9 = len(table)
-    rng = np.random.default_rng(seed)
-    others = np.setdiff1d(np.arange(n_qm9), q_pos)
-    others = others[rng.permutation(len(others))]
+    others = shuffled_others(n_qm9, q_pos, seed)
     largest = max(n_qm9 if s == "all" else int(s) for s in sizes)
     shipped_pos = np.array(gdb_positions(table, [r["gdb"] for r in queries + train]))
     needed = None if largest >= n_qm9 else np.concatenate([q_pos, others[: largest - len(q_pos)], shipped_pos])
@@ -407,15 +423,7 @@ def benchmark(enc, qset, sizes, workdir, seed, quick, log):
         lib_vectors = qm9_vectors[library]
         entry = {}
         for (kind, name), vectors in spec.items():
-            if n < len(q_pos):  # queries in groups of n, each group the library of its own queries
-                r = np.concatenate(
-                    [
-                        ranks(vectors[i : i + n] @ lib_vectors[i : i + n].T, np.arange(len(vectors[i : i + n])))
-                        for i in range(0, len(q_pos) - n + 1, n)
-                    ]
-                )
-            else:
-                r = ranks(vectors @ lib_vectors.T, np.arange(len(q_pos)))  # the queries come first
+            r = library_ranks(lambda q, lib, v=vectors: v[q] @ lib_vectors[lib].T, len(q_pos), n)
             entry[f"{kind}:{name}"] = recall(r, n)
             if kind == "clean" and name == "uv+ir+raman":
                 if n >= len(q_pos):  # every query once, in order: per part of the query set
@@ -508,9 +516,7 @@ def predict_then_match(match_model, qset, sizes, seed, log):
     queries = qset["queries"]
     q_pos = np.array(gdb_positions(table, [r["gdb"] for r in queries]))
     n_qm9 = len(table)
-    rng = np.random.default_rng(seed)
-    others = np.setdiff1d(np.arange(n_qm9), q_pos)
-    others = others[rng.permutation(len(others))]
+    others = shuffled_others(n_qm9, q_pos, seed)
     largest = max(n_qm9 if s == "all" else int(s) for s in sizes)
     library = np.concatenate([q_pos, others[: max(largest - len(q_pos), 0)]])
     atoms = [row_atoms(r) for r in table.iloc[library].itertuples(index=False)]
@@ -536,23 +542,13 @@ def predict_then_match(match_model, qset, sizes, seed, log):
                     m: np.stack([query_values(QuerySpectrum("q", {m: s[m]}, "q"), m, **treat) for s in spectra_list])
                     for m in used
                 }
-                lib = {m: predicted[m][:n] for m in used}
-                if n < len(q_pos):
-                    r = np.concatenate(
-                        [
-                            ranks(
-                                match_scores(
-                                    {m: v[i : i + n] for m, v in values.items()},
-                                    {m: predicted[m][i : i + n] for m in used},
-                                    used,
-                                ),
-                                np.arange(n),
-                            )
-                            for i in range(0, len(q_pos) - n + 1, n)
-                        ]
-                    )
-                else:
-                    r = ranks(match_scores(values, lib, used), np.arange(len(q_pos)))
+                r = library_ranks(
+                    lambda q, lib, v=values, u=used: match_scores(
+                        {m: x[q] for m, x in v.items()}, {m: predicted[m][lib] for m in u}, u
+                    ),
+                    len(q_pos),
+                    n,
+                )
                 entry[f"{kind}:{name}"] = recall(r, n)
         out[str(n)] = entry
         log(f"  predict-then-match, library {n}: recall@1 ir+raman clean {entry['clean:ir+raman']['recall@1']:.3f}")
