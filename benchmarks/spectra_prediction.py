@@ -38,13 +38,14 @@ import schnetpack_molspectra  # noqa: F401  (tblite before torch: the simulator'
 # isort: split
 import torch
 from _runs import model_pieces, spktrain, summary, timed
+from ase.db import connect
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.default import ensure_default_dataset
 from schnetpack_molspectra.data.sticks import build_db_from_sticks
 from schnetpack_molspectra.predict import load_predictor, predict_spectra
 from schnetpack_molspectra.spectra.grids import GRIDS
-from schnetpack_molspectra.spectra.similarity import SIMILARITY_MEASURES, similarity
+from schnetpack_molspectra.spectra.similarity import SIMILARITY_MEASURES, area_normalize, has_spectrum, similarity
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HELD_OUT_STICKS = os.path.join(HERE, "data", "held_out_sticks")
@@ -54,8 +55,6 @@ N_VAL = 500
 
 def held_out_set(workdir):
     """(structures, {modality: (n, L) simulated spectra}, names) of the held-out molecules."""
-    from ase.db import connect
-
     db = os.path.join(workdir, "held_out.db")
     if not os.path.exists(db):
         build_db_from_sticks(db, folder=HELD_OUT_STICKS, require_uv=False)
@@ -74,7 +73,7 @@ def scores(predicted, simulated):
     out = {}
     for m, pred in predicted.items():
         target = torch.as_tensor(simulated[m], dtype=torch.float64)
-        present = (target > 0).any(-1)
+        present = has_spectrum(target)
         pred = torch.as_tensor(pred, dtype=torch.float64)[present]
         out[m] = {s: similarity(s, pred, target[present]).numpy() for s in SIMILARITY_MEASURES}
     return out
@@ -87,16 +86,12 @@ def mean_scores(per_molecule):
 def mean_spectrum_baseline(datapath, simulated, modalities=("ir", "raman")):
     """Every held-out molecule predicted as the mean area-normalised spectrum of the training
     database: what a model that ignores the structure scores."""
-    from ase.db import connect
-
     sums = {m: 0.0 for m in modalities}
     with connect(datapath) as conn:
         for row in conn.select():
             for m in modalities:
-                x = row.data[msp.spectrum_keys[m]][0].astype(np.float64)
-                if x.sum() > 0:
-                    sums[m] = sums[m] + x / x.sum()
-    predicted = {m: np.tile(v / v.sum(), (len(simulated[m]), 1)) for m, v in sums.items()}
+                sums[m] = sums[m] + area_normalize(torch.tensor(row.data[msp.spectrum_keys[m]][0], dtype=torch.float64))
+    predicted = {m: np.tile(area_normalize(v).numpy(), (len(simulated[m]), 1)) for m, v in sums.items()}
     return mean_scores(scores(predicted, simulated))
 
 
@@ -145,7 +140,7 @@ def plot_examples(path, predicted, simulated, per_molecule, names, modality="ir"
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    present = np.flatnonzero((simulated[modality] > 0).any(-1))
+    present = np.flatnonzero(has_spectrum(torch.as_tensor(simulated[modality])).numpy())
     sis = per_molecule[modality]["sis"]
     order = np.argsort(sis)
     picks = {"best": order[-1], "median": order[len(order) // 2], "worst": order[0]}
@@ -158,7 +153,7 @@ def plot_examples(path, predicted, simulated, per_molecule, names, modality="ir"
         for col, m in enumerate(modalities):
             ax = axes[row][col]
             x = GRIDS[m].values()
-            target = simulated[m][i] / max(simulated[m][i].sum(), 1e-30)
+            target = area_normalize(torch.as_tensor(simulated[m][i], dtype=torch.float64)).numpy()
             ax.plot(x, target, color="k", lw=1, label="simulated (GFN2-xTB)")
             ax.plot(x, predicted[m][i], color="tab:red", lw=1, label="predicted")
             value = float(similarity("sis", torch.as_tensor(predicted[m][i : i + 1]), torch.as_tensor(target[None])))
