@@ -177,38 +177,42 @@ class SmoothedLoss(nn.Module):
         return loss
 
 
-class SpectralInformationDivergenceLoss(nn.Module):
-    """Mean spectral information divergence between predicted and target spectra (Chemprop-IR's
-    loss; :func:`~schnetpack_molspectra.spectra.similarity.spectral_information_divergence`).
+class _SpectrumLoss(nn.Module):
+    """A loss of predicted spectra over the molecules that have a target spectrum: ``prediction`` and
+    ``target`` (n_molecules, n_points); molecules whose target is all zero (no spectrum of that
+    modality, e.g. UV not computed) do not count, and a batch without any gives 0 (with a gradient,
+    so every rank's backward pass matches). Subclasses define :meth:`loss` on the rows that count."""
 
-    ``prediction`` and ``target``: (n_molecules, n_points), non-negative. Molecules whose target is
-    all zero (no spectrum of that modality, e.g. UV not computed) do not count; a batch without
-    any target spectrum gives 0 (with a gradient, so every rank's backward pass matches).
-    """
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        present = has_spectrum(target)
+        if not bool(present.any()):
+            return prediction.sum() * 0.0
+        return self.loss(prediction[present], target[present])
+
+
+class SpectralInformationDivergenceLoss(_SpectrumLoss):
+    """Mean spectral information divergence between predicted and target spectra (Chemprop-IR's
+    loss; :func:`~schnetpack_molspectra.spectra.similarity.spectral_information_divergence`), over
+    the molecules that have a target spectrum (:class:`_SpectrumLoss`)."""
 
     def __init__(self, floor: float = SID_FLOOR):
         super().__init__()
         self.floor = floor
 
-    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        present = has_spectrum(target)
-        if not bool(present.any()):
-            return prediction.sum() * 0.0
-        return spectral_information_divergence(prediction[present], target[present], self.floor).mean()
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return spectral_information_divergence(prediction, target, self.floor).mean()
 
 
-class SpectrumMSELoss(nn.Module):
-    """Mean squared error of spectra each scaled to a maximum of 1 (``prediction``, ``target``:
-    (n_molecules, n_points)), so every molecule counts alike whatever its intensities. Molecules
-    without a target spectrum (all zero) do not count."""
+class SpectrumMSELoss(_SpectrumLoss):
+    """Mean squared error of spectra each scaled to a maximum of 1, so every molecule counts alike
+    whatever its intensities, over the molecules that have a target spectrum (:class:`_SpectrumLoss`)."""
 
-    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        present = has_spectrum(target)
-        if not bool(present.any()):
-            return prediction.sum() * 0.0
-        p, t = prediction[present], target[present]
-        p = p / p.amax(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
-        t = t / t.amax(-1, keepdim=True)
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        p = prediction / prediction.amax(-1, keepdim=True).clamp_min(torch.finfo(prediction.dtype).tiny)
+        t = target / target.amax(-1, keepdim=True)
         return ((p - t) ** 2).mean()
 
 
