@@ -28,7 +28,6 @@ card's ``elements`` (else the elements of its run's training database, else QM9'
 F; as ``identify`` decides them) or beyond its embedding table.
 """
 
-import os
 import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
@@ -41,7 +40,6 @@ from tqdm import tqdm
 
 from schnetpack_molspectra.atomistic import SpectraHead
 from schnetpack_molspectra.data import inputs as structure_inputs
-from schnetpack_molspectra.data.files import require_file
 from schnetpack_molspectra.data.spectrum_files import rescale_to_reference
 from schnetpack_molspectra.identify.encode import represented_batches
 from schnetpack_molspectra.identify.model import (
@@ -228,14 +226,10 @@ def collect_inputs(
                 continue
             _keep(found, predictor, i, s, s, atoms)
         return found
-    require_file(file, "structure file")
-    frames = structure_inputs.read_structures(file)  # every frame; an unusable one is skipped, not fatal
-    if not frames:
-        raise structure_inputs.StructureInputError(f"{file}: no structures in it")
-    found.n_inputs = len(frames)
-    base = os.path.basename(file)
-    for i, atoms in enumerate(frames):
-        _keep(found, predictor, i, f"{base}:{i}", str(atoms.info.get("smiles") or ""), atoms)
+    molecules = structure_inputs.structure_file_inputs(file)  # every frame; an unusable one is skipped, not fatal
+    found.n_inputs = len(molecules)
+    for m in molecules:
+        _keep(found, predictor, m.index, m.name, m.smiles, m.atoms)
     return found
 
 

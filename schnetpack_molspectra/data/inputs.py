@@ -17,7 +17,7 @@ __all__ = [
     "from_smiles",
     "from_file",
     "from_qm9",
-    "read_structures",
+    "structure_file_inputs",
     "structure_problem",
 ]
 
@@ -107,7 +107,7 @@ def _xyz_count_problem(path: str) -> Optional[str]:
     return None
 
 
-def read_structures(path: str) -> List[Atoms]:
+def _read_structures(path: str) -> List[Atoms]:
     """Every structure in ``path`` by ``ase.io``; a failure names the structure it was reading."""
     from ase.io import iread
     from ase.io.formats import filetype
@@ -130,28 +130,41 @@ def read_structures(path: str) -> List[Atoms]:
     return frames
 
 
+def structure_file_inputs(path: str) -> List[MoleculeInput]:
+    """Every structure in an xyz/extxyz file or an ASE/SchNetPack db (read by ``ase.io``), named
+    ``<file>:<i>``, with the SMILES an extxyz frame carries in its ``smiles`` info key; not checked
+    (:func:`structure_problem` says what makes one unusable).
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        StructureInputError: the file is not readable by ``ase.io`` or holds no structures.
+    """
+    require_file(path, "structure file")
+    frames = _read_structures(path)
+    if not frames:
+        raise StructureInputError(f"{path}: no structures in it")
+    # extxyz frames may carry their SMILES (info key ``smiles``): it goes into the database with them
+    return [
+        MoleculeInput(i, a, name=f"{os.path.basename(path)}:{i}", smiles=str(a.info.get("smiles") or ""))
+        for i, a in enumerate(frames)
+    ]
+
+
 def from_file(path: str) -> List[MoleculeInput]:
-    """Every structure in an xyz/extxyz file or an ASE/SchNetPack db (read by ``ase.io``), with the
-    SMILES an extxyz frame carries in its ``smiles`` info key.
+    """Every structure in an xyz/extxyz file or an ASE/SchNetPack db (:func:`structure_file_inputs`),
+    each checked.
 
     Raises:
         FileNotFoundError: ``path`` is not a file.
         StructureInputError: the file is not readable by ``ase.io``, holds no structures, or a
             structure without atoms, with unknown elements or non-finite positions (named).
     """
-    require_file(path, "structure file")
-    frames = read_structures(path)
-    if not frames:
-        raise StructureInputError(f"{path}: no structures in it")
-    for i, atoms in enumerate(frames):
-        problem = structure_problem(atoms)
+    molecules = structure_file_inputs(path)
+    for m in molecules:
+        problem = structure_problem(m.atoms)
         if problem is not None:
-            raise StructureInputError(f"{path}: structure {i} {problem}")
-    # extxyz frames may carry their SMILES (info key ``smiles``): it goes into the database with them
-    return [
-        MoleculeInput(i, a, name=f"{os.path.basename(path)}:{i}", smiles=str(a.info.get("smiles") or ""))
-        for i, a in enumerate(frames)
-    ]
+            raise StructureInputError(f"{path}: structure {m.index} {problem}")
+    return molecules
 
 
 def from_qm9(
