@@ -35,13 +35,12 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 from ase import Atoms
-from ase.data import chemical_symbols
 from tqdm import tqdm
 
 from schnetpack_molspectra.atomistic import SpectraHead
 from schnetpack_molspectra.data import inputs as structure_inputs
 from schnetpack_molspectra.data.spectrum_files import rescale_to_reference
-from schnetpack_molspectra.identify.encode import represented_batches
+from schnetpack_molspectra.identify.encode import element_problem, represented_batches
 from schnetpack_molspectra.identify.model import (
     QM9_ELEMENTS,
     IdentifyError,
@@ -160,27 +159,13 @@ def load_predictor(path_or_name: str, device: str = "cpu", trust: bool = False) 
     )
 
 
-def _symbol(z: int) -> str:
-    return chemical_symbols[z] if 0 <= z < len(chemical_symbols) else "?"
-
-
 def structure_problem(predictor: SpectraPredictor, atoms: Atoms) -> Optional[str]:
     """Why the model cannot predict the spectra of ``atoms`` (no atoms, non-finite positions, an
     element it never saw), or None."""
     problem = structure_inputs.structure_problem(atoms)
     if problem is not None:
         return problem
-    known = set(predictor.elements)
-    n_embed = getattr(getattr(predictor.model.representation, "embedding", None), "num_embeddings", None)
-    numbers = sorted(set(int(z) for z in atoms.numbers))
-    bad = [z for z in numbers if z not in known or (n_embed is not None and z >= n_embed)]
-    if bad:
-        symbols = ", ".join(f"{_symbol(z)} (Z={z})" for z in bad)
-        return (
-            f"element {symbols} is not among the elements the model was trained on "
-            f"({', '.join(_symbol(z) for z in sorted(known))}; from {predictor.elements_source})"
-        )
-    return None
+    return element_problem(predictor.model, predictor.elements, predictor.elements_source, atoms)
 
 
 def _keep(found: PredictInputs, predictor, i: int, name: str, smiles: str, atoms: Atoms) -> None:

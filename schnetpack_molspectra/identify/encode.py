@@ -5,7 +5,7 @@ checking that the model knows their elements; both unit-norm, so that a dot prod
 """
 
 import sys
-from typing import Dict, Iterator, Sequence
+from typing import Dict, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ __all__ = [
     "normalise_spectra",
     "query_values",
     "encode_spectra",
+    "element_problem",
     "check_elements",
     "structures_batch",
     "represented_batches",
@@ -101,19 +102,36 @@ def encode_spectra(
     return np.concatenate(out).astype(np.float32)
 
 
+def _symbol(z: int) -> str:
+    return chemical_symbols[z] if 0 <= z < len(chemical_symbols) else "?"
+
+
+def element_problem(
+    model: torch.nn.Module, elements: Sequence[int], elements_source: str, atoms: Atoms
+) -> Optional[str]:
+    """Which elements of ``atoms`` the model never saw - not among ``elements`` (its training data's,
+    from ``elements_source``) or beyond its representation's embedding table - as a message, or None."""
+    known = set(elements)
+    n_embed = getattr(getattr(model.representation, "embedding", None), "num_embeddings", None)
+    bad = sorted(
+        z for z in set(int(z) for z in atoms.numbers) if z not in known or (n_embed is not None and z >= n_embed)
+    )
+    if not bad:
+        return None
+    symbols = ", ".join(f"{_symbol(z)} (Z={z})" for z in bad)
+    return (
+        f"element {symbols} is not among the elements the model was trained on "
+        f"({', '.join(_symbol(z) for z in sorted(known))}; from {elements_source})"
+    )
+
+
 def check_elements(enc: EmbeddingModel, atoms_list: Sequence[Atoms], names: Sequence[str], source: str) -> None:
     """Raise :class:`IdentifyError` naming the first molecule with an element the model does not know."""
-    known = set(enc.elements)
-    n_embed = getattr(getattr(enc.model.representation, "embedding", None), "num_embeddings", None)
     for i, atoms in enumerate(atoms_list):
-        zs = set(int(z) for z in atoms.numbers)
-        bad = sorted(z for z in zs if z not in known or (n_embed is not None and z >= n_embed))
-        if bad:
-            symbols = ", ".join(f"{chemical_symbols[z] if z < len(chemical_symbols) else '?'} (Z={z})" for z in bad)
-            known_text = ", ".join(chemical_symbols[z] for z in sorted(known))
+        problem = element_problem(enc.model, enc.elements, enc.elements_source, atoms)
+        if problem is not None:
             raise IdentifyError(
-                f"{source}: molecule {i} ({names[i]}): element {symbols} is not among the elements the model was "
-                f"trained on ({known_text}; from {enc.elements_source}); remove the molecule or pass elements= / --elements"
+                f"{source}: molecule {i} ({names[i]}): {problem}; remove the molecule or pass elements= / --elements"
             )
         if len(atoms) == 0:
             raise IdentifyError(f"{source}: molecule {i} ({names[i]}) has no atoms")
