@@ -342,7 +342,7 @@ def qm9_embeddings(enc, table, workdir, log, needed=None):
     atoms = [row_atoms(r) for r in table.iloc[rows].itertuples(index=False)]
     check_elements(enc, atoms, [f"gdb_{i}" for i in table["Index"].to_numpy()[rows]], "qm9pack")
     log(f"embedding {len(atoms)} QM9 structures ...")
-    vectors = encode_structures(enc, atoms, batch_size=256, progress=True)
+    vectors = encode_structures(enc, atoms, progress=True)
     if needed is not None:
         full = np.full((len(table), vectors.shape[1]), np.nan, dtype=np.float32)
         full[rows] = vectors
@@ -522,7 +522,7 @@ def predict_then_match(match_model, qset, sizes, seed, log):
     atoms = [row_atoms(r) for r in table.iloc[library].itertuples(index=False)]
     predictor = load_predictor(match_model)
     t_predict = time.time()
-    predicted = predict_spectra(predictor, atoms, batch_size=128)
+    predicted = predict_spectra(predictor, atoms)
     predict_s = time.time() - t_predict
     log(f"predict-then-match: {len(atoms)} library spectra predicted in {predict_s:.0f} s")
     kinds = {"clean": [r["spectra"] for r in queries], **qset["variants"]}

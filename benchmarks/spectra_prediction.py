@@ -116,7 +116,7 @@ def run_arm(args, arm, n_train, seed, datapath):
 
 def evaluate(model, atoms, simulated, device="cpu"):
     predictor = load_predictor(model, device=device)
-    predicted, seconds = timed(predict_spectra, predictor, atoms, batch_size=64)
+    predicted, seconds = timed(predict_spectra, predictor, atoms)
     per_molecule = scores(predicted, simulated)
     return predictor, predicted, per_molecule, seconds
 

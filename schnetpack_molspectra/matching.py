@@ -59,7 +59,7 @@ def identify_by_prediction(
     progress: bool = False,
     device: str = "cpu",
     trust: bool = False,
-    batch_size: int = 64,
+    batch_size: Optional[int] = None,
 ) -> List[Identification]:
     """Rank the library's structures for each spectrum by predict-then-match (module docstring); the
     arguments and the result as :func:`schnetpack_molspectra.identify.identify`'s, ``model`` a spectra

@@ -220,19 +220,23 @@ def collect_inputs(
 
 @torch.no_grad()
 def predict_spectra(
-    predictor: SpectraPredictor, atoms_list: Sequence[Atoms], batch_size: int = 64, progress: bool = False
+    predictor: SpectraPredictor,
+    atoms_list: Sequence[Atoms],
+    batch_size: Optional[int] = None,
+    progress: bool = False,
 ) -> Dict[str, np.ndarray]:
     """The predicted spectra of the structures: per modality of the model an (n, L) float32 array on
     its grid, area-normalised (each row sums to 1), row i for ``atoms_list[i]``.
 
     The structures go through the training transforms (centre of mass, neighbour list within the
     model's cutoff, float32; :func:`~schnetpack_molspectra.identify.encode.structures_batch`) in
-    batches of ``batch_size`` on the predictor's device; ``progress``: a progress bar on stderr.
+    batches of ``batch_size`` molecules on the predictor's device (``None``: chosen by the device,
+    :func:`~schnetpack_molspectra.identify.encode.batch_slices`); ``progress``: a progress bar on stderr.
 
     Raises:
         PredictError: a structure the model cannot take (:func:`structure_problem`; named by position).
     """
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     for i, atoms in enumerate(atoms_list):
         problem = structure_problem(predictor, atoms)

@@ -245,7 +245,7 @@ def _predict(args):
     ext = os.path.splitext(args.out)[1].lower()
     if ext not in WRITE_EXTENSIONS:  # before the model and the structures: a wrong --out fails at once
         raise ValueError(f"--out {args.out}: unknown format {ext or '(no suffix)'}; use {', '.join(WRITE_EXTENSIONS)}")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, not {args.batch_size}")
     predictor = load_predictor(args.model, device=_device(args.device), trust=args.trust_model)
     many = len(args.smiles or []) > 100
@@ -260,7 +260,7 @@ def _predict(args):
             f"({reasons}{more})"
         )
     spectra = predict_spectra(
-        predictor, molecules.atoms, batch_size=args.batch_size, progress=len(molecules.atoms) > args.batch_size
+        predictor, molecules.atoms, batch_size=args.batch_size, progress=len(molecules.atoms) > 512
     )
     scaled = reference_scaled(spectra)
     written = write_spectra(args.out, scaled, molecules.names, molecules.smiles)
@@ -556,7 +556,12 @@ def _add_predict(sub) -> None:
     pred.add_argument(
         "--device", default="auto", help="where the model runs: auto (a GPU if there is one), cpu, cuda, cuda:1, ..."
     )
-    pred.add_argument("--batch-size", type=int, default=64, help="structures per model call (default 64)")
+    pred.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="structures per model call (default: chosen by the device, ~16 small molecules on a CPU, 512 on a GPU)",
+    )
     pred.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
     pred.set_defaults(run=_predict)
 

@@ -48,7 +48,7 @@ def library_embeddings(
     library: Union[str, Library],
     cache: bool = True,
     cache_dir: Optional[str] = None,
-    batch_size: int = 128,
+    batch_size: Optional[int] = None,
     progress: bool = False,
 ) -> LibraryEmbeddings:
     """3D embeddings of a library, from the cache beside it when the model file (SHA-256) and

@@ -5,7 +5,7 @@ checking that the model knows their elements; both unit-norm, so that a dot prod
 """
 
 import sys
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ __all__ = [
     "element_problem",
     "check_elements",
     "structures_batch",
+    "CPU_PAIR_BUDGET",
+    "GPU_BATCH_SIZE",
+    "batch_slices",
     "represented_batches",
     "encode_structures",
 ]
@@ -176,23 +179,57 @@ def structures_batch(atoms_list: Sequence[Atoms], cutoff: float, device="cpu") -
     }
 
 
+#: Atom pairs (sum of n_atoms^2 over a batch's molecules) a batch holds on a CPU when no batch size is
+#: given: the pair tensors of the encoder's message passing (pairs x 3 x features) then stay in the
+#: cache. ~16 QM9 molecules; measured by benchmarks/library_embedding.py (PaiNN 128x3 on 2 cores:
+#: 1.8 ms a molecule at ~16 QM9 molecules a batch, 4.3 ms at 512).
+CPU_PAIR_BUDGET = 4096
+#: Molecules a batch holds on a GPU when no batch size is given.
+GPU_BATCH_SIZE = 512
+
+
+def batch_slices(n_atoms: Sequence[int], batch_size: Optional[int] = None, device="cpu") -> List[slice]:
+    """Consecutive batches of molecules with ``n_atoms`` atoms each, as slices in input order.
+
+    ``batch_size``: molecules a batch; ``None`` chooses by ``device``: on a GPU
+    :data:`GPU_BATCH_SIZE` molecules, on a CPU as many molecules as keep the batch's atom pairs
+    (sum of n_atoms^2) within :data:`CPU_PAIR_BUDGET` (at least one molecule a batch)."""
+    n = len(n_atoms)
+    if batch_size is not None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        return [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if torch.device(device).type != "cpu":
+        return batch_slices(n_atoms, GPU_BATCH_SIZE)
+    slices, start, pairs = [], 0, 0
+    for i, k in enumerate(n_atoms):
+        if i > start and pairs + k * k > CPU_PAIR_BUDGET:
+            slices.append(slice(start, i))
+            start, pairs = i, 0
+        pairs += k * k
+    if start < n:
+        slices.append(slice(start, n))
+    return slices
+
+
 def represented_batches(
     model: torch.nn.Module,
     atoms_list: Sequence[Atoms],
     cutoff: float,
     device="cpu",
-    batch_size: int = 512,
+    batch_size: Optional[int] = None,
     progress: bool = False,
     desc: str = "structures",
 ) -> Iterator[Dict[str, torch.Tensor]]:
-    """Each batch of ``batch_size`` structures as the model's output modules see it: the inputs of
+    """Each batch of structures (:func:`batch_slices`: ``batch_size`` molecules, or chosen by the
+    device when ``None``) as the model's output modules see it: the inputs of
     :func:`structures_batch` after ``model``'s input modules and representation (call it under
     ``torch.no_grad``); ``progress``: a progress bar on stderr, named ``desc``."""
-    starts = range(0, len(atoms_list), batch_size)
+    slices = batch_slices([len(a) for a in atoms_list], batch_size, device)
     if progress:
-        starts = tqdm(starts, desc=desc, unit="batch", file=sys.stderr)
-    for start in starts:
-        inputs = structures_batch(atoms_list[start : start + batch_size], cutoff, device)
+        slices = tqdm(slices, desc=desc, unit="batch", file=sys.stderr)
+    for part in slices:
+        inputs = structures_batch(atoms_list[part], cutoff, device)
         for module in model.input_modules:
             inputs = module(inputs)
         yield model.representation(inputs)
@@ -200,11 +237,12 @@ def represented_batches(
 
 @torch.no_grad()
 def encode_structures(
-    enc: EmbeddingModel, atoms_list: Sequence[Atoms], batch_size: int = 512, progress: bool = False
+    enc: EmbeddingModel, atoms_list: Sequence[Atoms], batch_size: Optional[int] = None, progress: bool = False
 ) -> np.ndarray:
     """Unit-norm 3D embeddings (n_molecules, n_features): the encoder + ``MoleculeRepresentation``
     on each structure, with the training transforms (centre of mass, neighbour list, float32) done
-    for a whole batch at once (:func:`represented_batches`)."""
+    for a whole batch at once (:func:`represented_batches`; ``batch_size`` molecules a batch, or
+    chosen by the device when ``None``: :func:`batch_slices`)."""
     out = []
     batches = represented_batches(
         enc.model, atoms_list, enc.cutoff, enc.device, batch_size, progress, desc="library 3D embeddings"

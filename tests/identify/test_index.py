@@ -8,7 +8,7 @@ import torch
 from ase.build import molecule
 from schnetpack.interfaces import AtomsConverter
 
-from schnetpack_molspectra.identify.encode import structures_batch
+from schnetpack_molspectra.identify.encode import CPU_PAIR_BUDGET, GPU_BATCH_SIZE, batch_slices, structures_batch
 from schnetpack_molspectra.identify.index import VectorIndex
 
 
@@ -63,3 +63,20 @@ def test_batched_structures_match_schnetpacks_per_molecule_inputs():
 
     assert pairs(batch) == pairs(reference) and len(pairs(batch)) < sum(len(m) ** 2 - len(m) for m in molecules)
     assert not batch["_offsets"].any()
+
+
+def test_batches_chosen_by_device_keep_order_and_the_cpu_pair_budget():
+    sizes = [18, 9, 3, 60, 12, 18, 18, 5] * 40  # one molecule (60 atoms) alone over the budget
+    slices = batch_slices(sizes)
+    covered = [i for part in slices for i in range(len(sizes))[part]]
+    assert covered == list(range(len(sizes)))  # every molecule once, in input order
+    for part in slices:
+        pairs = sum(k * k for k in sizes[part])
+        assert pairs <= CPU_PAIR_BUDGET or part.stop - part.start == 1
+        if part.stop < len(sizes):  # full: the next molecule would not have fitted
+            assert pairs + sizes[part.stop] ** 2 > CPU_PAIR_BUDGET
+    assert [p.stop - p.start for p in batch_slices(sizes, 7)][:2] == [7, 7]
+    assert len(batch_slices(sizes, device="cuda")) == -(-len(sizes) // GPU_BATCH_SIZE)
+    assert batch_slices([], device="cpu") == []
+    with pytest.raises(ValueError, match="at least 1"):
+        batch_slices(sizes, 0)
