@@ -19,7 +19,7 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from schnetpack_molspectra.data.files import damaged_zip
+from schnetpack_molspectra.data.files import damaged_zip, write_whole
 from schnetpack_molspectra.provenance import ledger_path, sha256_bytes, written_by_own_run
 
 __all__ = [
@@ -132,10 +132,8 @@ def save_weights(
     for key, value in model.state_dict().items():
         value = value.detach().cpu()
         state[key] = value.half() if half and value.dtype == torch.float32 else value.clone()
-    partial = path + ".partial"
-    torch.save({"format": WEIGHTS_FORMAT, "state_dict": state, "config": config or {}, "card": card or {}}, partial)
-    os.replace(partial, path)
-    return path
+    stored = {"format": WEIGHTS_FORMAT, "state_dict": state, "config": config or {}, "card": card or {}}
+    return write_whole(path, lambda partial: torch.save(stored, partial))
 
 
 def read_weights(path: str) -> dict:
@@ -158,7 +156,4 @@ def update_card(path: str, card: dict) -> str:
     stored). Written to ``<path>.partial`` and renamed, so ``path`` is whole or absent."""
     stored = read_weights(path)
     stored["card"] = card
-    partial = path + ".partial"
-    torch.save(stored, partial)
-    os.replace(partial, path)
-    return path
+    return write_whole(path, lambda partial: torch.save(stored, partial))

@@ -1,11 +1,11 @@
-"""Files the readers and converters share: checks that name the file, and databases that are
-whole or absent (built through ``<name>.partial.db`` and renamed when complete)."""
+"""Files the readers and converters share: checks that name the file, and databases and files that are
+whole or absent (built through ``<name>.partial.db`` or ``<name>.partial`` and renamed when complete)."""
 
 import os
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
-__all__ = ["require_file", "damaged_zip", "partial_path", "check_new_database", "new_database"]
+__all__ = ["require_file", "damaged_zip", "partial_path", "check_new_database", "new_database", "write_whole"]
 
 
 def require_file(path: str, what: str, missing: str = "does not exist") -> None:
@@ -102,3 +102,19 @@ def _rename_new(partial: str, path: str) -> None:
         os.replace(partial, path)
         return
     os.remove(partial)
+
+
+def write_whole(path: str, write: Callable[[str], object]) -> str:
+    """``write(partial)`` (a callable given a file name: ``<path>.partial``), then the partial file
+    renamed to ``path`` (replacing it), so ``path`` is whole - the old or the new one - or absent; the
+    partial file is removed when ``write`` raises. Returns ``path``. For writers that add a suffix to a
+    name (``np.savez``), open the partial name and write to the file object."""
+    partial = path + ".partial"
+    try:
+        write(partial)
+        os.replace(partial, path)
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
+    return path

@@ -14,6 +14,7 @@ import numpy as np
 from ase import Atoms
 
 from schnetpack_molspectra.data.default import cache_dir as default_cache
+from schnetpack_molspectra.data.files import write_whole
 from schnetpack_molspectra.identify.encode import check_elements, encode_structures
 from schnetpack_molspectra.identify.library import Library, load_library
 from schnetpack_molspectra.identify.model import EmbeddingModel
@@ -87,13 +88,16 @@ def library_embeddings(
         stale_index = cache_file[: -len(".npz")] + ".faiss"
         if os.path.exists(stale_index):  # built on the old library
             os.remove(stale_index)
-        tmp = cache_file[: -len(".npz")] + ".partial.npz"
-        np.savez(
-            tmp,
+        arrays = dict(
             vectors=vectors,
             names=np.array(lib.names, dtype=str),
             smiles=np.array(lib.smiles, dtype=str),
             meta=np.array(json.dumps(meta)),
         )
-        os.replace(tmp, cache_file)
+
+        def to_file(partial):
+            with open(partial, "wb") as f:
+                np.savez(f, **arrays)
+
+        write_whole(cache_file, to_file)
     return LibraryEmbeddings(path, lib.names, lib.smiles, vectors, cache_file, False, lib.atoms)

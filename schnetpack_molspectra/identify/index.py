@@ -9,6 +9,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from schnetpack_molspectra.data.files import write_whole
+
 __all__ = ["VectorIndex", "EXACT_BELOW"]
 
 #: the library size from which a FAISS index replaces exact search by default: None, exact at every size
@@ -52,8 +54,7 @@ class VectorIndex:
                 self.index.hnsw.efConstruction = 200
                 self.index.add(self.vectors)
                 if index_path:
-                    faiss.write_index(self.index, index_path + ".partial")
-                    os.replace(index_path + ".partial", index_path)
+                    write_whole(index_path, lambda partial: faiss.write_index(self.index, partial))
 
     @property
     def kind(self) -> str:
