@@ -21,6 +21,9 @@ qm9pack (a lent GPU machine: 16 cores) takes the chunks' geometries from a file 
   python scripts/ship_sticks.py --chunks 25:85 --uv-method none --inputs .gpu_data/sticks_inputs.npz \
       --folder data/qm9_sticks --workers 16
 
+On a cluster: start a Dask scheduler and workers on its nodes (``dask scheduler``, ``dask worker ADDRESS
+--nthreads 1`` in batch jobs, or dask-jobqueue), then ``--scheduler tcp://host:8786`` (or the scheduler file).
+
 Commit each chunk as it lands; the databases in ``--workdir`` are not committed.
 """
 
@@ -113,8 +116,10 @@ def read_inputs(path):
     return chunks
 
 
-def run_chunk(name, k, molecules, settings, workdir, folder, workers):
-    """Simulate chunk ``k`` (``molecules``, in selection order) and write its sticks files into ``folder``."""
+def run_chunk(name, k, molecules, settings, workdir, folder, workers, scheduler=None):
+    """Simulate chunk ``k`` (``molecules``, in selection order) and write its sticks files into ``folder``:
+    on ``workers`` local processes, or on the Dask cluster whose scheduler is at ``scheduler``."""
+    from schnetpack_molspectra.data.simulate.cluster import ClusterSpec
     from schnetpack_molspectra.data.simulate.runner import read_failures, simulate_to_db
     from schnetpack_molspectra.data.simulate.uv import NO_UV
     from schnetpack_molspectra.data.sticks import chunk_path, write_chunk
@@ -125,7 +130,10 @@ def run_chunk(name, k, molecules, settings, workdir, folder, workers):
         return "exists"
     db = os.path.join(workdir, f"{name}_{k:03d}.db")
     t0 = time.time()
-    counts = simulate_to_db(molecules, db, settings, workers=workers)
+    if scheduler:
+        counts = simulate_to_db(molecules, db, settings, cluster=ClusterSpec("scheduler", address=scheduler))
+    else:
+        counts = simulate_to_db(molecules, db, settings, workers=workers)
     records = sticks_records(db)
     order = [m.index for m in molecules if m.index in records]
     write_chunk(
@@ -156,6 +164,12 @@ def main(argv=None):
     )
     parser.add_argument("--uv-states", type=int, default=10)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        help="a running Dask scheduler (tcp://host:8786 or its scheduler file) whose workers simulate, e.g. on "
+        "a cluster's nodes (spkspectra simulate --help: the batch systems), instead of --workers local processes",
+    )
     parser.add_argument("--workdir", default=os.path.join(os.getcwd(), "ship_sticks_work"))
     parser.add_argument(
         "--write-inputs", default=None, metavar="PATH", help="write the chunks' geometries there and stop"
@@ -196,7 +210,7 @@ def main(argv=None):
             return write_inputs(args.write_inputs, chunks, table)
         molecules = {k: chunk_molecules(gdbs, table) for k, gdbs in chunks.items()}
     for k in range(a, b):
-        status = run_chunk(name, k, molecules[k], settings, args.workdir, folder, args.workers)
+        status = run_chunk(name, k, molecules[k], settings, args.workdir, folder, args.workers, args.scheduler)
         print(f"{args.selection} chunk {k} -> {folder}: {status}", flush=True)
     return 0
 

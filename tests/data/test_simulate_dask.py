@@ -174,3 +174,27 @@ def test_slurm_job_script_from_the_options():
         assert line in script, script
     # 4 single-threaded workers per job, 2 GB each by default
     assert "--nworkers 4" in script and "--nthreads 1" in script and "--memory-limit 1.86GiB" in script, script
+
+
+def test_ship_sticks_chunks_on_a_running_scheduler(client, tmp_path):
+    """``scripts/ship_sticks.py --scheduler ADDRESS``: a chunk simulated by the scheduler's workers (a cluster's
+    nodes) is the chunk the local path writes, molecule for molecule."""
+    import importlib.util
+
+    from schnetpack_molspectra.data.qm9 import load_qm9pack
+    from schnetpack_molspectra.data.sticks import read_chunk
+
+    spec = importlib.util.spec_from_file_location("ship_sticks", os.path.join("scripts", "ship_sticks.py"))
+    ship_sticks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship_sticks)
+    inputs = str(tmp_path / "inputs.npz")
+    ship_sticks.write_inputs(inputs, {3: [1, 3]}, load_qm9pack())  # methane and water as "chunk 3"
+    common = ["--chunks", "3:4", "--uv-method", "none", "--inputs", inputs]
+    remote, local = tmp_path / "remote", tmp_path / "local"
+    argv = ["--folder", str(remote), "--workdir", str(tmp_path / "w1"), "--scheduler", client.scheduler.address]
+    assert ship_sticks.main([*common, *argv]) == 0
+    assert ship_sticks.main([*common, "--folder", str(local), "--workdir", str(tmp_path / "w2"), "--workers", "1"]) == 0
+    on_cluster, here = read_chunk(str(remote / "vib_003.npz")), read_chunk(str(local / "vib_003.npz"))
+    assert [k for k in on_cluster if k != "settings"] == [1, 3]
+    for gdb in (1, 3):
+        np.testing.assert_allclose(on_cluster[gdb]["frequencies"], here[gdb]["frequencies"], rtol=1e-4)
