@@ -32,7 +32,7 @@ from schnetpack_molspectra.data.simulate.runner import SimulationSettings, read_
 from schnetpack_molspectra.data.simulate.uv import UV_METHODS
 from schnetpack_molspectra.data.spectrum_files import REFERENCE_PEAK, WRITE_EXTENSIONS, write_spectra
 from schnetpack_molspectra.identify import format_results, identify
-from schnetpack_molspectra.matching import identify_by_prediction
+from schnetpack_molspectra.matching import EXACT, TOLERANT, identify_by_prediction
 from schnetpack_molspectra.predict import (
     DEFAULT_MODEL,
     PredictError,
@@ -42,6 +42,7 @@ from schnetpack_molspectra.predict import (
     reference_scaled,
 )
 from schnetpack_molspectra.shipped import available_models, cards_table, format_card, model_card
+from schnetpack_molspectra.spectra.alignment import scale_grid
 
 TRUST_HELP = (
     "unpickle a best_model that no run of yours wrote (unpickling runs the code the file holds; "
@@ -184,6 +185,19 @@ def _device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _scales(text: str):
+    """``LO:HI:STEP`` (or one number) -> the frequency scales of tolerant matching."""
+    try:
+        parts = [float(x) for x in text.split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts = [parts[0], parts[0], 1.0]
+    if len(parts) != 3:
+        raise ValueError(f"--scales {text}: expected LO:HI:STEP (e.g. 0.95:1.05:0.005) or one scale")
+    return scale_grid(*parts)
+
+
 def _identify(args):
     elements = args.elements.replace(",", " ").split() if args.elements else None
     shared = dict(
@@ -197,10 +211,20 @@ def _identify(args):
         device=_device(args.device),
         trust=args.trust_model,
     )
+    alignment = args.exact or args.scales is not None or args.smoothing is not None
     if args.method == "predict":
         if elements or args.exact_below is not None or args.no_cache:
             raise ValueError("--elements, --exact-below and --no-cache apply to --method embedding only")
-        results = identify_by_prediction(args.model, args.spectra, args.library, **shared)
+        tolerance = dict(EXACT if args.exact else TOLERANT)
+        if args.scales is not None:
+            tolerance["scales"] = _scales(args.scales)
+        if args.smoothing is not None:
+            if args.smoothing < 0:
+                raise ValueError(f"--smoothing must be 0 or more (cm^-1), not {args.smoothing}")
+            tolerance["smoothing"] = args.smoothing
+        results = identify_by_prediction(args.model, args.spectra, args.library, **shared, **tolerance)
+    elif alignment:
+        raise ValueError("--exact, --scales and --smoothing apply to --method predict only")
     else:
         embedding = dict(elements=elements, cache=not args.no_cache, exact_below=args.exact_below)
         results = identify(args.model, args.spectra, args.library, **embedding, **shared)
@@ -505,6 +529,21 @@ def _add_identify(sub) -> None:
         type=int,
         default=None,
         help="FAISS HNSW (pip install faiss-cpu) for libraries of this size or more (default: exact search at any size)",
+    )
+    ident.add_argument(
+        "--exact",
+        action="store_true",
+        help="--method predict: compare the spectra as they are (default: tolerant of another level of theory - "
+        "the query's frequencies scaled by 0.95-1.05, the best scale kept per candidate, both sides smoothed by "
+        "a Gaussian of FWHM 50 cm^-1; matching.TOLERANT)",
+    )
+    ident.add_argument(
+        "--scales",
+        default=None,
+        help="--method predict: frequency scales LO:HI:STEP tried on the query (e.g. 0.95:1.05:0.005)",
+    )
+    ident.add_argument(
+        "--smoothing", type=float, default=None, help="--method predict: Gaussian FWHM in cm^-1 applied to both sides"
     )
     ident.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
     ident.set_defaults(run=_identify)

@@ -270,6 +270,13 @@ def test_predict_then_match_finds_the_candidate_whose_predicted_spectra_were_mea
     assert "cand2" in table and table.index("cand2") < min(
         table.index(f"cand{i}") for i in (0, 1, 3, 4) if f"cand{i}" in table
     )
+    assert spkspectra.main([*argv, "--exact", "--top-k", "2"]) == 0  # as they are: cosine 1, first
+    assert capsys.readouterr().out.split("cand2")[0].count("cand") == 0
+    assert spkspectra.main([*argv, "--scales", "0.9:x"]) == 2
+    assert "--scales 0.9:x: expected LO:HI:STEP" in capsys.readouterr().err
+    embedding = ["identify", str(query), "--model", spectra_model, "--library", str(library), "--exact"]
+    assert spkspectra.main(embedding) == 2
+    assert "apply to --method predict only" in capsys.readouterr().err
     (result,) = identify_by_prediction(spectra_model, str(query), str(library), top_k=5)
     assert [h.name for h in result.hits][0] == "cand2" and result.hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert result.used == MODALITIES and len(result.hits) == 5
@@ -284,6 +291,14 @@ def test_predict_then_match_finds_the_candidate_whose_predicted_spectra_were_mea
         / (np.linalg.norm(predicted["ir"], axis=1) * np.linalg.norm(predicted["ir"][2]))
     )
     assert np.allclose(ir_only[0], cosine, atol=1e-5)
+    # tolerant matching (the default: frequency scales, smoothing): the best k of match_scores' tolerant scores
+    from schnetpack_molspectra.matching import TOLERANT
+
+    (tolerant,) = identify_by_prediction(spectra_model, str(query), str(library), top_k=3)
+    query_spectra = {m: predicted[m][[2]] for m in MODALITIES}
+    expected = match_scores(query_spectra, predicted, MODALITIES, **TOLERANT)[0]
+    assert [h.name for h in tolerant.hits] == [f"cand{i}" for i in np.argsort(-expected, kind="stable")[:3]]
+    assert np.allclose([h.score for h in tolerant.hits], np.sort(expected)[::-1][:3], atol=1e-5)
     uv_query = tmp_path / "uv.npz"
     np.savez(uv_query, uv=np.ones((1, SPECTRUM_LENGTHS["uv"])))
     with pytest.raises(IdentifyError, match="has none of the spectra the model predicts"):

@@ -1,0 +1,68 @@
+"""``spectra.alignment``: the frequency-axis scale moves lines where it says, the smoothing keeps the area
+and widens lines, and tolerant predict-then-match scoring (``matching.match_scores`` with scales and
+smoothing) finds a spectrum whose frequencies are scaled, which the exact comparison does not."""
+
+import numpy as np
+import pytest
+
+from schnetpack_molspectra.matching import TOLERANT, match_scores
+from schnetpack_molspectra.spectra.alignment import scale_axis, scale_grid, smooth
+from schnetpack_molspectra.spectra.broadening import broaden
+from schnetpack_molspectra.spectra.grids import GRIDS
+
+
+def spectrum(frequencies, intensities, width=15.0, modality="ir"):
+    return broaden(np.asarray(frequencies, float), np.asarray(intensities, float), GRIDS[modality], width)
+
+
+def peak(values, modality="ir"):
+    return GRIDS[modality].values()[np.argmax(values[0])]
+
+
+def test_scale_axis_moves_a_line_from_scale_times_nu_to_nu():
+    x = spectrum([0.97 * 3000.0, 0.97 * 1500.0], [1.0, 0.5])
+    back = scale_axis(x, "ir", 0.97)
+    assert peak(x) == pytest.approx(2910.0, abs=1) and peak(back) == pytest.approx(3000.0, abs=1)
+    assert back.shape == x.shape and back.dtype == np.float32
+    # beyond the grid: nothing is invented (a scale > 1 samples past 4000 cm^-1 at the top)
+    assert (scale_axis(np.ones_like(x), "ir", 1.05)[0, GRIDS["ir"].values() > 4000 / 1.05 + 1] == 0).all()
+    uv = np.random.default_rng(0).random((2, GRIDS["uv"].n_points)).astype(np.float32)
+    assert np.array_equal(scale_axis(uv, "uv", 0.97), uv)  # eV axis: not a vibrational scale
+
+
+def test_smooth_keeps_the_area_and_widens_lines():
+    x = spectrum([2000.0], [1.0], width=4.0)
+    wide = smooth(x, "ir", 30.0)
+    assert wide.sum() == pytest.approx(x.sum(), rel=1e-3)
+    assert wide.max() < 0.5 * x.max() and peak(wide) == pytest.approx(2000.0, abs=1)
+    assert np.array_equal(smooth(x, "ir", 0.0), x.astype(np.float32))
+
+
+def test_scale_grid():
+    assert scale_grid(0.95, 1.05, 0.005)[0] == 0.95 and scale_grid(0.95, 1.05, 0.005)[-1] == 1.05
+    assert len(scale_grid(0.95, 1.05, 0.005)) == 21 and 1.0 in scale_grid(0.951, 1.05, 0.01)
+    assert scale_grid(1.0, 1.0, 0.01) == [1.0]
+    with pytest.raises(ValueError, match="low <= high"):
+        scale_grid(1.05, 0.95, 0.01)
+
+
+def test_tolerant_matching_finds_the_candidate_whose_frequencies_were_scaled():
+    rng = np.random.default_rng(1)
+    library = {"ir": [], "raman": []}
+    for _ in range(40):  # candidates: 12 random lines each
+        f, a, b = rng.uniform(600, 3500, 12), rng.random(12), rng.random(12)
+        library["ir"].append(spectrum(f, a)[0])
+        library["raman"].append(spectrum(f, b, 12.0, "raman")[0])
+        if _ == 7:
+            truth = (f, a, b)
+    library = {m: np.stack(v).astype(np.float32) for m, v in library.items()}
+    f, a, b = truth  # the query: candidate 7 at another level of theory, lines x0.97 and wider
+    query = {"ir": spectrum(0.97 * f, a, 22.0), "raman": spectrum(0.97 * f, b, 18.0, "raman")}
+    exact = match_scores(query, library, ["ir", "raman"])
+    tolerant = match_scores(query, library, ["ir", "raman"], **TOLERANT)
+    assert exact.shape == tolerant.shape == (1, 40)
+    assert tolerant.argmax() == 7 and tolerant[0, 7] > 0.9
+    assert (exact[0] > exact[0, 7]).sum() > 0  # the exact comparison ranks it below another
+    # the tolerant score is the best over the scales of the exact score of the scaled, smoothed query
+    one = match_scores({m: scale_axis(q, m, 0.97) for m, q in query.items()}, library, ["ir", "raman"], (1.0,), 30.0)
+    assert tolerant[0, 7] >= one[0, 7] - 1e-6
