@@ -34,7 +34,7 @@ from schnetpack_molspectra.identify.results import Identification
 from schnetpack_molspectra.identify.search import ranked_hits, read_queries
 from schnetpack_molspectra.predict import PredictError, SpectraPredictor, load_predictor, predict_spectra
 from schnetpack_molspectra.predict import structure_problem as predict_problem
-from schnetpack_molspectra.spectra.alignment import scale_axis, scale_grid, smooth
+from schnetpack_molspectra.spectra.alignment import scale_axis, scale_grid, smooth, smoothed_stride
 
 __all__ = ["EXACT", "TOLERANT", "spectra_matrix", "match_scores", "identify_by_prediction"]
 
@@ -57,7 +57,10 @@ def spectra_matrix(spectra: Dict[str, np.ndarray], modalities: Sequence[str]) ->
 
 
 def _smoothed(spectra: Dict[str, np.ndarray], modalities: Sequence[str], smoothing: float) -> np.ndarray:
-    return spectra_matrix({m: smooth(spectra[m], m, smoothing) for m in modalities}, modalities)
+    """:func:`spectra_matrix` of the spectra smoothed, on every ``smoothed_stride``-th grid point."""
+    return spectra_matrix(
+        {m: smooth(spectra[m], m, smoothing)[:, :: smoothed_stride(m, smoothing)] for m in modalities}, modalities
+    )
 
 
 def _aligned(query: Dict[str, np.ndarray], modalities: Sequence[str], scale: float, smoothing: float) -> np.ndarray:

@@ -66,3 +66,17 @@ def test_tolerant_matching_finds_the_candidate_whose_frequencies_were_scaled():
     # the tolerant score is the best over the scales of the exact score of the scaled, smoothed query
     one = match_scores({m: scale_axis(q, m, 0.97) for m, q in query.items()}, library, ["ir", "raman"], (1.0,), 30.0)
     assert tolerant[0, 7] >= one[0, 7] - 1e-6
+
+
+def test_smoothed_scores_on_every_few_grid_points_are_the_full_grids():
+    """match_scores takes smoothed spectra on every ``smoothed_stride``-th point: the cosines of the full grid."""
+    from schnetpack_molspectra.matching import spectra_matrix
+    from schnetpack_molspectra.spectra.alignment import smoothed_stride
+
+    rng = np.random.default_rng(2)
+    lines = [(rng.uniform(600, 3500, 10), rng.random(10)) for _ in range(12)]
+    spectra = {"ir": np.concatenate([spectrum(f, a, 8.0) for f, a in lines])}
+    assert smoothed_stride("ir", 50.0) == 4 and smoothed_stride("ir", 0.0) == 1
+    fast = match_scores({"ir": spectra["ir"][:3]}, spectra, ["ir"], (1.0,), 50.0)
+    full = spectra_matrix({"ir": smooth(spectra["ir"], "ir", 50.0)}, ["ir"])
+    np.testing.assert_allclose(fast, full[:3] @ full.T, atol=2e-3)
