@@ -365,6 +365,9 @@ def main(argv=None):
         args.inputs = os.path.abspath(args.inputs)
     os.makedirs(args.workdir, exist_ok=True)
     args.workdir = os.path.abspath(args.workdir)
+    if MODELS[args.name]["data"] != "qm9" and (args.inputs or args.sticks) and not args.spectra_db:
+        # built once: the card then describes the database the piece trained on, even when chunks land meanwhile
+        args.spectra_db = spectra_db(args.workdir, args.inputs, args.sticks)
     run_piece(args.name, args)
 
 
