@@ -116,7 +116,9 @@ def matching_figures(name, path, pieces):
         ]
         largest = max(by_size, key=int)
         if int(largest) > 10000:
-            parts.append(f"{by_size[largest]['clean:ir+raman']['recall@1']:.2f} among all {int(largest):,} (exact)")
+            key = prefix + "clean:ir+raman" if prefix + "clean:ir+raman" in by_size[largest] else "clean:ir+raman"
+            how_all = "" if key.startswith(prefix) else " (exact)"
+            parts.append(f"{by_size[largest][key]['recall@1']:.2f} among all {int(largest):,}{how_all}")
         queries = entry["queries"].get("held_out", "?")
         others = [
             f"{label} {by_size['1000'][prefix + kind + ':ir+raman']['recall@1']:.2f}"
