@@ -6,8 +6,8 @@ embedding of :func:`schnetpack_molspectra.identify.identify` (``spkspectra ident
 The score of a candidate is the mean, over the modalities both the query and the model have, of the
 cosine between the query's spectrum (read, baseline-subtracted and rescaled as ``identify`` does:
 :func:`~schnetpack_molspectra.identify.encode.query_values`) and the predicted one: per group of queries
-with the same modalities, an exact search (``identify.VectorIndex``) over the library's predicted spectra
-as unit vectors (:func:`spectra_matrix`). The library's
+with the same modalities, an exact top-k search (``identify.index.exact_top_k``) over the library's
+predicted spectra as unit vectors (:func:`spectra_matrix`). The library's
 spectra are predicted on each call (milliseconds a molecule; ``benchmarks/spectra_prediction.py``).
 
 The comparison forgives what differs most between levels of theory (a measured spectrum, another
@@ -26,7 +26,7 @@ import numpy as np
 
 from schnetpack_molspectra.data.spectrum_files import QuerySpectrum
 from schnetpack_molspectra.identify.encode import query_values
-from schnetpack_molspectra.identify.index import VectorIndex
+from schnetpack_molspectra.identify.index import exact_top_k
 from schnetpack_molspectra.identify.library import Library, load_library
 from schnetpack_molspectra.identify.model import IdentifyError
 from schnetpack_molspectra.identify.output import write_csv
@@ -67,6 +67,17 @@ def _aligned(query: Dict[str, np.ndarray], modalities: Sequence[str], scale: flo
     return _smoothed({m: scale_axis(query[m], m, scale) for m in modalities}, modalities, smoothing)
 
 
+def _best_over_scales(
+    query: Dict[str, np.ndarray], library: np.ndarray, modalities: Sequence[str], scales, smoothing: float
+) -> np.ndarray:
+    """(n_queries, n_library): each query against ``library`` (:func:`_smoothed` rows), the best over ``scales``."""
+    best = None
+    for scale in scales:
+        scores = _aligned(query, modalities, scale, smoothing) @ library.T
+        best = scores if best is None else np.maximum(best, scores)
+    return best
+
+
 def match_scores(
     query: Dict[str, np.ndarray],
     library: Dict[str, np.ndarray],
@@ -78,12 +89,7 @@ def match_scores(
     entry (rows of ``library[m]``): (n_queries, n_library); with the query's frequency axis scaled by
     each of ``scales`` (the best score kept) and both sides smoothed by a Gaussian of FWHM
     ``smoothing`` (module docstring)."""
-    library = _smoothed(library, modalities, smoothing)
-    best = None
-    for scale in scales:
-        scores = _aligned(query, modalities, scale, smoothing) @ library.T
-        best = scores if best is None else np.maximum(best, scores)
-    return best
+    return _best_over_scales(query, _smoothed(library, modalities, smoothing), modalities, scales, smoothing)
 
 
 def identify_by_prediction(
@@ -135,17 +141,15 @@ def identify_by_prediction(
     ranked: Dict[int, tuple] = {}
     for used, members in groups.items():
         values = {m: np.stack([query_values(queries[i], m, rescale, baseline) for i in members]) for m in used}
-        index = VectorIndex(_smoothed(predicted, used, smoothing))
-        k = min(top_k, len(lib.atoms))
-        found = [index.search(_aligned(values, used, scale, smoothing), k) for scale in scales]
+        library = _smoothed(predicted, used, smoothing)
+        scores, indices = exact_top_k(
+            lambda rows: _best_over_scales({m: v[rows] for m, v in values.items()}, library, used, scales, smoothing),
+            len(members),
+            len(library),
+            top_k,
+        )
         for row, i in enumerate(members):
-            # a candidate's score is its best over the scales: the best k of the scales' top-k lists
-            best: Dict[int, float] = {}
-            for scores, indices in found:
-                for score, j in zip(scores[row], indices[row]):
-                    best[int(j)] = max(best.get(int(j), -np.inf), float(score))
-            order = sorted(best, key=lambda j: -best[j])[:k]
-            ranked[i] = (used, np.array(order, dtype=np.int64), np.array([best[j] for j in order], dtype=np.float32))
+            ranked[i] = (used, indices[row], scores[row])
 
     smiles = list(lib.smiles)  # filled in from the geometry where a hit needs it, for every later query
     results = []

@@ -5,18 +5,39 @@ index (inner product on unit vectors, kept beside the cached embeddings) from th
 """
 
 import os
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
 from schnetpack_molspectra.data.files import write_whole
 
-__all__ = ["VectorIndex", "EXACT_BELOW"]
+__all__ = ["VectorIndex", "EXACT_BELOW", "exact_top_k"]
 
 #: the library size from which a FAISS index replaces exact search by default: None, exact at every size
 EXACT_BELOW = None
 #: scores computed at once in exact search (queries x library entries): bounds its memory (256 MB)
 EXACT_BLOCK = 1 << 26
+
+
+def exact_top_k(
+    score: Callable[[slice], np.ndarray], n_queries: int, n_library: int, k: int
+) -> Tuple[np.ndarray, np.ndarray]:
+    """(scores, indices), each (n_queries, k), best first: the top ``k`` of every row of the score matrix,
+    computed ``score(rows)`` (a slice of the queries -> (rows, n_library)) a block of queries at a time, so
+    that at most :data:`EXACT_BLOCK` scores are held at once."""
+    k = min(k, n_library)
+    step = max(1, EXACT_BLOCK // max(n_library, 1))
+    parts = [_top_k(score(slice(i, min(i + step, n_queries))), k) for i in range(0, n_queries, step)]
+    if not parts:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _top_k(scores: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
+    top = np.take_along_axis(top, order, 1)
+    return np.take_along_axis(scores, top, 1), top
 
 
 class VectorIndex:
@@ -65,18 +86,7 @@ class VectorIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = min(k, len(self.vectors))
         if self.exact:
-            step = max(1, EXACT_BLOCK // max(len(self.vectors), 1))
-            parts = [self._exact(queries[i : i + step], k) for i in range(0, len(queries), step)]
-            if not parts:
-                return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            return exact_top_k(lambda rows: queries[rows] @ self.vectors.T, len(queries), len(self.vectors), k)
         self.index.hnsw.efSearch = max(self.ef_search, 2 * k)
         scores, idx = self.index.search(queries, k)
         return scores, idx
-
-    def _exact(self, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-        scores = queries @ self.vectors.T
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, 1)
-        return np.take_along_axis(scores, top, 1), top
