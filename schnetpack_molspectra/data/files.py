@@ -3,9 +3,17 @@ whole or absent (built through ``<name>.partial.db`` or ``<name>.partial`` and r
 
 import os
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import BinaryIO, Callable, Iterator, Optional
 
-__all__ = ["require_file", "damaged_zip", "partial_path", "check_new_database", "new_database", "write_whole"]
+__all__ = [
+    "require_file",
+    "damaged_zip",
+    "partial_path",
+    "check_new_database",
+    "new_database",
+    "write_whole",
+    "write_whole_file",
+]
 
 
 def require_file(path: str, what: str, missing: str = "does not exist") -> None:
@@ -107,8 +115,8 @@ def _rename_new(partial: str, path: str) -> None:
 def write_whole(path: str, write: Callable[[str], object]) -> str:
     """``write(partial)`` (a callable given a file name: ``<path>.partial``), then the partial file
     renamed to ``path`` (replacing it), so ``path`` is whole - the old or the new one - or absent; the
-    partial file is removed when ``write`` raises. Returns ``path``. For writers that add a suffix to a
-    name (``np.savez``), open the partial name and write to the file object."""
+    partial file is removed when ``write`` raises. Returns ``path``. Writers of an open file (and those
+    that add a suffix to a name, as ``np.savez`` does): :func:`write_whole_file`."""
     partial = path + ".partial"
     try:
         write(partial)
@@ -118,3 +126,13 @@ def write_whole(path: str, write: Callable[[str], object]) -> str:
             os.remove(partial)
         raise
     return path
+
+
+def write_whole_file(path: str, write: Callable[[BinaryIO], object]) -> str:
+    """:func:`write_whole` for a writer of an open binary file: ``write(f)``, ``f`` opened on ``<path>.partial``."""
+
+    def to_file(partial):
+        with open(partial, "wb") as f:
+            write(f)
+
+    return write_whole(path, to_file)

@@ -87,7 +87,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 import schnetpack_molspectra.properties as msp
-from schnetpack_molspectra.data.files import write_whole
+from schnetpack_molspectra.data.files import write_whole_file
 from schnetpack_molspectra.spectra.broadening import DEFAULT_WIDTH, broaden
 from schnetpack_molspectra.spectra.checks import SpectrumError, spectrum_problem
 from schnetpack_molspectra.spectra.grids import GRIDS, SPECTRUM_LENGTHS
@@ -518,14 +518,9 @@ def _checked_rows(spectra: Dict[str, np.ndarray], names, smiles) -> tuple:
 
 def _write_whole(path: str, write) -> str:
     """``write(file)`` into ``<path>.partial``, renamed to ``path`` when done (removed on failure:
-    :func:`~schnetpack_molspectra.data.files.write_whole`)."""
+    :func:`~schnetpack_molspectra.data.files.write_whole_file`), its folder made first."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-
-    def to_file(partial):
-        with open(partial, "wb") as f:
-            write(f)
-
-    return write_whole(path, to_file)
+    return write_whole_file(path, write)
 
 
 def write_npz(path: str, spectra: Dict[str, np.ndarray], names, smiles=None) -> List[str]:

@@ -32,7 +32,7 @@ import numpy as np
 from ase import Atoms
 
 import schnetpack_molspectra.properties as msp
-from schnetpack_molspectra.data.files import new_database, write_whole
+from schnetpack_molspectra.data.files import new_database, write_whole_file
 from schnetpack_molspectra.data.qm9 import gdb_positions, load_qm9pack, row_labels
 from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
 from schnetpack_molspectra.data.simulate.runner import SIMULATED_UNITS, SimulationSettings, stick_properties
@@ -126,12 +126,7 @@ def write_chunk(path: str, records: Sequence[Dict[str, np.ndarray]], settings: d
             [np.asarray(r["positions"], dtype=np.float32).reshape(-1, 3) for r in records]
         )
     arrays["settings"] = np.array(json.dumps(settings, sort_keys=True))
-
-    def to_file(partial):
-        with open(partial, "wb") as f:
-            np.savez_compressed(f, **arrays)
-
-    write_whole(path, to_file)
+    write_whole_file(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def read_chunk(path: str) -> Dict[int, Dict[str, np.ndarray]]:

@@ -14,7 +14,7 @@ import numpy as np
 from ase import Atoms
 
 from schnetpack_molspectra.data.default import cache_dir as default_cache
-from schnetpack_molspectra.data.files import write_whole
+from schnetpack_molspectra.data.files import write_whole_file
 from schnetpack_molspectra.identify.encode import check_elements, encode_structures
 from schnetpack_molspectra.identify.library import Library, load_library
 from schnetpack_molspectra.identify.model import EmbeddingModel
@@ -94,10 +94,5 @@ def library_embeddings(
             smiles=np.array(lib.smiles, dtype=str),
             meta=np.array(json.dumps(meta)),
         )
-
-        def to_file(partial):
-            with open(partial, "wb") as f:
-                np.savez(f, **arrays)
-
-        write_whole(cache_file, to_file)
+        write_whole_file(cache_file, lambda f: np.savez(f, **arrays))
     return LibraryEmbeddings(path, lib.names, lib.smiles, vectors, cache_file, False, lib.atoms)
