@@ -248,15 +248,17 @@ def instrument_spectra(sticks_list, seed=0):
     modalities = ["ir", "raman"]
     if all(s.uv_energies is not None for s in sticks_list):  # sticks computed with --uv-method none have no UV
         modalities.insert(0, "uv")
-    arrays = {"uv": ("uv_energies", "uv_strengths"), "ir": ("frequencies", "ir_intensities")}
-    arrays["raman"] = ("frequencies", "raman_activities")
+    attributes = {  # modality -> the MoleculeSticks fields of its line positions and intensities
+        "uv": ("uv_energies", "uv_strengths"),
+        "ir": ("frequencies", "ir_intensities"),
+        "raman": ("frequencies", "raman_activities"),
+    }
     batch = {}
     for m in modalities:
-        for key, attr in zip(STICKS[m], (*arrays[m], None)):
-            if attr is None:  # the count of each molecule's sticks
-                batch[key] = torch.tensor([len(getattr(s, arrays[m][0])) for s in sticks_list])
-            else:
-                batch[key] = torch.tensor(np.concatenate([getattr(s, attr) for s in sticks_list]), dtype=torch.float64)
+        (positions, intensities), (pos_key, int_key, count_key) = attributes[m], STICKS[m]
+        for key, attr in ((pos_key, positions), (int_key, intensities)):
+            batch[key] = torch.tensor(np.concatenate([getattr(s, attr) for s in sticks_list]), dtype=torch.float64)
+        batch[count_key] = torch.tensor([len(getattr(s, positions)) for s in sticks_list])
         batch[msp.spectrum_keys[m]] = torch.zeros(len(sticks_list), SPECTRUM_LENGTHS[m], dtype=torch.float64)
     augment = SpectraAugmentation(p=1.0, modalities=modalities, normalization="none", **INSTRUMENT)
     out = augment(batch, torch.Generator().manual_seed(seed))
