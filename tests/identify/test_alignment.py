@@ -80,3 +80,33 @@ def test_smoothed_scores_on_every_few_grid_points_are_the_full_grids():
     fast = match_scores({"ir": spectra["ir"][:3]}, spectra, ["ir"], (1.0,), 50.0)
     full = spectra_matrix({"ir": smooth(spectra["ir"], "ir", 50.0)}, ["ir"])
     np.testing.assert_allclose(fast, full[:3] @ full.T, atol=2e-3)
+
+
+def test_regions_take_their_own_scale():
+    """``splits``: each frequency region takes its best scale. A query whose X-H stretches are scaled otherwise
+    than its fingerprint lines (anharmonicity) is matched by its candidate at full cosine only with regions of their
+    own; with one scale for every region the score is the whole spectrum's cosine."""
+    rng = np.random.default_rng(3)
+    library = {"ir": [], "raman": []}
+    lines = []
+    for _ in range(30):  # candidates: 8 fingerprint lines and 3 stretches each
+        f = np.concatenate([rng.uniform(600, 1800, 8), rng.uniform(2850, 3600, 3)])
+        a, b = rng.random(11), rng.random(11)
+        lines.append((f, a, b))
+        library["ir"].append(spectrum(f, a)[0])
+        library["raman"].append(spectrum(f, b, 12.0, "raman")[0])
+    library = {m: np.stack(v).astype(np.float32) for m, v in library.items()}
+    f, a, b = lines[4]
+    moved = np.where(f > 2000, 0.96 * f, 1.01 * f)  # the stretches x0.96, the fingerprint x1.01
+    query = {"ir": spectrum(moved, a), "raman": spectrum(moved, b, 12.0, "raman")}
+    tolerant = dict(TOLERANT, splits=())
+    whole = match_scores(query, library, ["ir", "raman"], **tolerant)
+    regions = match_scores(query, library, ["ir", "raman"], **dict(tolerant, splits=(2000.0,)))
+    assert regions.argmax() == 4 and regions[0, 4] > 0.97 > whole[0, 4] + 0.05
+    # one scale for all: the regions' shares add up to the mean cosine of the whole spectra
+    one = dict(scales=(1.0,), smoothing=30.0)
+    np.testing.assert_allclose(
+        match_scores(query, library, ["ir", "raman"], **one, splits=(1500.0, 2500.0)),
+        match_scores(query, library, ["ir", "raman"], **one),
+        atol=1e-5,
+    )
