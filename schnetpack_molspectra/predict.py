@@ -30,7 +30,7 @@ F; as ``identify`` decides them) or beyond its embedding table.
 
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ from schnetpack_molspectra.identify.model import (
     model_elements,
     read_saved_model,
 )
+from schnetpack_molspectra.provenance import file_sha256
 from schnetpack_molspectra.spectra.grids import SPECTRUM_LENGTHS
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "load_predictor",
     "structure_problem",
     "collect_inputs",
+    "predicted_batches",
     "predict_spectra",
     "reference_scaled",
 ]
@@ -88,6 +90,7 @@ class SpectraPredictor:
     elements_source: str = "default (QM9: H, C, N, O, F)"
     device: str = "cpu"
     card: Dict = field(default_factory=dict)
+    sha256: str = ""  # of the model file: what cached predictions (identify.cache) were made with
 
     @property
     def head(self) -> SpectraHead:
@@ -156,6 +159,7 @@ def load_predictor(path_or_name: str, device: str = "cpu", trust: bool = False) 
         elements_source=source,
         device=str(device),
         card=card,
+        sha256=file_sha256(path),
     )
 
 
@@ -218,7 +222,35 @@ def collect_inputs(
     return found
 
 
-@torch.no_grad()
+def predicted_batches(
+    predictor: SpectraPredictor,
+    atoms_list: Sequence[Atoms],
+    batch_size: Optional[int] = None,
+    progress: bool = False,
+) -> Iterator[Dict[str, np.ndarray]]:
+    """:func:`predict_spectra` a batch at a time: per batch, modality -> (batch, L) float32 area-normalised
+    spectra, the batches in input order (for consumers that reduce each batch and need not hold all the
+    spectra at once). Every structure is checked before the first batch.
+
+    Raises:
+        PredictError: a structure the model cannot take (:func:`structure_problem`; named by position).
+    """
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    for i, atoms in enumerate(atoms_list):
+        problem = structure_problem(predictor, atoms)
+        if problem is not None:
+            raise PredictError(f"structure {i} ({atoms.get_chemical_formula()}): {problem}")
+    head = predictor.head
+    batches = represented_batches(
+        predictor.model, atoms_list, predictor.cutoff, predictor.device, batch_size, progress, "predicted spectra"
+    )
+    with torch.no_grad():
+        for inputs in batches:
+            inputs = head(inputs)
+            yield {m: inputs[key].float().cpu().numpy() for m, key in zip(head.modalities, head.model_outputs)}
+
+
 def predict_spectra(
     predictor: SpectraPredictor,
     atoms_list: Sequence[Atoms],
@@ -236,21 +268,10 @@ def predict_spectra(
     Raises:
         PredictError: a structure the model cannot take (:func:`structure_problem`; named by position).
     """
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-    for i, atoms in enumerate(atoms_list):
-        problem = structure_problem(predictor, atoms)
-        if problem is not None:
-            raise PredictError(f"structure {i} ({atoms.get_chemical_formula()}): {problem}")
-    head = predictor.head
     out = {m: [] for m in predictor.modalities}
-    batches = represented_batches(
-        predictor.model, atoms_list, predictor.cutoff, predictor.device, batch_size, progress, "predicted spectra"
-    )
-    for inputs in batches:
-        inputs = head(inputs)
-        for m, key in zip(head.modalities, head.model_outputs):
-            out[m].append(inputs[key].float().cpu().numpy())
+    for batch in predicted_batches(predictor, atoms_list, batch_size, progress):
+        for m, values in batch.items():
+            out[m].append(values)
     return {
         m: np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, SPECTRUM_LENGTHS[m]), np.float32)
         for m, rows in out.items()

@@ -213,8 +213,8 @@ def _identify(args):
     )
     alignment = args.exact or args.scales is not None or args.smoothing is not None
     if args.method == "predict":
-        if elements or args.exact_below is not None or args.no_cache:
-            raise ValueError("--elements, --exact-below and --no-cache apply to --method embedding only")
+        if elements or args.exact_below is not None:
+            raise ValueError("--elements and --exact-below apply to --method embedding only")
         tolerance = dict(EXACT if args.exact else TOLERANT)
         if args.scales is not None:
             tolerance["scales"] = _scales(args.scales)
@@ -222,7 +222,9 @@ def _identify(args):
             if args.smoothing < 0:
                 raise ValueError(f"--smoothing must be 0 or more (cm^-1), not {args.smoothing}")
             tolerance["smoothing"] = args.smoothing
-        results = identify_by_prediction(args.model, args.spectra, args.library, **shared, **tolerance)
+        results = identify_by_prediction(
+            args.model, args.spectra, args.library, cache=not args.no_cache, **shared, **tolerance
+        )
     elif alignment:
         raise ValueError("--exact, --scales and --smoothing apply to --method predict only")
     else:
@@ -520,7 +522,11 @@ def _add_identify(sub) -> None:
         "--elements", default=None, help="elements the model knows, e.g. H,C,N,O,F (default: its training data)"
     )
     ident.add_argument("--csv", default=None, help="also write the results to this CSV")
-    ident.add_argument("--no-cache", action="store_true", help="do not read or write the library's embedding cache")
+    ident.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="do not read or write the library's cache (its embeddings; with --method predict its predicted spectra)",
+    )
     ident.add_argument(
         "--device", default="auto", help="where the model runs: auto (a GPU if there is one), cpu, cuda, cuda:1, ..."
     )

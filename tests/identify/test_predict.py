@@ -303,3 +303,44 @@ def test_predict_then_match_finds_the_candidate_whose_predicted_spectra_were_mea
     np.savez(uv_query, uv=np.ones((1, SPECTRUM_LENGTHS["uv"])))
     with pytest.raises(IdentifyError, match="has none of the spectra the model predicts"):
         identify_by_prediction(spectra_model, str(uv_query), str(library))
+
+
+def test_library_spectra_are_predicted_in_batches_and_cached_beside_the_library(spectra_model, tmp_path, capsys):
+    """predict-then-match keeps the library's predicted spectra (smoothed, strided, unit rows) in a cache beside the
+    library: equal to those reduced from predict_spectra whatever the batch size, read back on the next call, kept
+    apart per smoothing, recomputed when the library changes, and not written with --no-cache."""
+    import os
+
+    from schnetpack_molspectra.matching import _reduced, identify_by_prediction, library_spectra
+
+    candidates = ["CCO", "c1ccccc1", "CC(=O)O", "CCN"]
+    library = tmp_path / "candidates.smi"
+    library.write_text("".join(f"{s} cand{i}\n" for i, s in enumerate(candidates)))
+    predictor = load_predictor(spectra_model)
+    first = library_spectra(predictor, str(library), 50.0, batch_size=3)
+    assert not first.from_cache and os.path.basename(first.cache_path).startswith(".candidates.smi.spectra-50cm-")
+    predicted = predict_spectra(predictor, first.atoms)
+    for m in MODALITIES:
+        np.testing.assert_allclose(first.arrays[m], _reduced(predicted[m], m, 50.0), atol=1e-6)
+    again = library_spectra(predictor, str(library), 50.0)
+    assert again.from_cache and again.atoms is None and again.names == [f"cand{i}" for i in range(4)]
+    assert all(np.array_equal(again.arrays[m], first.arrays[m]) for m in MODALITIES)
+    exact = library_spectra(predictor, str(library), 0.0)
+    assert not exact.from_cache and exact.cache_path != first.cache_path
+    assert exact.arrays["ir"].shape == (4, SPECTRUM_LENGTHS["ir"])
+    # a changed library is predicted anew (and its new molecule found)
+    library.write_text(library.read_text() + "CCCC cand4\n")
+    grown = library_spectra(predictor, str(library), 50.0)
+    assert not grown.from_cache and len(grown.names) == 5 and grown.cache_path == first.cache_path
+    query = tmp_path / "query.npz"
+    assert _predict(capsys, "--smiles", "CCCC", "--model", spectra_model, "--out", str(query))[0] == 0
+    (hit,) = identify_by_prediction(spectra_model, str(query), str(library), top_k=1)
+    assert hit.hits[0].name == "cand4" and hit.hits[0].smiles == "CCCC"
+    # --no-cache: a library folder without cache files stays so
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "lib.smi").write_text(library.read_text())
+    argv = ["identify", str(query), "--method", "predict", "--model", spectra_model, "--library", str(fresh / "lib.smi")]
+    assert spkspectra.main([*argv, "--no-cache"]) == 0 and "cand4" in capsys.readouterr().out
+    assert sorted(os.listdir(fresh)) == ["lib.smi"]
+    assert spkspectra.main(argv) == 0 and any(".spectra-50cm-" in f for f in os.listdir(fresh))
