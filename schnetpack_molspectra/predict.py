@@ -30,7 +30,7 @@ F; as ``identify`` decides them) or beyond its embedding table.
 
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ from schnetpack_molspectra.identify.encode import element_problem, represented_b
 from schnetpack_molspectra.identify.model import (
     QM9_ELEMENTS,
     IdentifyError,
+    SavedModel,
     model_cutoff,
     model_elements,
     read_saved_model,
@@ -123,10 +124,10 @@ class PredictInputs:
     n_inputs: int = 0
 
 
-def load_predictor(path_or_name: str, device: str = "cpu", trust: bool = False) -> SpectraPredictor:
+def load_predictor(path_or_name: Union[str, SavedModel], device: str = "cpu", trust: bool = False) -> SpectraPredictor:
     """Load a spectra model: a shipped model's name, a weights file (``.pt``, read without
     unpickling), a ``best_model`` or a run directory holding one (unpickled only when a run of
-    yours wrote it, or with ``trust``).
+    yours wrote it, or with ``trust``); or what ``identify.model.read_saved_model`` read (on ``device``).
 
     Raises:
         FileNotFoundError: no such file, and no shipped model of that name (they are listed).
@@ -134,9 +135,10 @@ def load_predictor(path_or_name: str, device: str = "cpu", trust: bool = False) 
             the model has no :class:`SpectraHead` (not a ``spectra_finetune`` model); names the file.
     """
     try:
-        saved = read_saved_model(
-            path_or_name, device, trust, TRUST_OPT_IN, expected="a model of spktrain experiment=spectra_finetune"
-        )
+        saved = path_or_name
+        if not isinstance(saved, SavedModel):
+            expected = "a model of spktrain experiment=spectra_finetune"
+            saved = read_saved_model(path_or_name, device, trust, TRUST_OPT_IN, expected=expected)
     except IdentifyError as err:
         raise PredictError(str(err)) from err
     path, model, cfg, card = saved.path, saved.model, saved.config, saved.card

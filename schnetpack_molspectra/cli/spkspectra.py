@@ -21,6 +21,7 @@ import torch
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra import plots
+from schnetpack_molspectra.atomistic import SpectraHead
 from schnetpack_molspectra.data import inputs
 from schnetpack_molspectra.data.default import build_default_dataset
 from schnetpack_molspectra.data.md17 import generate_xtb_md, npz_to_db
@@ -32,6 +33,7 @@ from schnetpack_molspectra.data.simulate.runner import SimulationSettings, read_
 from schnetpack_molspectra.data.simulate.uv import UV_METHODS
 from schnetpack_molspectra.data.spectrum_files import REFERENCE_PEAK, WRITE_EXTENSIONS, write_spectra
 from schnetpack_molspectra.identify import format_results, identify
+from schnetpack_molspectra.identify.model import load_model, read_saved_model
 from schnetpack_molspectra.matching import EXACT, TOLERANT, identify_by_prediction
 from schnetpack_molspectra.predict import (
     DEFAULT_MODEL,
@@ -212,7 +214,14 @@ def _identify(args):
         trust=args.trust_model,
     )
     alignment = args.exact or args.scales is not None or args.smoothing is not None
-    if args.method == "predict":
+    model, method = args.model, args.method
+    if method == "auto":  # by the model: a spectra model predicts, a molspectra_pretrain model embeds
+        expected = "the best_model of a spectra_finetune or a molspectra_pretrain run"
+        saved = read_saved_model(args.model, shared["device"], args.trust_model, expected=expected)
+        method = "predict" if any(isinstance(m, SpectraHead) for m in saved.model.output_modules) else "embedding"
+        device = shared["device"]
+        model = load_predictor(saved, device) if method == "predict" else load_model(saved, elements, device)
+    if method == "predict":
         if elements or args.exact_below is not None:
             raise ValueError("--elements and --exact-below apply to --method embedding only")
         tolerance = dict(EXACT if args.exact else TOLERANT)
@@ -223,13 +232,13 @@ def _identify(args):
                 raise ValueError(f"--smoothing must be 0 or more (cm^-1), not {args.smoothing}")
             tolerance["smoothing"] = args.smoothing
         results = identify_by_prediction(
-            args.model, args.spectra, args.library, cache=not args.no_cache, **shared, **tolerance
+            model, args.spectra, args.library, cache=not args.no_cache, **shared, **tolerance
         )
     elif alignment:
         raise ValueError("--exact, --scales and --smoothing apply to --method predict only")
     else:
         embedding = dict(elements=elements, cache=not args.no_cache, exact_below=args.exact_below)
-        results = identify(args.model, args.spectra, args.library, **embedding, **shared)
+        results = identify(model, args.spectra, args.library, **embedding, **shared)
     print(format_results(results))
     if args.csv:
         print(f"{args.csv}: {sum(len(r.hits) for r in results)} rows")
@@ -481,16 +490,17 @@ def _add_identify(sub) -> None:
     ident.add_argument(
         "--model",
         required=True,
-        help="a shipped model's name (spkspectra models: molspectra-painn-qm9), "
-        "or the best_model of molspectra_pretrain (or its run directory); with --method predict a spectra "
-        "model (spectra-painn-qm9, or the best_model of spectra_finetune)",
+        help="a shipped model's name (spkspectra models), a weights file, or a run's best_model (or its run "
+        "directory): a molspectra_pretrain model (molspectra-painn-qm9) ranks by the joint embedding, a "
+        "spectra_finetune model (spectra-painn-qm9) by predict-then-match",
     )
     ident.add_argument(
         "--method",
-        choices=["embedding", "predict"],
-        default="embedding",
+        choices=["auto", "embedding", "predict"],
+        default="auto",
         help="embedding: the joint spectra/3D embedding of a molspectra_pretrain model; predict: the cosine "
-        "between the query's spectra and those a spectra model predicts for each candidate",
+        "between the query's spectra and those a spectra model predicts for each candidate; auto (default): "
+        "predict with a spectra model (spectra-painn-qm9), embedding with a molspectra_pretrain model",
     )
     ident.add_argument(
         "--library", required=True, help="candidate structures: .db, .xyz/.extxyz, or a SMILES list (.smi/.txt/.csv)"

@@ -7,7 +7,7 @@ docstring (:mod:`schnetpack_molspectra.identify`) describes both.
 import os
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -185,20 +185,26 @@ def read_saved_model(
 
 
 def load_model(
-    path: str, elements: Optional[Sequence] = None, device: str = "cpu", trust: bool = False
+    path: Union[str, SavedModel], elements: Optional[Sequence] = None, device: str = "cpu", trust: bool = False
 ) -> EmbeddingModel:
     """Load a MolSpectra ``best_model`` (or a run directory holding one), a weights file or a shipped
     model by name (``molspectra-painn-qm9``) for identification.
 
     A weights file (and so a shipped model) is read without unpickling; a ``best_model`` (a pickled
     model) only when a run of yours wrote it, or with ``trust`` (``--trust-model``): unpickling runs
-    the code a file holds (:func:`schnetpack_molspectra.weights.load_file`).
+    the code a file holds (:func:`schnetpack_molspectra.weights.load_file`). ``path`` may also be what
+    :func:`read_saved_model` read.
 
     Raises:
         IdentifyError: the file is not a saved model, is not trusted (the message names the opt-in),
             or has no spectra encoder / 3D representation (a ``denoise_pretrain`` or fine-tuned model).
     """
-    saved = read_saved_model(path, device=device, trust=trust, expected="the best_model of a molspectra_pretrain run")
+    if isinstance(path, SavedModel):  # read already (on ``device``)
+        saved = path
+    else:
+        saved = read_saved_model(
+            path, device=device, trust=trust, expected="the best_model of a molspectra_pretrain run"
+        )
     path, model, cfg, card = saved.path, saved.model, saved.config, saved.card
     outputs = list(getattr(model, "output_modules", []))
     spectra = [m for m in outputs if isinstance(m, SpectraEncoder)]

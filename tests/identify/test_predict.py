@@ -275,8 +275,13 @@ def test_predict_then_match_finds_the_candidate_whose_predicted_spectra_were_mea
     assert spkspectra.main([*argv, "--scales", "0.9:x"]) == 2
     assert "--scales 0.9:x: expected LO:HI:STEP" in capsys.readouterr().err
     embedding = ["identify", str(query), "--model", spectra_model, "--library", str(library), "--exact"]
-    assert spkspectra.main(embedding) == 2
+    assert spkspectra.main([*embedding, "--method", "embedding"]) == 2
     assert "apply to --method predict only" in capsys.readouterr().err
+    # without --method the model decides: a spectra model predicts (the same table as --method predict)
+    assert spkspectra.main([*argv, "--top-k", "3"]) == 0
+    explicit = capsys.readouterr().out
+    assert spkspectra.main([a for a in argv if a not in ("--method", "predict")] + ["--top-k", "3"]) == 0
+    assert capsys.readouterr().out == explicit
     (result,) = identify_by_prediction(spectra_model, str(query), str(library), top_k=5)
     assert [h.name for h in result.hits][0] == "cand2" and result.hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert result.used == MODALITIES and len(result.hits) == 5
