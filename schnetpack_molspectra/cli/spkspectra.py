@@ -223,7 +223,10 @@ def _identify(args):
         model = load_predictor(saved, device) if method == "predict" else load_model(saved, elements, device)
     if method == "predict":
         if elements or args.exact_below is not None:
-            raise ValueError("--elements and --exact-below apply to --method embedding only")
+            raise ValueError(
+                f"--elements and --exact-below apply to the joint embedding only (a molspectra_pretrain model or "
+                f"--method embedding); {args.model} ranks by predict-then-match"
+            )
         tolerance = dict(EXACT if args.exact else TOLERANT)
         if args.scales is not None:
             tolerance["scales"] = _scales(args.scales)
@@ -235,7 +238,10 @@ def _identify(args):
             model, args.spectra, args.library, cache=not args.no_cache, **shared, **tolerance
         )
     elif alignment:
-        raise ValueError("--exact, --scales and --smoothing apply to --method predict only")
+        raise ValueError(
+            f"--exact, --scales and --smoothing apply to predict-then-match only (a spectra model such as "
+            f"spectra-painn-qm9, or --method predict); {args.model} ranks by the joint embedding"
+        )
     else:
         embedding = dict(elements=elements, cache=not args.no_cache, exact_below=args.exact_below)
         results = identify(model, args.spectra, args.library, **embedding, **shared)

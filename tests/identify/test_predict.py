@@ -276,7 +276,7 @@ def test_predict_then_match_finds_the_candidate_whose_predicted_spectra_were_mea
     assert "--scales 0.9:x: expected LO:HI:STEP" in capsys.readouterr().err
     embedding = ["identify", str(query), "--model", spectra_model, "--library", str(library), "--exact"]
     assert spkspectra.main([*embedding, "--method", "embedding"]) == 2
-    assert "apply to --method predict only" in capsys.readouterr().err
+    assert "apply to predict-then-match only (a spectra model such as spectra-painn-qm9" in capsys.readouterr().err
     # without --method the model decides: a spectra model predicts (the same table as --method predict)
     assert spkspectra.main([*argv, "--top-k", "3"]) == 0
     explicit = capsys.readouterr().out
