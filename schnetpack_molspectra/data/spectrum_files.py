@@ -97,6 +97,7 @@ __all__ = [
     "REFERENCE_PEAK",
     "read_spectra",
     "read_db",
+    "row_name",
     "read_array",
     "read_csv",
     "read_jcamp",
@@ -267,11 +268,19 @@ def read_db(path: str, modality: Optional[str] = None) -> List[QuerySpectrum]:
                     f"{where}: no spectra (expected some of {[msp.spectrum_keys[m] for m in wanted]}, has {sorted(data)})"
                 )
             spectra = {m: _check(v, m, where) for m, v in found.items()}
-            name = row.get("label") or f"row {row.id}"
-            records.append(QuerySpectrum(str(name), spectra, where, smiles=row.get("smiles")))
+            records.append(QuerySpectrum(row_name(row), spectra, where, smiles=row.get("smiles")))
     if not records:
         raise SpectrumError(f"{path}: database has no rows")
     return records
+
+
+def row_name(row) -> str:
+    """A database row's name: its ``label``, else ``gdb_<n>`` for a QM9 molecule (a database of ``spkspectra
+    qm9`` or a spectra database: the ``gdb_index`` property), else ``row <id>``."""
+    if row.get("label"):
+        return str(row.get("label"))
+    gdb = row.data.get(msp.gdb_index) if row.data else None
+    return f"gdb_{int(np.ravel(gdb)[0])}" if gdb is not None and np.size(gdb) else f"row {row.id}"
 
 
 def _rows(array: np.ndarray, where: str) -> np.ndarray:

@@ -11,6 +11,7 @@ from typing import List, Tuple
 from ase import Atoms
 
 from schnetpack_molspectra.data.inputs import from_file, smiles_to_atoms
+from schnetpack_molspectra.data.spectrum_files import row_name
 from schnetpack_molspectra.identify.model import IdentifyError
 
 __all__ = ["Library", "LIBRARY_EXTENSIONS", "smiles_to_3d", "load_library", "smiles_from_structure"]
@@ -68,7 +69,8 @@ def _read_smiles_list(path: str) -> Tuple[List[str], List[str], List[Atoms]]:
 
 
 def load_library(path: str) -> Library:
-    """Candidate structures from a database, an xyz/extxyz file or a SMILES list."""
+    """Candidate structures from a database (names: :func:`~schnetpack_molspectra.data.spectrum_files.row_name`), an
+    xyz/extxyz file or a SMILES list."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"library {path} does not exist")
     ext = os.path.splitext(path)[1].lower()
@@ -79,7 +81,7 @@ def load_library(path: str) -> Library:
         with connect(path, use_lock_file=False) as db:
             for row in db.select():
                 atoms.append(row.toatoms())
-                names.append(str(row.get("label") or f"row {row.id}"))
+                names.append(row_name(row))
                 smiles.append(str(row.get("smiles") or ""))
     elif ext in (".xyz", ".extxyz"):
         try:

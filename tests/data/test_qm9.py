@@ -122,3 +122,21 @@ def test_standard_qm9_xyz_archive(tmp_path):
     with pytest.raises(ValueError, match="dsgdb9nsd_000001.xyz: not a QM9 xyz file"):
         build_qm9_db(str(tmp_path / "c.db"), xyz_archive=str(broken))
     assert not (tmp_path / "c.db").exists()  # no half-written database left behind
+
+
+def test_a_qm9_database_is_an_identify_library_named_by_gdb_index(first_120_qm9_db, tmp_path):
+    """``spkspectra qm9 out.db`` gives a library for ``identify``: its hits are named gdb_<n> with their SMILES; a
+    database row without a QM9 index keeps its label, else its row id."""
+    from ase import Atoms
+    from ase.db import connect
+
+    from schnetpack_molspectra.identify.library import load_library
+
+    lib = load_library(first_120_qm9_db)
+    assert len(lib.names) == 120 and lib.names[:3] == ["gdb_1", "gdb_2", "gdb_3"]
+    assert lib.smiles[0] == "C" and len(lib.atoms[0]) == 5
+    other = str(tmp_path / "other.db")
+    with connect(other) as db:
+        db.write(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]]), label="hydrogen")
+        db.write(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]]))
+    assert load_library(other).names == ["hydrogen", "row 2"]
