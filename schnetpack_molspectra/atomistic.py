@@ -5,6 +5,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import schnetpack as spk
 import torch
 import torch.nn.functional as F
+from ase.data import atomic_masses
 from schnetpack import properties as structure
 from schnetpack.datasets import QM9
 from schnetpack.nn.scatter import scatter_add
@@ -309,8 +310,6 @@ class ElectronicSpatialExtent(nn.Module):
 
     def __init__(self, n_in: int, output_key: str = QM9.r2, n_layers: int = 2):
         super().__init__()
-        from ase.data import atomic_masses
-
         self.output_key = output_key
         self.net = spk.nn.build_mlp(n_in=n_in, n_out=1, n_layers=n_layers)
         self.register_buffer("masses", torch.tensor(atomic_masses, dtype=torch.float32), persistent=False)

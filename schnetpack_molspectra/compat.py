@@ -1,6 +1,10 @@
 """Mends for SchNetPack's own incompatibilities with newer dependencies (:func:`mend_schnetpack`, called
 when the package is imported)."""
 
+import numpy as np
+from schnetpack.nn.ops import so3
+from schnetpack.train.callbacks import PredictionWriter
+
 __all__ = ["mend_schnetpack"]
 
 
@@ -15,9 +19,6 @@ def mend_schnetpack() -> None:
     - ``spkpredict`` (SchNetPack 2.1.1 and 2.2.0): see :func:`_mend_prediction_writer`.
     """
     _mend_prediction_writer()
-    import numpy as np
-    from schnetpack.nn.ops import so3
-
     original = so3.clebsch_gordan
     if getattr(original, "__wrapped__", None) is not None:
         return
@@ -44,8 +45,6 @@ def _mend_prediction_writer() -> None:
         if predictions and isinstance(predictions[0], dict):  # one dataloader
             predictions = [predictions]
     """
-    from schnetpack.train.callbacks import PredictionWriter
-
     original = PredictionWriter.write_on_epoch_end
     if getattr(original, "__wrapped__", None) is not None:
         return

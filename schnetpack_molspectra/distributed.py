@@ -63,7 +63,7 @@ def gather_rows(x: torch.Tensor, sizes: Optional[Sequence[int]] = None) -> Tuple
     rank, world = distributed_world()
     if world == 1:
         return x, 0
-    from torch.distributed.nn.functional import all_gather
+    from torch.distributed.nn.functional import all_gather  # only in a DDP run (absent from some torch builds)
 
     if sizes is None:
         n = torch.tensor([x.shape[0]], device=x.device)

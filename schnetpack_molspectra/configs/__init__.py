@@ -19,6 +19,8 @@ Hydra imports this package to read the configs, which registers the resolvers.
 import uuid
 from typing import Any, List, Mapping
 
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -60,9 +62,6 @@ def pretraining_transforms(*overrides: str) -> List[Any]:
         overrides: hydra overrides of that experiment, e.g. ``"globals.sigma=0.1"``, ``"globals.cutoff=4.0"``,
             ``"data.transforms.neighbors._target_=schnetpack.transform.ASENeighborList"``.
     """
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
     overrides = ["experiment=molspectra_pretrain", *overrides]
     if GlobalHydra.instance().is_initialized():  # inside a hydra app or compose context: its search path
         cfg = compose("train", overrides=overrides)

@@ -4,6 +4,7 @@
 import os
 from typing import List, Optional, Sequence
 
+from ase.db import connect
 from schnetpack import properties as structure
 from schnetpack.data import ASEAtomsData, AtomsDataModule
 from schnetpack.data.splitting import RandomSplit, absolute_split_sizes
@@ -196,8 +197,6 @@ class MD17DataModule(AtomsDataModule):
             generate_xtb_md(self.molecule, self.datapath, self.n_frames, self.temperature)
 
     def _frames(self) -> int:
-        from ase.db import connect
-
         with connect(self.datapath, use_lock_file=False) as conn:
             return conn.count()
 

@@ -12,6 +12,7 @@ would be taken for the dataset.
 
 import hashlib
 import os
+from importlib.metadata import version
 from typing import Optional, Sequence
 
 from schnetpack_molspectra.data.sticks import SHIPPED_DIR, SHIPPED_UV_METHOD, build_db_from_sticks, shipped_chunks
@@ -45,8 +46,6 @@ def default_dataset_path(n_molecules: Optional[int] = None, uv_method: str = SHI
 def qm9_dataset_path() -> str:
     """Where all of QM9 (from ``qm9pack``, :func:`schnetpack_molspectra.data.qm9.build_qm9_db`) is
     built once for ``experiment=qm9_finetune`` without ``data.datapath``."""
-    from importlib.metadata import version
-
     return os.path.join(cache_dir(), f"qm9_qm9pack-{version('qm9pack')}.db")
 
 

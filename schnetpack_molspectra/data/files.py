@@ -2,6 +2,8 @@
 whole or absent (built through ``<name>.partial.db`` or ``<name>.partial`` and renamed when complete)."""
 
 import os
+import zipfile
+import zlib
 from contextlib import contextmanager
 from typing import BinaryIO, Callable, Iterator, Optional
 
@@ -31,9 +33,6 @@ def damaged_zip(path: str) -> Optional[str]:
     Run before unpickling: a damaged pickle can make ``torch.load(weights_only=False)``
     allocate gigabytes before it fails.
     """
-    import zipfile
-    import zlib
-
     if not zipfile.is_zipfile(path):
         return None
     try:

@@ -5,6 +5,10 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 from ase import Atoms
+from ase.io import iread
+from ase.io.formats import filetype
+from rdkit import Chem, rdBase
+from rdkit.Chem import AllChem
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.files import require_file
@@ -32,9 +36,6 @@ def smiles_to_atoms(smiles: str, seed: int = 0) -> Atoms:
     Raises:
         ValueError: RDKit cannot parse or embed ``smiles`` (named), or it has dummy atoms (``*``).
     """
-    from rdkit import Chem, rdBase
-    from rdkit.Chem import AllChem
-
     with rdBase.BlockLogs():  # the reason goes into the error, not onto stderr
         try:
             mol = Chem.MolFromSmiles(smiles)
@@ -109,9 +110,6 @@ def _xyz_count_problem(path: str) -> Optional[str]:
 
 def _read_structures(path: str) -> List[Atoms]:
     """Every structure in ``path`` by ``ase.io``; a failure names the structure it was reading."""
-    from ase.io import iread
-    from ase.io.formats import filetype
-
     try:
         xyz = filetype(path) in ("xyz", "extxyz")
     except Exception:  # an empty or unknown file: iread says so below

@@ -9,7 +9,11 @@ from typing import Dict
 
 import numpy as np
 from ase import Atoms, units
+from ase.db import connect
+from ase.io import read
+from ase.md.langevin import Langevin
 from schnetpack import properties as structure
+from schnetpack.data import ASEAtomsData
 from tqdm import tqdm
 
 from schnetpack_molspectra.data.files import check_new_database, damaged_zip, new_database, require_file
@@ -45,8 +49,6 @@ MD17_SMILES = {
 def md17_atoms(molecule: str) -> Atoms:
     """An MD17 molecule by name (3D from RDKit), or the first structure of a file."""
     if os.path.exists(molecule):
-        from ase.io import read
-
         return read(molecule)
     if molecule not in MD17_SMILES:
         raise ValueError(
@@ -130,8 +132,6 @@ def npz_to_db(npz: str, db: str) -> int:
         FileExistsError: ``db`` or ``<db>.partial.db`` exists (neither is touched).
         MD17FormatError: ``npz`` is not an MD17 file (named, with the array or frame at fault).
     """
-    from schnetpack.data import ASEAtomsData
-
     check_new_database(db)
     R, z, E, F = _md17_frames(npz, _npz_arrays(npz))
     frames = [Atoms(numbers=z, positions=r) for r in R]
@@ -170,12 +170,8 @@ def generate_xtb_md(
     """GFN2-xTB Langevin MD at ``temperature`` (K), one frame every ``interval`` steps of
     ``timestep`` (fs), written to ``db`` as it runs. A killed run resumes from the last
     frame written (its positions and momenta). Returns the number of frames in ``db``."""
-    from ase.db import connect
-    from ase.md.langevin import Langevin
-    from schnetpack.data import ASEAtomsData
-
     require_tblite()
-    from tblite.ase import TBLite
+    from tblite.ase import TBLite  # tblite: only once require_tblite() says it loads (data/tblite_process.py)
 
     if os.path.exists(db):
         conn = connect(db, use_lock_file=False)

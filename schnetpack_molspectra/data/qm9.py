@@ -8,12 +8,16 @@ data.datapath=<db>`` works on it.
 """
 
 import ast
+import importlib.util
+import itertools
 import os
 import re
 from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 from ase import Atoms
+from ase.db import connect
+from schnetpack.data import ASEAtomsData
 from tqdm import tqdm
 
 import schnetpack_molspectra.properties as msp
@@ -39,9 +43,7 @@ def load_qm9pack():
     polarizabilities, joined on ``XYZ_file``), without importing ``qm9pack`` itself: its module imports
     ``pkg_resources``, which setuptools >= 81 (as on Python 3.12 stacks) no longer has.
     """
-    import importlib.util
-
-    import pandas as pd
+    import pandas as pd  # comes with qm9pack; a GPU node given only train_inputs.npz has neither
 
     spec = importlib.util.find_spec("qm9pack")
     if spec is None or not spec.submodule_search_locations:
@@ -116,8 +118,6 @@ def build_qm9_db(
             molecules = (m for m in molecules if m[1][msp.gdb_index] in wanted)
         total = len(gdb_indices) if gdb_indices is not None else limit
         if limit is not None:
-            import itertools
-
             molecules = itertools.islice(molecules, limit)
         return _write_qm9(path, molecules, total, chunk)
     table = load_qm9pack()
@@ -130,9 +130,6 @@ def build_qm9_db(
 
 def _write_qm9(path: str, molecules, total: Optional[int], chunk: int) -> int:
     """Write ``molecules`` to a new db at ``path`` (:func:`new_database`: whole or absent)."""
-    from ase.db import connect
-    from schnetpack.data import ASEAtomsData
-
     units = dict(QM9_UNITS, **{msp.gdb_index: "1", msp.harmonic_frequencies: "1"})
     n = 0
     with new_database(path) as partial:

@@ -4,7 +4,10 @@ frequencies)`` with SchNetPack's QM9 names and units, and :class:`QM9FormatError
 and line of anything not in the standard format.
 """
 
+import lzma
 import os
+import tarfile
+import zlib
 from typing import Iterator, List
 
 import numpy as np
@@ -113,10 +116,6 @@ def _xyz_text(raw: bytes, name: str) -> str:
 
 def _tar_xyz_members(path: str) -> Iterator[tuple]:
     """``(name, bytes)`` of the ``.xyz`` files of a tar archive (any compression), in archive order."""
-    import lzma
-    import tarfile
-    import zlib
-
     last = None
     try:
         with tarfile.open(path, "r|*") as archive:  # streamed: no seeking in the bz2 stream

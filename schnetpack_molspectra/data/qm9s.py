@@ -15,14 +15,21 @@ values. Such molecules are not written; the rest are. The database is written to
 ``out`` or ``<out>.partial.db`` (a conversion running or killed) is refused, never touched.
 """
 
+import csv
 import json
 import os
 import sqlite3
 import tempfile
+import warnings
 from contextlib import closing
 from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
+from ase import Atoms
+from ase.build import molecule
+from ase.db import connect
+from schnetpack.data import ASEAtomsData
 from tqdm import tqdm
 
 import schnetpack_molspectra.properties as msp
@@ -46,8 +53,6 @@ def read_qm9s_graphs(path: str):
         QM9SFormatError: not a list of graphs, or a graph without a usable molecule (file and
             graph position named).
     """
-    import torch
-
     require_file(path, "QM9S structures", "do not exist")
     damage = damaged_zip(path)
     if damage is not None:
@@ -117,8 +122,6 @@ def _csv_header(raw: bytes, path: str, n_points: int) -> None:
         raise QM9SFormatError(f"{path}: empty file (expected a header line and one row per molecule)")
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise QM9SFormatError(f"{path}: UTF-16 text; expected UTF-8/ASCII CSV as the QM9S release writes it")
-    import csv
-
     # parsed as CSV: an index cell written as "" (quoted empty) is the empty cell it stands for
     try:
         header = next(csv.reader([raw.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")]), [])
@@ -143,8 +146,6 @@ def _row_index(text: str) -> Optional[int]:
 
 def _row_values(text: str, n_points: int) -> Tuple[Optional[np.ndarray], Optional[str]]:
     """The intensities of one row (the text after the index), or None and the problem."""
-    import warnings
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -223,8 +224,6 @@ def _index_csv(path: str, modality: str, store: sqlite3.Connection, summary: Dic
 
 def _qm9_labels(qm9_db: str) -> Dict[int, Dict]:
     """GDB index -> QM9 labels of a ``spkspectra qm9`` database."""
-    from ase.db import connect
-
     require_file(qm9_db, "QM9 database")  # ase.db.connect would create an empty one
     try:
         with connect(qm9_db, use_lock_file=False) as conn:
@@ -253,10 +252,6 @@ def _molecule_spectra(store: sqlite3.Connection, position: int) -> Optional[Dict
 
 def _write_molecules(path: str, molecules, store: sqlite3.Connection, labels: Optional[Dict], summary: Dict) -> None:
     """Write every molecule with all its spectra (and its QM9 labels if ``labels``) to a new db at ``path``."""
-    from ase import Atoms
-    from ase.db import connect
-    from schnetpack.data import ASEAtomsData
-
     property_units = {msp.spectrum_keys[m]: "1" for m in GRIDS}
     property_units[msp.gdb_index] = "1"
     if labels is not None:
@@ -365,8 +360,6 @@ def write_synthetic_qm9s(
 
     Returns (path of ``qm9s.pt``, {modality: path of its CSV}).
     """
-    import torch
-    from ase.build import molecule
     from torch_geometric.data import Data  # the optional ``qm9s`` extra: only where QM9S files are written
 
     rng = rng or np.random.default_rng(0)

@@ -85,6 +85,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
+from ase.db import connect
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.files import write_whole_file
@@ -254,8 +255,6 @@ def rescale_to_reference(values: np.ndarray, modality: str, reference: Optional[
 # ---------------------------------------------------------------- readers
 def read_db(path: str, modality: Optional[str] = None) -> List[QuerySpectrum]:
     """Every row of a SchNetPack/ASE database with at least one spectrum (``modality``: only that one)."""
-    from ase.db import connect
-
     wanted = [modality] if modality else list(msp.modalities)
     records = []
     with connect(path, use_lock_file=False) as db:

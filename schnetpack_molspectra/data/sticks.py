@@ -30,6 +30,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from ase import Atoms
+from ase.db import connect
+from schnetpack.data import ASEAtomsData
 
 import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.files import new_database, write_whole_file
@@ -254,9 +256,6 @@ def build_db_from_sticks(
         FileExistsError: ``path`` exists (it is never overwritten).
         ValueError: ``path`` does not end in ``.db``.
     """
-    from ase.db import connect
-    from schnetpack.data import ASEAtomsData
-
     molecules = list(load_sticks(uv_method, folder, n_molecules, require_uv))
     if not molecules:
         raise FileNotFoundError(

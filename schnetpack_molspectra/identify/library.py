@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from typing import List, Tuple
 
 from ase import Atoms
+from ase.db import connect
+from rdkit import Chem
+from rdkit.Chem import AllChem, rdDetermineBonds
 
 from schnetpack_molspectra.data.inputs import from_file, smiles_to_atoms
 from schnetpack_molspectra.data.spectrum_files import row_name
@@ -38,9 +41,6 @@ def smiles_to_3d(smiles: str) -> Atoms:
     except ValueError as err:
         if "embed" not in str(err):
             raise
-        from rdkit import Chem
-        from rdkit.Chem import AllChem
-
         mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
         if AllChem.EmbedMolecule(mol, randomSeed=0, useRandomCoords=True, maxAttempts=50) != 0:
             raise
@@ -75,8 +75,6 @@ def load_library(path: str) -> Library:
         raise FileNotFoundError(f"library {path} does not exist")
     ext = os.path.splitext(path)[1].lower()
     if ext == ".db":
-        from ase.db import connect
-
         names, smiles, atoms = [], [], []
         with connect(path, use_lock_file=False) as db:
             for row in db.select():
@@ -105,9 +103,6 @@ def load_library(path: str) -> Library:
 def smiles_from_structure(atoms: Atoms) -> str:
     """SMILES of a neutral closed-shell structure, bonds from its geometry (RDKit); '' if that fails."""
     try:
-        from rdkit import Chem
-        from rdkit.Chem import rdDetermineBonds
-
         xyz = f"{len(atoms)}\n\n" + "\n".join(
             f"{s} {x:.6f} {y:.6f} {z:.6f}" for s, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions)
         )

@@ -7,6 +7,8 @@ import csv
 import os
 from typing import Optional, Sequence
 
+from rdkit import Chem
+
 from schnetpack_molspectra.identify.results import Identification
 
 __all__ = ["format_results", "write_csv"]
@@ -16,8 +18,6 @@ def _canonical(smiles: Optional[str]) -> Optional[str]:
     if not smiles:
         return None
     try:
-        from rdkit import Chem
-
         mol = Chem.MolFromSmiles(smiles)
         return Chem.MolToSmiles(mol) if mol is not None else None
     except Exception:

@@ -8,6 +8,7 @@ from typing import Dict, List, Optional
 
 import schnetpack.properties as structure
 import torch
+from hydra.core.hydra_config import HydraConfig
 from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -83,10 +84,8 @@ def encoder_overrides() -> List[str]:
     (``model/representation=...``, ``model.representation.*``, ``globals.cutoff``): a fine-tuning run
     must repeat them to take the pre-trained encoder. Empty outside a hydra run."""
     try:
-        from hydra.core.hydra_config import HydraConfig
-
         overrides = list(HydraConfig.get().overrides.task)
-    except (ImportError, ValueError):  # ValueError: no hydra run in progress
+    except ValueError:  # no hydra run in progress
         return []
     return [
         o

@@ -94,7 +94,7 @@ def make_cluster(spec: ClusterSpec):
     cluster whose jobs run ``cores`` single-threaded workers (no job is submitted here)."""
     distributed = _import_distributed()
     if spec.kind == "local":
-        import dask
+        import dask  # dask (slow to import): only when a cluster is made, as distributed above
 
         # worker processes log warnings and errors only: spawned workers import this package (and
         # SchNetPack, whose root logger prints INFO) before distributed sets up its own logging
@@ -117,7 +117,7 @@ def make_cluster(spec: ClusterSpec):
             f"--jobqueue {spec.kind} needs dask-jobqueue, which is not installed: "
             "pip install dask-jobqueue (or the package's extra: pip install 'schnetpack-molspectra[cluster]')"
         ) from None
-    import dask
+    import dask  # dask (slow to import): only when a cluster is made
 
     class_name, account_keyword = JOBQUEUE_CLUSTERS[spec.kind]
     config = f"jobqueue.{spec.kind}"

@@ -23,6 +23,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 from ase import Atoms
+from ase.db import connect
+from schnetpack.data import ASEAtomsData
 from tqdm import tqdm
 
 import schnetpack_molspectra.properties as msp
@@ -163,6 +165,7 @@ def _dask_results(
     times) is a failure like any other; any other task error stops the run, naming the molecule.
     Tasks not yet done when the generator is closed are cancelled.
     """
+    # dask.distributed (about a second to import): only for a run on a cluster
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
@@ -213,9 +216,6 @@ def start_pool(workers: int):
 
 
 def _open_db(path: str, label_units: Dict[str, str]):
-    from ase.db import connect
-    from schnetpack.data import ASEAtomsData
-
     if not os.path.exists(path):
         units = dict(SIMULATED_UNITS, **label_units)
         if label_units:
@@ -226,8 +226,6 @@ def _open_db(path: str, label_units: Dict[str, str]):
 
 def done_indices(db_path: str) -> Tuple[set, set]:
     """Input indices already written to ``db_path`` and those recorded as failed."""
-    from ase.db import connect
-
     done, failed = set(), set()
     if os.path.exists(db_path):
         with connect(db_path, use_lock_file=False) as conn:

@@ -148,7 +148,7 @@ def uv_spectrum_sticks(
     """
     if method not in UV_METHODS:
         raise SimulationError(f"unknown UV method {method!r}; choose from {sorted(UV_METHODS)}")
-    from pyscf import dft, gto, scf
+    from pyscf import dft, gto, scf  # PySCF (seconds to import): only for the TDDFT/TDA UV levels
 
     xc = xc or UV_METHODS[method]["xc"]
     basis = basis or UV_METHODS[method]["basis"]

@@ -12,6 +12,7 @@ from typing import Dict, Sequence
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_masses
+from ase.optimize import BFGS
 from ase.units import Bohr
 
 from schnetpack_molspectra.data.tblite_process import require_tblite
@@ -49,7 +50,7 @@ class XTB:
 
     def __init__(self, numbers: Sequence[int], accuracy: float = 0.01, charge: float = 0.0):
         require_tblite()
-        from tblite.interface import Calculator
+        from tblite.interface import Calculator  # tblite: only once require_tblite() says it loads
 
         self.numbers = np.asarray(numbers)
         bad = sorted({int(z) for z in self.numbers if int(z) not in SUPPORTED_ELEMENTS})
@@ -64,7 +65,7 @@ class XTB:
     def _calculator(self, positions_bohr: np.ndarray, field: tuple):
         calc = self._calculators.get(field)
         if calc is None:
-            from tblite.library import ffi
+            from tblite.library import ffi  # tblite: loaded by now (the Calculator above)
 
             calc = self._Calculator("GFN2-xTB", self.numbers, positions_bohr, charge=self.charge)
             calc.set("verbosity", 0)
@@ -91,10 +92,8 @@ class XTB:
 def relax(atoms: Atoms, fmax: float = 0.01, steps: int = 500) -> Atoms:
     """GFN2-xTB geometry optimisation (ASE BFGS on tblite's ASE calculator); returns a copy, its
     ``info["relax_steps"]`` the optimizer's steps."""
-    from ase.optimize import BFGS
-
     require_tblite()
-    from tblite.ase import TBLite
+    from tblite.ase import TBLite  # tblite: only once require_tblite() says it loads
 
     relaxed = atoms.copy()
     relaxed.calc = TBLite(method="GFN2-xTB", verbosity=0)
