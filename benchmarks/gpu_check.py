@@ -9,6 +9,9 @@
      the workers needed to keep the device busy;
   5. real ``spktrain`` runs on the device: ``molspectra_pretrain`` (bf16-mixed), ``qm9_finetune`` and
      ``md17_finetune`` from it, each a few hundred steps; then ``spkmd`` and ``identify`` on the device.
+  6. ``spkspectra predict``'s rate with the shipped ``spectra-painn-qm9`` on the device and on all the machine's CPU
+     cores, beside the simulator's (GFN2-xTB relaxation + IR + Raman, one process), on the held-out molecules of
+     ``benchmarks/spectra_prediction.py``.
 
 Each part runs on its own and a failure is reported in the table, not raised, so one call on a lent
 GPU gives every answer. Dry-run it on the CPU with tiny sizes first:
@@ -318,11 +321,38 @@ def user_flow(args, work):
     return out
 
 
+# ---------------------------------------------------------------- 6. predict
+def predict_throughput(args, work):
+    """Molecules per second of ``predict_spectra`` (``spectra-painn-qm9``; the median of warm calls,
+    ``benchmarks/spectra_prediction.py``'s timing) on the device and on the CPU cores, and of the simulator, on
+    the held-out molecules of that benchmark (their xTB geometries, ``benchmarks/data/held_out_sticks``)."""
+    import torch
+    from spectra_prediction import HELD_OUT_STICKS, predict_rate, simulator_rate
+
+    from schnetpack_molspectra.data.sticks import load_sticks
+    from schnetpack_molspectra.predict import load_predictor
+
+    atoms = [m.atoms for m in load_sticks(folder=HELD_OUT_STICKS, require_uv=False)][: args.predict_molecules]
+    out = {"molecules": len(atoms), "mean_atoms": float(np.mean([len(a) for a in atoms]))}
+    out["cpu_threads"] = torch.get_num_threads()
+    for where in dict.fromkeys([args.device, "cpu"]):
+        predictor = load_predictor("spectra-painn-qm9", device=where)
+        out[f"predict_{where}_molecules_per_s"] = predict_rate(predictor, atoms, repeats=3)
+    n_sim = 2 if args.quick else 10
+    out["simulator_molecules_per_s"] = simulator_rate(atoms, n_sim)
+    out["simulated_for_timing"] = n_sim
+    for where in dict.fromkeys([args.device, "cpu"]):
+        out[f"{where}_vs_simulator"] = out[f"predict_{where}_molecules_per_s"] / out["simulator_molecules_per_s"]
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a dry run on the CPU")
-    p.add_argument("--skip", nargs="*", default=[], help="parts to leave out: tests throughput attention workers flow")
+    p.add_argument(
+        "--skip", nargs="*", default=[], help="parts to leave out: tests throughput attention workers flow predict"
+    )
     p.add_argument("--timeout", type=int, default=420, help="seconds per subprocess")
     p.add_argument("--out", default="gpu_check.json")
     p.add_argument(
@@ -334,6 +364,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     args.batch, args.steps = (8, 4) if args.quick else (128, 20)
     args.workers = [0, 2] if args.quick else [0, 2, 4, 8, 12]
+    args.predict_molecules = 64 if args.quick else 494
     tiny = [
         "model.representation.n_atom_basis=16",
         "model.representation.n_interactions=1",
@@ -383,6 +414,7 @@ def main(argv=None):
         ("attention", specformer_attention),
         ("workers", None),
         ("flow", user_flow),
+        ("predict", predict_throughput),
     ]
     for name, fn in parts:
         if name in args.skip:
@@ -435,6 +467,19 @@ def print_table(r):
                 "| spktrain pretrain / qm9 / md17, spkmd, identify (s) | "
                 f"{v['molspectra_pretrain_s']:.0f} / {v['qm9_finetune_s']:.0f} / {v['md17_finetune_s']:.0f}, "
                 f"{v['spkmd_s']:.0f}, {v['identify_s']:.0f} ({v['identify_queries']} queries) |"
+            )
+        elif name == "predict":
+            rates = ", ".join(
+                f"{k[len('predict_') : -len('_molecules_per_s')]} {m:.0f}"
+                for k, m in v.items()
+                if k.startswith("predict_")
+            )
+            ratios = ", ".join(
+                f"{k[: -len('_vs_simulator')]} {m:.0f}x" for k, m in v.items() if k.endswith("_vs_simulator")
+            )
+            print(
+                f"| spkspectra predict, molecules/s ({v['molecules']} held-out molecules) | {rates}; the simulator "
+                f"{v['simulator_molecules_per_s']:.2f} (one process): {ratios} |"
             )
 
 
