@@ -140,21 +140,31 @@ def structures_db_from_inputs(db, inputs):
 def spectra_db(workdir, inputs=None, sticks=()):
     """The stage-2 database: the shipped sticks and those of the ``sticks`` folders (molecules without
     UV withheld from it) broadened, labels from :func:`write_inputs`' file or qm9pack. Named by its
-    number of chunks, so a grown set builds a new one."""
+    number of chunks, so a grown set builds a new one. From an inputs file, only the molecules it has labels
+    for (the folders may have grown since it was written: the newer chunks' molecules are left out, and said)."""
     from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
-    from schnetpack_molspectra.data.sticks import build_db_from_sticks, shipped_chunks
+    from schnetpack_molspectra.data.sticks import build_db_from_sticks, load_sticks, shipped_chunks
 
     folders = spectra_folders(sticks)
-    db = os.path.join(workdir, f"spectra_{sum(len(shipped_chunks('vib', f)) for f in folders)}chunks.db")
+    name = f"spectra_{sum(len(shipped_chunks('vib', f)) for f in folders)}chunks"
+    labels = None
+    if inputs:
+        with np.load(inputs) as z:  # each z[...] reads its array anew: once each
+            gdbs, smiles = z["label_gdb"], z["smiles"]
+            values = {key: z[f"label_{key}"] for key in QM9_UNITS}
+        labels = {
+            int(g): ({key: float(values[key][i]) for key in QM9_UNITS}, str(smiles[i])) for i, g in enumerate(gdbs)
+        }
+        name = f"spectra_{len(labels)}labelled"
+    db = os.path.join(workdir, f"{name}.db")
     if not os.path.exists(db):
-        labels = None
-        if inputs:
-            with np.load(inputs) as z:
-                labels = {
-                    int(g): ({key: float(z[f"label_{key}"][i]) for key in QM9_UNITS}, str(z["smiles"][i]))
-                    for i, g in enumerate(z["label_gdb"])
-                }
-        build_db_from_sticks(db, labels=labels, folder=folders, require_uv=not sticks)
+        if labels is not None:
+            unlabelled = sum(m.gdb_index not in labels for m in load_sticks(folder=folders, require_uv=not sticks))
+            if unlabelled:
+                print(
+                    f"{inputs}: no labels for {unlabelled} molecules of {', '.join(folders)} (newer chunks): left out"
+                )
+        build_db_from_sticks(db, labels=labels, folder=folders, require_uv=not sticks, gdb_indices=labels)
     return db
 
 

@@ -26,7 +26,7 @@ Ragged arrays are concatenated; the ``n_*`` arrays give each molecule's share.
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Collection, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from ase import Atoms
@@ -176,9 +176,10 @@ def load_sticks(
     folder: Union[None, str, Sequence[str]] = None,
     n_molecules: Optional[int] = None,
     require_uv: bool = True,
+    gdb_indices: Optional[Collection[int]] = None,
 ) -> Iterator[MoleculeSticks]:
     """The molecules of the sticks folder(s) ``folder`` (default: the shipped one), in folder and
-    selection order (at most ``n_molecules``).
+    selection order (at most ``n_molecules``; only those of ``gdb_indices`` when given).
 
     ``require_uv=True``: only those with every spectrum; a molecule whose UV pass failed, or whose
     UV chunk is not computed (or was never asked for: ``--uv-method none``), is left out.
@@ -194,6 +195,8 @@ def load_sticks(
         uv = read_chunk(uv_path) if os.path.exists(uv_path) else {}
         for gdb, v in vib.items():
             if gdb == "settings" or (require_uv and gdb not in uv):
+                continue
+            if gdb_indices is not None and gdb not in gdb_indices:
                 continue
             if n_molecules is not None and yielded >= n_molecules:
                 return
@@ -237,6 +240,7 @@ def build_db_from_sticks(
     settings=None,
     labels: Optional[Dict[int, Tuple[Dict[str, float], str]]] = None,
     require_uv: bool = True,
+    gdb_indices: Optional[Collection[int]] = None,
 ) -> int:
     """Broaden the sticks of ``folder`` (default: the shipped ones; a list: several folders, e.g. the
     shipped and a grown set) into a SchNetPack database at ``path`` with QM9 labels.
@@ -247,6 +251,8 @@ def build_db_from_sticks(
 
     ``labels``: GDB index -> (QM9 targets in SchNetPack's names and units, SMILES) of every molecule,
     where ``qm9pack`` is not installed (e.g. a GPU node given only what it needs); read from qm9pack if None.
+    ``gdb_indices``: only these molecules of the folders (e.g. those ``labels`` has, where a folder has grown
+    since the labels were written).
 
     Writes ``<path>.partial.db`` in one transaction and renames it (:func:`.files.new_database`),
     so ``path`` is whole or absent. Returns the number of molecules written.
@@ -256,7 +262,7 @@ def build_db_from_sticks(
         FileExistsError: ``path`` exists (it is never overwritten).
         ValueError: ``path`` does not end in ``.db``.
     """
-    molecules = list(load_sticks(uv_method, folder, n_molecules, require_uv))
+    molecules = list(load_sticks(uv_method, folder, n_molecules, require_uv, gdb_indices))
     if not molecules:
         raise FileNotFoundError(
             f"{folder or SHIPPED_DIR}: no shipped molecule has IR, Raman"

@@ -167,7 +167,8 @@ def test_default_dataset_replaces_a_killed_build_and_never_overwrites(tmp_path, 
 
 def test_given_labels_replace_qm9pack_and_a_missing_one_is_named(tmp_path, monkeypatch):
     """build_db_from_sticks(labels=...) never reads qm9pack (a GPU node without it): what it writes is
-    what was given; a molecule without labels stops the build, named, and leaves no file."""
+    what was given; a molecule without labels stops the build, named, and leaves no file, unless only the
+    labelled molecules are asked for (gdb_indices)."""
     import schnetpack_molspectra.data.qm9 as qm9
     from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
     from schnetpack_molspectra.data.sticks import build_db_from_sticks
@@ -187,6 +188,10 @@ def test_given_labels_replace_qm9pack_and_a_missing_one_is_named(tmp_path, monke
     with pytest.raises(ValueError, match=f"no labels given for GDB \\[{molecules[1].gdb_index}\\]"):
         build_db_from_sticks(str(tmp_path / "b.db"), n_molecules=3, labels=labels)
     assert not os.path.exists(tmp_path / "b.db")
+    # gdb_indices: only the molecules given (those with labels, where the folder grew since they were written)
+    assert build_db_from_sticks(str(tmp_path / "c.db"), n_molecules=3, labels=labels, gdb_indices=labels) == 2
+    with connect(tmp_path / "c.db") as conn:
+        assert [int(r.data[msp.gdb_index][0]) for r in conn.select()] == [molecules[0].gdb_index, molecules[2].gdb_index]
 
 
 def test_a_folder_without_uv_adds_its_molecules_with_uv_withheld(tmp_path):
