@@ -103,10 +103,14 @@ def test_regions_take_their_own_scale():
     whole = match_scores(query, library, ["ir", "raman"], **tolerant)
     regions = match_scores(query, library, ["ir", "raman"], **dict(tolerant, splits=(2000.0,)))
     assert regions.argmax() == 4 and regions[0, 4] > 0.97 > whole[0, 4] + 0.05
-    # one scale for all: the regions' shares add up to the mean cosine of the whole spectra
+    # one scale for all: the regions' shares add up to the mean cosine of the whole spectra (UV, on an eV axis no
+    # scale moves, in the first region)
     one = dict(scales=(1.0,), smoothing=30.0)
-    np.testing.assert_allclose(
-        match_scores(query, library, ["ir", "raman"], **one, splits=(1500.0, 2500.0)),
-        match_scores(query, library, ["ir", "raman"], **one),
-        atol=1e-5,
-    )
+    uv = np.random.default_rng(4).random((30, GRIDS["uv"].n_points)).astype(np.float32)
+    query, library = dict(query, uv=uv[[4]] + 0.1), dict(library, uv=uv)
+    for used in (["ir", "raman"], ["uv", "ir", "raman"]):
+        np.testing.assert_allclose(
+            match_scores(query, library, used, **one, splits=(1500.0, 2500.0)),
+            match_scores(query, library, used, **one),
+            atol=1e-5,
+        )
