@@ -349,3 +349,20 @@ def test_library_spectra_are_predicted_in_batches_and_cached_beside_the_library(
     assert spkspectra.main([*argv, "--no-cache"]) == 0 and "cand4" in capsys.readouterr().out
     assert sorted(os.listdir(fresh)) == ["lib.smi"]
     assert spkspectra.main(argv) == 0 and any(".spectra-50cm-" in f for f in os.listdir(fresh))
+
+
+def test_a_library_structure_the_spectra_model_cannot_take_is_named(spectra_model, tmp_path, capsys):
+    """predict-then-match on a library with an element the model never saw stops naming the library file, the
+    molecule and the element, and caches nothing."""
+    import os
+
+    from schnetpack_molspectra.identify import IdentifyError
+    from schnetpack_molspectra.matching import identify_by_prediction
+
+    library = tmp_path / "lib.smi"
+    library.write_text("CCO ethanol\nCCN ethylamine\nC[Si](C)C tms\n")
+    query = tmp_path / "query.npz"
+    assert _predict(capsys, "--smiles", "CCO", "--model", spectra_model, "--out", str(query))[0] == 0
+    with pytest.raises(IdentifyError, match=r"lib\.smi: molecule 2 \(tms\): element Si \(Z=14\)"):
+        identify_by_prediction(spectra_model, str(query), str(library))
+    assert sorted(os.listdir(tmp_path)) == ["lib.smi", "query.npz"]
