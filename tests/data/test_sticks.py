@@ -191,7 +191,8 @@ def test_given_labels_replace_qm9pack_and_a_missing_one_is_named(tmp_path, monke
     # gdb_indices: only the molecules given (those with labels, where the folder grew since they were written)
     assert build_db_from_sticks(str(tmp_path / "c.db"), n_molecules=3, labels=labels, gdb_indices=labels) == 2
     with connect(tmp_path / "c.db") as conn:
-        assert [int(r.data[msp.gdb_index][0]) for r in conn.select()] == [molecules[0].gdb_index, molecules[2].gdb_index]
+        written = [int(r.data[msp.gdb_index][0]) for r in conn.select()]
+    assert written == [molecules[0].gdb_index, molecules[2].gdb_index]
 
 
 def test_a_folder_without_uv_adds_its_molecules_with_uv_withheld(tmp_path):

@@ -345,7 +345,8 @@ def test_library_spectra_are_predicted_in_batches_and_cached_beside_the_library(
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     (fresh / "lib.smi").write_text(library.read_text())
-    argv = ["identify", str(query), "--method", "predict", "--model", spectra_model, "--library", str(fresh / "lib.smi")]
+    lib = str(fresh / "lib.smi")
+    argv = ["identify", str(query), "--method", "predict", "--model", spectra_model, "--library", lib]
     assert spkspectra.main([*argv, "--no-cache"]) == 0 and "cand4" in capsys.readouterr().out
     assert sorted(os.listdir(fresh)) == ["lib.smi"]
     assert spkspectra.main(argv) == 0 and any(".spectra-50cm-" in f for f in os.listdir(fresh))
