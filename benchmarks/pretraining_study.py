@@ -259,6 +259,33 @@ def build_data(workdir, args):
     return stage1_db, spectra_db, ft_db, split
 
 
+def reused_arms(args, results):
+    """Take over into ``results`` the arms of ``args.reuse`` (an earlier results file) that this study did not run:
+    only from a study of the same run settings, seeds and targets, and a shipped arm only as many pieces as it has
+    now. Returns {arm: the file}."""
+    with open(args.reuse) as f:
+        earlier = json.load(f)
+    keys = [*RUN_SETTINGS, "seeds"]
+    differ = [k for k in keys if earlier["settings"].get(k) != getattr(args, k)]
+    if differ:
+        raise SystemExit(
+            f"{args.reuse}: made with other settings ({', '.join(differ)}); its arms cannot stand beside these"
+        )
+    reused = {}
+    for target in args.targets:
+        for arm, values in earlier["finetune"].get(target, {}).items():
+            if arm in args.arms:
+                continue
+            if shipped_arm(arm) and earlier.get("model_pieces", {}).get(arm) != model_pieces(arm):
+                raise SystemExit(
+                    f"{args.reuse}: {arm} was measured with {earlier['model_pieces'].get(arm)} pieces, has "
+                    f"{model_pieces(arm)} now: run it again"
+                )
+            results["finetune"].setdefault(target, {})[arm] = values
+            reused[arm] = os.path.relpath(args.reuse)
+    return reused
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", default="pretraining_study_runs")
@@ -298,6 +325,13 @@ def main(argv=None):
         "--report-only", action="store_true", help="tables and PNG from the runs finished so far; runs nothing"
     )
     p.add_argument("--finetune-overrides", nargs="*", default=[], help="extra qm9_finetune overrides (all arms)")
+    p.add_argument(
+        "--reuse",
+        default=None,
+        metavar="JSON",
+        help="an earlier results file of the same settings: its arms not in --arms are taken over (e.g. scratch and "
+        "denoise-painn-qm9 beside a new piece of molspectra-painn-qm9; a shipped arm only if its pieces are unchanged)",
+    )
     args = p.parse_args(argv)
 
     workdir = os.path.abspath(args.workdir)
@@ -396,6 +430,7 @@ def main(argv=None):
                 "val_mae_meV_curves": [r[f"val_{target}_mae_meV_curve"] for r in runs],
                 "wall_s": [r["wall_s"] for r in runs],
             }
+    reused = reused_arms(args, results) if args.reuse else {}
     pretraining = {}
     for name in sorted({src[0] for src in sources.values() if src}):
         summary_file = [
@@ -408,7 +443,9 @@ def main(argv=None):
             pretraining[name] = json.load(open(summary_file[0]))
     results["pretraining"] = pretraining
     # which training state of each shipped model was measured (scripts/record_measured.py checks it)
-    results["model_pieces"] = {arm: model_pieces(arm) for arm in args.arms if shipped_arm(arm)}
+    results["model_pieces"] = {arm: model_pieces(arm) for arm in [*args.arms, *reused] if shipped_arm(arm)}
+    if reused:
+        results["reused"] = reused
     results["wall_s"] = walls
     results["settings"] = {
         **vars(args),
@@ -419,8 +456,9 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
-    report(results, args)
-    plot(results, args, os.path.splitext(args.out)[0] + ".png")
+    shown = argparse.Namespace(**{**vars(args), "arms": [*reused, *args.arms]})  # the reused arms beside
+    report(results, shown)
+    plot(results, shown, os.path.splitext(args.out)[0] + ".png")
     return 0
 
 

@@ -66,6 +66,8 @@ def finetune_figures(name, paths, pieces):
         arms = study["finetune"].get("gap", {})
         if name not in arms or "scratch" not in arms or study.get("model_pieces", {}).get(name) != pieces:
             continue
+        if name in study.get("reused", {}):  # taken over from another study, which says it itself
+            continue
         model, scratch = arms[name]["test_mae_meV"], arms["scratch"]["test_mae_meV"]
         labels = study["settings"]["n_train"]
         parts.append(
