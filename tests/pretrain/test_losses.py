@@ -147,7 +147,7 @@ def test_smoothed_loss_trains_with_alpha_times_the_gradient():
         (grad,) = torch.autograd.grad(loss, x)
         (plain,) = torch.autograd.grad(torch.nn.functional.mse_loss(x, torch.full((4,), target)), x)
         assert torch.allclose(grad, 0.05 * plain)
-        values.append(float(loss))
+        values.append(float(loss.detach()))
     assert values == pytest.approx([1.0, 0.05 * 9.0 + 0.95 * 1.0])
     smoothed.eval()  # validation keeps its own average
     assert float(smoothed(torch.zeros(4), torch.full((4,), 2.0))) == pytest.approx(4.0)
