@@ -53,27 +53,26 @@ TOLERANT = {"scales": tuple(scale_grid(0.95, 1.05, 0.005)), "smoothing": 50.0, "
 def spectra_matrix(spectra: Dict[str, np.ndarray], modalities: Sequence[str]) -> np.ndarray:
     """(n, sum of the modalities' grid lengths): each modality's rows unit-normalised and scaled by
     1 / sqrt(len(modalities)), side by side, so that the dot product of two rows is the mean cosine
-    of their spectra over ``modalities``. ``spectra``: modality -> (n, L)."""
-    parts = []
-    for m in modalities:
-        x = np.asarray(spectra[m], dtype=np.float32)
-        parts.append(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30))
-    return np.concatenate(parts, axis=1) / np.float32(np.sqrt(len(modalities)))
+    of their spectra over ``modalities``. ``spectra``: modality -> (n, L) on the modality's grid."""
+    return _smoothed(spectra, modalities, 0.0)
 
 
 def _layout(modalities: Sequence[str], smoothing: float, splits: Sequence[float]) -> List[List[tuple]]:
     """How :func:`_smoothed` lays out its columns: per frequency region (the vibrational grids cut at
-    ``splits``, cm^-1; UV, whose axis no scale moves, all in the first region), the (modality, indices into
-    the modality's smoothed, strided axis) of its blocks. Regions follow one another, so that each is a
+    ``splits``, cm^-1; UV, whose axis no scale moves, all in the first region), the (modality, slice of the
+    modality's smoothed, strided axis) of its blocks. Regions follow one another, so that each is a
     contiguous run of columns; without ``splits`` the layout is :func:`spectra_matrix`'s."""
     edges = np.concatenate([[-np.inf], np.sort(np.asarray(splits, dtype=np.float64)), [np.inf]])
     regions: List[List[tuple]] = [[] for _ in range(len(edges) - 1)]
     for m in modalities:
         axis = GRIDS[m].values()[:: smoothed_stride(m, smoothing)]
-        for r in range(len(regions)) if m in VIBRATIONAL else [0]:
-            inside = np.flatnonzero((axis >= edges[r]) & (axis < edges[r + 1])) if m in VIBRATIONAL else None
-            if inside is None or len(inside):
-                regions[r].append((m, slice(None) if inside is None else slice(inside[0], inside[-1] + 1)))
+        if m not in VIBRATIONAL:
+            regions[0].append((m, slice(0, len(axis))))
+            continue
+        for region, low, high in zip(regions, edges[:-1], edges[1:]):
+            inside = np.flatnonzero((axis >= low) & (axis < high))
+            if len(inside):
+                region.append((m, slice(inside[0], inside[-1] + 1)))
     return [r for r in regions if r]
 
 
@@ -95,21 +94,19 @@ def _assembled(reduced: Dict[str, np.ndarray], modalities: Sequence[str], smooth
 def _smoothed(
     spectra: Dict[str, np.ndarray], modalities: Sequence[str], smoothing: float, splits: Sequence[float] = ()
 ) -> np.ndarray:
-    """:func:`spectra_matrix` of the spectra smoothed, on every ``smoothed_stride``-th grid point, its columns in
-    :func:`_layout`'s order."""
+    """The spectra as :func:`_assembled` lays them side by side, each :func:`_reduced` (smoothed, on every
+    ``smoothed_stride``-th grid point, unit rows), the columns in :func:`_layout`'s order."""
     return _assembled({m: _reduced(spectra[m], m, smoothing) for m in modalities}, modalities, smoothing, splits)
 
 
 def _block_slices(modalities: Sequence[str], smoothing: float, splits: Sequence[float]) -> List[List[slice]]:
     """Per region of :func:`_layout`, the column slices of its blocks in :func:`_smoothed`'s matrix."""
-    axes = {m: GRIDS[m].values()[:: smoothed_stride(m, smoothing)] for m in modalities}
     out, start = [], 0
     for region in _layout(modalities, smoothing, splits):
         out.append([])
-        for m, part in region:
-            width = len(axes[m][part])
-            out[-1].append(slice(start, start + width))
-            start += width
+        for _, part in region:
+            out[-1].append(slice(start, start + part.stop - part.start))
+            start += part.stop - part.start
     return out
 
 

@@ -216,10 +216,9 @@ def _identify(args):
     alignment = args.exact or args.scales is not None or args.smoothing is not None
     model, method = args.model, args.method
     if method == "auto":  # by the model: a spectra model predicts, a molspectra_pretrain model embeds
-        expected = "the best_model of a spectra_finetune or a molspectra_pretrain run"
-        saved = read_saved_model(args.model, shared["device"], args.trust_model, expected=expected)
+        expected, device = "the best_model of a spectra_finetune or a molspectra_pretrain run", shared["device"]
+        saved = read_saved_model(args.model, device, args.trust_model, expected=expected)
         method = "predict" if any(isinstance(m, SpectraHead) for m in saved.model.output_modules) else "embedding"
-        device = shared["device"]
         model = load_predictor(saved, device) if method == "predict" else load_model(saved, elements, device)
     if method == "predict":
         if elements or args.exact_below is not None:
