@@ -57,6 +57,12 @@ def spectra_matrix(spectra: Dict[str, np.ndarray], modalities: Sequence[str]) ->
     return _smoothed(spectra, modalities, 0.0)
 
 
+def _fwhm(modality: str, smoothing: float) -> float:
+    """The Gaussian FWHM a modality is smoothed by: ``smoothing`` (cm^-1) on the vibrational grids; none on UV's
+    eV axis, which neither the frequency scales nor a width in cm^-1 apply to."""
+    return smoothing if modality in VIBRATIONAL else 0.0
+
+
 def _layout(modalities: Sequence[str], smoothing: float, splits: Sequence[float]) -> List[List[tuple]]:
     """How :func:`_smoothed` lays out its columns: per frequency region (the vibrational grids cut at
     ``splits``, cm^-1; UV, whose axis no scale moves, all in the first region), the (modality, slice of the
@@ -65,7 +71,7 @@ def _layout(modalities: Sequence[str], smoothing: float, splits: Sequence[float]
     edges = np.concatenate([[-np.inf], np.sort(np.asarray(splits, dtype=np.float64)), [np.inf]])
     regions: List[List[tuple]] = [[] for _ in range(len(edges) - 1)]
     for m in modalities:
-        axis = GRIDS[m].values()[:: smoothed_stride(m, smoothing)]
+        axis = GRIDS[m].values()[:: smoothed_stride(m, _fwhm(m, smoothing))]
         if m not in VIBRATIONAL:
             regions[0].append((m, slice(0, len(axis))))
             continue
@@ -77,9 +83,11 @@ def _layout(modalities: Sequence[str], smoothing: float, splits: Sequence[float]
 
 
 def _reduced(values: np.ndarray, modality: str, smoothing: float) -> np.ndarray:
-    """(n, L) spectra of ``modality`` smoothed (Gaussian FWHM ``smoothing``), on every ``smoothed_stride``-th grid
-    point, each row of unit norm: what predict-then-match compares (and caches for a library)."""
-    x = smooth(values, modality, smoothing)[:, :: smoothed_stride(modality, smoothing)]
+    """(n, L) spectra of ``modality`` smoothed (Gaussian FWHM ``smoothing`` cm^-1, vibrational modalities only:
+    :func:`_fwhm`), on every ``smoothed_stride``-th grid point, each row of unit norm: what predict-then-match
+    compares (and caches for a library)."""
+    fwhm = _fwhm(modality, smoothing)
+    x = smooth(values, modality, fwhm)[:, :: smoothed_stride(modality, fwhm)]
     return np.ascontiguousarray(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30), dtype=np.float32)
 
 
@@ -185,7 +193,7 @@ def library_spectra(
         for batch in predicted_batches(predictor, lib.atoms, batch_size, progress):
             for m, values in batch.items():
                 parts[m].append(_reduced(values, m, smoothing))
-        width = {m: len(GRIDS[m].values()[:: smoothed_stride(m, smoothing)]) for m in parts}
+        width = {m: len(GRIDS[m].values()[:: smoothed_stride(m, _fwhm(m, smoothing))]) for m in parts}
         return {m: np.concatenate(v) if v else np.zeros((0, width[m]), np.float32) for m, v in parts.items()}
 
     in_memory = isinstance(library, Library) and not os.path.exists(library.path)

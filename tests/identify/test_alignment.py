@@ -114,3 +114,14 @@ def test_regions_take_their_own_scale():
             match_scores(query, library, used, **one),
             atol=1e-5,
         )
+
+
+def test_smoothing_in_wavenumbers_leaves_uv_alone():
+    """The smoothing is a width in cm^-1 for the vibrational spectra: UV (an eV axis) is compared as it is, so a UV
+    query scores against a library the same with and without it, and still tells its molecule from the others."""
+    rng = np.random.default_rng(5)
+    uv = rng.random((20, GRIDS["uv"].n_points)).astype(np.float32) ** 8
+    query = {"uv": uv[[3]]}
+    plain = match_scores(query, {"uv": uv}, ["uv"])
+    np.testing.assert_allclose(match_scores(query, {"uv": uv}, ["uv"], **TOLERANT), plain, atol=1e-6)
+    assert plain.argmax() == 3 and np.sort(plain[0])[-2] < 0.99
