@@ -37,7 +37,6 @@ from schnetpack_molspectra.identify.output import write_csv
 from schnetpack_molspectra.identify.results import Identification
 from schnetpack_molspectra.identify.search import ranked_hits, read_queries
 from schnetpack_molspectra.predict import PredictError, SpectraPredictor, load_predictor, predicted_batches
-from schnetpack_molspectra.predict import structure_problem as predict_problem
 from schnetpack_molspectra.spectra.alignment import VIBRATIONAL, scale_axis, scale_grid, smooth, smoothed_stride
 from schnetpack_molspectra.spectra.grids import GRIDS
 
@@ -185,14 +184,13 @@ def library_spectra(
     """
 
     def compute(lib: Library) -> Dict[str, np.ndarray]:
-        for i, atoms in enumerate(lib.atoms):
-            problem = predict_problem(predictor, atoms)
-            if problem is not None:
-                raise IdentifyError(f"{lib.path}: molecule {i} ({lib.names[i]}): {problem}")
         parts: Dict[str, List[np.ndarray]] = {m: [] for m in predictor.modalities}
-        for batch in predicted_batches(predictor, lib.atoms, batch_size, progress):
-            for m, values in batch.items():
-                parts[m].append(_reduced(values, m, smoothing))
+        try:
+            for batch in predicted_batches(predictor, lib.atoms, batch_size, progress, names=lib.names):
+                for m, values in batch.items():
+                    parts[m].append(_reduced(values, m, smoothing))
+        except PredictError as e:  # raised before the first batch: nothing predicted, nothing cached
+            raise IdentifyError(f"{lib.path}: {e}") from e
         width = {m: len(GRIDS[m].values()[:: smoothed_stride(m, _fwhm(m, smoothing))]) for m in parts}
         return {m: np.concatenate(v) if v else np.zeros((0, width[m]), np.float32) for m, v in parts.items()}
 

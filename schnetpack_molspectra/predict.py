@@ -229,20 +229,23 @@ def predicted_batches(
     atoms_list: Sequence[Atoms],
     batch_size: Optional[int] = None,
     progress: bool = False,
+    names: Optional[Sequence[str]] = None,
 ) -> Iterator[Dict[str, np.ndarray]]:
     """:func:`predict_spectra` a batch at a time: per batch, modality -> (batch, L) float32 area-normalised
     spectra, the batches in input order (for consumers that reduce each batch and need not hold all the
     spectra at once). Every structure is checked before the first batch.
 
     Raises:
-        PredictError: a structure the model cannot take (:func:`structure_problem`; named by position).
+        PredictError: a structure the model cannot take (:func:`structure_problem`; named by position
+            and by ``names[i]``, else its formula).
     """
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     for i, atoms in enumerate(atoms_list):
         problem = structure_problem(predictor, atoms)
         if problem is not None:
-            raise PredictError(f"structure {i} ({atoms.get_chemical_formula()}): {problem}")
+            name = names[i] if names is not None else atoms.get_chemical_formula()
+            raise PredictError(f"molecule {i} ({name}): {problem}")
     head = predictor.head
     batches = represented_batches(
         predictor.model, atoms_list, predictor.cutoff, predictor.device, batch_size, progress, "predicted spectra"

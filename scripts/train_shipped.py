@@ -143,7 +143,7 @@ def spectra_db(workdir, inputs=None, sticks=()):
     number of chunks, so a grown set builds a new one. From an inputs file, only the molecules it has labels
     for (the folders may have grown since it was written: the newer chunks' molecules are left out, and said)."""
     from schnetpack_molspectra.data.qm9_targets import QM9_UNITS
-    from schnetpack_molspectra.data.sticks import build_db_from_sticks, load_sticks, shipped_chunks
+    from schnetpack_molspectra.data.sticks import build_db_from_sticks, shipped_chunks
 
     folders = spectra_folders(sticks)
     name = f"spectra_{sum(len(shipped_chunks('vib', f)) for f in folders)}chunks"
@@ -158,8 +158,12 @@ def spectra_db(workdir, inputs=None, sticks=()):
         name = f"spectra_{len(labels)}labelled"
     db = os.path.join(workdir, f"{name}.db")
     if not os.path.exists(db):
-        if labels is not None:
-            unlabelled = sum(m.gdb_index not in labels for m in load_sticks(folder=folders, require_uv=not sticks))
+        if labels is not None:  # only the chunks' index arrays are read (np.load is lazy per array)
+            unlabelled = sum(
+                int(np.count_nonzero(~np.isin(np.load(chunk)["gdb_index"], list(labels))))
+                for folder in folders
+                for chunk in shipped_chunks("vib", folder)
+            )
             if unlabelled:
                 print(
                     f"{inputs}: no labels for {unlabelled} molecules of {', '.join(folders)} (newer chunks): left out"

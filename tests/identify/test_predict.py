@@ -113,7 +113,7 @@ def test_batches_give_each_molecule_its_own_spectrum(spectra_model, device):
         np.testing.assert_allclose(together[m].sum(axis=1), 1.0, rtol=1e-5)
         np.testing.assert_allclose(together[m], one_by_one[m], rtol=1e-4, atol=1e-9)
         np.testing.assert_allclose(together[m], reversed_order[m][::-1], rtol=1e-4, atol=1e-9)
-    with pytest.raises(PredictError, match=r"structure 1 \(CH6Si\): element Si \(Z=14\)"):
+    with pytest.raises(PredictError, match=r"molecule 1 \(CH6Si\): element Si \(Z=14\)"):
         predict_spectra(predictor, [atoms[0], smiles_to_atoms("C[SiH3]")])
 
 
