@@ -41,6 +41,7 @@ import time
 from importlib.metadata import version as package_version_of
 
 import numpy as np
+from ase.db import connect
 
 from schnetpack_molspectra.shipped import MODELS_DIR
 
@@ -76,6 +77,26 @@ MODELS = {
 }
 VALIDATION = 1000  # stage 1: validation molecules drawn from the pre-training structures
 TEST = 200
+SPECTRA_HELD = 1000  # stage 2 / spectra: validation and test molecules each 10 % of the set, at most this many
+
+
+def spectra_split(n: int):
+    """``(num_train, num_val, num_test)`` of a spectra database of ``n`` molecules: 80/10/10 (SchNetPack's
+    fractions) up to 10,000 molecules; above, 1,000 each for validation and test and the rest for training, so a
+    grown set's validation (run at every epoch end and twice by the pre-training summary) stays minutes."""
+    if n * 0.1 <= SPECTRA_HELD:
+        return 0.8, 0.1, None
+    return n - 2 * SPECTRA_HELD, SPECTRA_HELD, SPECTRA_HELD
+
+
+def database_size(db: str) -> int:
+    with connect(db) as conn:
+        return conn.count()
+
+
+def split_text(n: int) -> str:
+    train, val, test = spectra_split(n)
+    return "80/10/10 split" if test is None else f"{train:,}/{val:,}/{test:,} split"
 
 
 def pretraining_gdbs(table):
@@ -190,8 +211,6 @@ def pretraining_structures(workdir, inputs=None):
         build_qm9_db(db, gdb_indices=pretraining_gdbs(load_qm9pack()))
     split = os.path.join(workdir, "qm9_pretrain_split.npz")
     if not os.path.exists(split):
-        from ase.db import connect
-
         with connect(db) as conn:
             n = conn.count()
         order = np.random.default_rng(0).permutation(n)
@@ -226,7 +245,11 @@ def piece_overrides(name, args, previous):
         if spec["data"] == "spectra":
             overrides += ["globals.modality_dropout=0.5", f"globals.spectra_augmentation={args.augmentation}"]
         if args.spectra_db or args.inputs or args.sticks:
-            overrides.append(f"data.datapath={training_spectra_db(args)}")
+            db = training_spectra_db(args)
+            train, val, test = spectra_split(database_size(db))
+            overrides.append(f"data.datapath={db}")
+            if test is not None:
+                overrides += [f"data.num_train={train}", f"data.num_val={val}", f"data.num_test={test}"]
     if previous is not None:
         overrides.append(f"globals.pretrained_model={previous}")
         if os.path.basename(previous) == f"{name}.pt":  # a continuation: SpecFormer / the spectra head too
@@ -317,13 +340,11 @@ def run_piece(name, args):
         }
     )
     if spectra and args.sticks:
-        from ase.db import connect
-
         with connect(training_spectra_db(args)) as conn:
             n_all, n_no_uv = conn.count(), sum(1 for r in conn.select(include_data=True) if r.data["uv_missing"][0])
         if MODELS[name]["data"] == "spectra":
             card["trained_on"] = (
-                f"{n_all:,} QM9 spectra molecules (80/10/10 split), none held out: {n_all - n_no_uv:,} with xTB IR/Raman "
+                f"{n_all:,} QM9 spectra molecules ({split_text(n_all)}), none held out: {n_all - n_no_uv:,} with xTB IR/Raman "
                 f"and sTDA UV (the package's sticks), {n_no_uv:,} with xTB IR/Raman only (UV withheld; {', '.join(args.sticks)})"
             )
             card["description"] = (
@@ -331,7 +352,7 @@ def run_piece(name, args):
             )
         else:
             card["trained_on"] = (
-                f"{n_all:,} QM9 spectra molecules (80/10/10 split), none held out: xTB IR/Raman of the package's "
+                f"{n_all:,} QM9 spectra molecules ({split_text(n_all)}), none held out: xTB IR/Raman of the package's "
                 f"sticks ({n_all - n_no_uv:,}) and of {', '.join(args.sticks)} ({n_no_uv:,})"
             )
     save_weights(out, model, config=config, card=card)
