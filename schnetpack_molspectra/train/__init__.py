@@ -1,6 +1,7 @@
 """Training parts that are not model parts, laid out as ``schnetpack.train``: loss functions,
 metrics, LR schedules and callbacks."""
 
+from .callbacks import FinalValidation
 from .losses import InfoNCELoss, SmoothedLoss, info_nce
 from .lr_scheduler import WarmupCosineLR, resolve_steps
 from .metrics import InfoNCE, RetrievalAccuracy, ScaledMeanAbsoluteError, retrieval_hits
@@ -17,6 +18,7 @@ __all__ = [
     "InfoNCE",
     "RetrievalAccuracy",
     "ScaledMeanAbsoluteError",
+    "FinalValidation",
     "PretrainingSummary",
     "summarise_validation",
     "Trainer",
