@@ -63,7 +63,7 @@ MODELS = {
         "source": "denoise-painn-qm9",
         "data": "spectra",
         "description": "PaiNN 128 x 3 + SpecFormer, MolSpectra stage 2 (denoising + MPR + contrastive) from "
-        "denoise-painn-qm9, modality dropout 0.5: fine-tuning and identification from any spectra",
+        "denoise-painn-qm9, modality dropout 0.5: fine-tuning and identification from any spectra, computed or measured",
         "trained_on": "the 5,197 shipped spectra molecules (xTB IR/Raman, sTDA UV; 80/10/10 split), none held out",
     },
     "spectra-painn-qm9": {
@@ -87,6 +87,31 @@ def spectra_split(n: int):
     if n * 0.1 <= SPECTRA_HELD:
         return 0.8, 0.1, None
     return n - 2 * SPECTRA_HELD, SPECTRA_HELD, SPECTRA_HELD
+
+
+def augmentation_text(pieces) -> str:
+    """', spectra augmentation from piece 3 on (0.8, then 0.5)': the pieces' ``spectra_augmentation``, or ''."""
+    values = [piece.get("spectra_augmentation") or 0.0 for piece in pieces]
+    first = next((i for i, v in enumerate(values) if v), None)
+    if first is None:
+        return ""
+    changes = [v for i, v in enumerate(values[first:], first) if i == first or v != values[i - 1]]
+    return f", spectra augmentation from piece {first + 1} on ({', then '.join(f'{v:g}' for v in changes)})"
+
+
+def pieces_text(pieces) -> str:
+    """'; pieces 1-2 on 5,197, 3-4 on 6,439 of them': the molecules each run of pieces trained on, where they differ."""
+    runs = []  # [first piece, last piece, molecules]
+    for piece in pieces:
+        n = piece.get("molecules")
+        if runs and runs[-1][2] == n:
+            runs[-1][1] = piece["piece"]
+        else:
+            runs.append([piece["piece"], piece["piece"], n])
+    if len(runs) < 2 or any(n is None for _, _, n in runs):
+        return ""
+    span = [f"{a}" if a == b else f"{a}-{b}" for a, b, _ in runs]
+    return "; pieces " + ", ".join(f"{s} on {n:,}" for s, (_, _, n) in zip(span, runs))
 
 
 def database_size(db: str) -> int:
@@ -342,14 +367,15 @@ def run_piece(name, args):
     if spectra and args.sticks:
         with connect(training_spectra_db(args)) as conn:
             n_all, n_no_uv = conn.count(), sum(1 for r in conn.select(include_data=True) if r.data["uv_missing"][0])
+        card["pieces"][-1]["molecules"] = n_all
         if MODELS[name]["data"] == "spectra":
             card["trained_on"] = (
                 f"{n_all:,} QM9 spectra molecules ({split_text(n_all)}), none held out: {n_all - n_no_uv:,} with xTB IR/Raman "
                 f"and sTDA UV (the package's sticks), {n_no_uv:,} with xTB IR/Raman only (UV withheld; {', '.join(args.sticks)})"
+                + pieces_text(card["pieces"])
             )
-            card["description"] = (
-                MODELS[name]["description"] + "; spectra augmentation (each piece's spectra_augmentation)"
-            )
+            head, tail = MODELS[name]["description"].split(":", 1)
+            card["description"] = f"{head}{augmentation_text(card['pieces'])}:{tail}"
         else:
             card["trained_on"] = (
                 f"{n_all:,} QM9 spectra molecules ({split_text(n_all)}), none held out: xTB IR/Raman of the package's "
