@@ -205,11 +205,10 @@ def spectra_db(workdir, inputs=None, sticks=()):
     db = os.path.join(workdir, f"{name}.db")
     if not os.path.exists(db):
         if labels is not None:  # only the chunks' index arrays are read (np.load is lazy per array)
-            unlabelled = sum(
-                int(np.count_nonzero(~np.isin(np.load(chunk)["gdb_index"], list(labels))))
-                for folder in folders
-                for chunk in shipped_chunks("vib", folder)
-            )
+            labelled, unlabelled = np.fromiter(labels, dtype=np.int64), 0
+            for chunk in (c for folder in folders for c in shipped_chunks("vib", folder)):
+                with np.load(chunk) as z:
+                    unlabelled += int(np.count_nonzero(~np.isin(z["gdb_index"], labelled)))
             if unlabelled:
                 print(
                     f"{inputs}: no labels for {unlabelled} molecules of {', '.join(folders)} (newer chunks): left out"
@@ -236,9 +235,7 @@ def pretraining_structures(workdir, inputs=None):
         build_qm9_db(db, gdb_indices=pretraining_gdbs(load_qm9pack()))
     split = os.path.join(workdir, "qm9_pretrain_split.npz")
     if not os.path.exists(split):
-        with connect(db) as conn:
-            n = conn.count()
-        order = np.random.default_rng(0).permutation(n)
+        order = np.random.default_rng(0).permutation(database_size(db))
         np.savez(
             split,
             val_idx=order[:VALIDATION],
