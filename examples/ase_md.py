@@ -17,6 +17,7 @@ import sys
 import numpy as np
 import schnetpack as spk
 from ase import units
+from ase.constraints import FixCom
 from ase.io import read
 from ase.io.trajectory import Trajectory
 from ase.md.langevin import Langevin
@@ -58,9 +59,15 @@ def run(
     thermalize(atoms, temperature, np.random.default_rng(seed))
     Stationary(atoms)
     ZeroRotation(atoms)
-    Langevin(atoms, timestep * units.fs, temperature_K=temperature, friction=0.02, rng=np.random.default_rng(seed)).run(
-        langevin_steps
-    )
+    atoms.set_constraint(FixCom())  # the centre of mass stays put (Langevin's own fixcm is deprecated in ASE 3.28)
+    Langevin(
+        atoms,
+        timestep * units.fs,
+        temperature_K=temperature,
+        friction=0.02,
+        fixcm=False,
+        rng=np.random.default_rng(seed),
+    ).run(langevin_steps)
 
     times, energies, temperatures = [], [], []
     dyn = VelocityVerlet(atoms, timestep * units.fs)

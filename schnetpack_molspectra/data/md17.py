@@ -9,6 +9,7 @@ from typing import Dict
 
 import numpy as np
 from ase import Atoms, units
+from ase.constraints import FixCom
 from ase.db import connect
 from ase.io import read
 from ase.md.langevin import Langevin
@@ -188,8 +189,16 @@ def generate_xtb_md(
     atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
     if last is None:
         thermalize(atoms, temperature, np.random.default_rng(seed))
+    # the centre of mass held by a constraint (ASE >= 3.28 deprecates Langevin's own fixcm, which biases the NVT
+    # sampling of small molecules); the forces written are the calculator's, not the constrained ones
+    atoms.set_constraint(FixCom())
     dynamics = Langevin(
-        atoms, timestep * units.fs, temperature_K=temperature, friction=friction, rng=np.random.default_rng(seed + done)
+        atoms,
+        timestep * units.fs,
+        temperature_K=temperature,
+        friction=friction,
+        fixcm=False,
+        rng=np.random.default_rng(seed + done),
     )
     to_kcal = units.mol / units.kcal
     bar = tqdm(
@@ -204,7 +213,7 @@ def generate_xtb_md(
         frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, momenta=atoms.get_momenta())
         data = {
             structure.energy: np.array([atoms.get_potential_energy() * to_kcal]),
-            structure.forces: atoms.get_forces() * to_kcal,
+            structure.forces: atoms.get_forces(apply_constraint=False) * to_kcal,
         }
         conn.write(frame, data=data)
         done += 1

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from ase import units
 from ase.db import connect
 from ase.io import write
 from conftest import write_spectra_db
@@ -57,6 +58,15 @@ def test_xtb_md_frames_and_resume(xtb_db, tmp_path):
     assert rows[0].data["forces"].shape == (9, 3)
     assert np.ptp(energies) > 0.5  # kcal/mol: the molecule moves at 500 K
     assert np.abs(rows[0].data["forces"]).max() < 500
+    # the centre of mass stays put (FixCom), and the forces written are the calculator's at the frame's positions
+    # (to the SCC convergence of a cold start: ~5e-3 kcal/mol/Ang)
+    centres = np.array([r.toatoms().get_center_of_mass() for r in rows])
+    assert np.abs(centres - centres[0]).max() < 1e-6
+    from tblite.ase import TBLite  # loaded by generate_xtb_md above (require_tblite)
+
+    frame = rows[5].toatoms()
+    frame.calc = TBLite(method="GFN2-xTB", verbosity=0)
+    np.testing.assert_allclose(rows[5].data["forces"], frame.get_forces() * units.mol / units.kcal, atol=0.02)
     # a run stopped at 20 frames continues to 25 from frame 20 without rewriting any
     copy = str(tmp_path / "copy.db")
     import shutil
