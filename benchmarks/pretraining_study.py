@@ -463,9 +463,11 @@ def main(argv=None):
 
 
 def report(results, args):
+    trained_here = [a for a in args.arms if a != "scratch" and not shipped_arm(a)]
+    stage2 = f"; stage 2 on {results['settings']['spectra_molecules']} spectra molecules" if trained_here else ""
     print(
         f"\nTest MAE (meV), mean ± std over seeds {args.seeds}; {args.n_train} labels, PaiNN {args.width}x{args.interactions}, "
-        f"{args.ft_epochs} fine-tuning epochs; stage 2 on {results['settings']['spectra_molecules']} spectra molecules"
+        f"{args.ft_epochs} fine-tuning epochs{stage2}"
     )
     print("| target | " + " | ".join(args.arms) + " | coord / scratch | molspectra / control | molspectra / coord |")
     print("|---" * (len(args.arms) + 4) + "|")

@@ -6,7 +6,9 @@ Fine-tunes ``spktrain experiment=spectra_finetune`` (SpectraHead, SID loss) from
 each seed of ``--seeds``, and tests every best model on the held-out molecules
 (``data.sticks.held_out_selection``, which no shipped model saw) whose sticks are committed in
 ``benchmarks/data/held_out_sticks``: per modality the mean SIS (1 / (1 + SID)), cosine and Spearman
-of predicted against simulated spectra (:mod:`schnetpack_molspectra.spectra.similarity`). The
+of predicted against simulated spectra (:mod:`schnetpack_molspectra.spectra.similarity`), and the SIS
+of both spectra after a Gaussian smoothing of sigma = 10 cm^-1 (``sis_smoothed``: Chemprop-IR's
+convention for comparing to experiment; the spectra here are 1 cm^-1 grids of Lorentzian lines). The
 validation split (500 training-set molecules) picks each run's best epoch; the held-out molecules
 are only tested.
 
@@ -44,6 +46,7 @@ import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.default import ensure_default_dataset
 from schnetpack_molspectra.data.sticks import build_db_from_sticks
 from schnetpack_molspectra.predict import load_predictor, predict_spectra
+from schnetpack_molspectra.spectra.alignment import FWHM_PER_SIGMA, smooth
 from schnetpack_molspectra.spectra.grids import GRIDS
 from schnetpack_molspectra.spectra.similarity import SIMILARITY_MEASURES, area_normalize, has_spectrum, similarity
 
@@ -51,6 +54,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 HELD_OUT_STICKS = os.path.join(HERE, "data", "held_out_sticks")
 RESULTS = os.path.join(HERE, "results", "spectra_prediction.json")
 N_VAL = 500
+#: FWHM (cm^-1) of the Gaussian that smooths both spectra for ``sis_smoothed``: Chemprop-IR's sigma of 10 cm^-1
+SMOOTHING_FWHM = 10.0 * FWHM_PER_SIGMA
 
 
 def held_out_set(workdir):
@@ -69,13 +74,17 @@ def held_out_set(workdir):
 
 
 def scores(predicted, simulated):
-    """Per modality and measure: the per-molecule values (molecules with that spectrum only)."""
+    """Per modality and measure: the per-molecule values (molecules with that spectrum only); for the
+    vibrational spectra also ``sis_smoothed``, the SIS after both are smoothed (:data:`SMOOTHING_FWHM`)."""
     out = {}
     for m, pred in predicted.items():
-        target = torch.as_tensor(simulated[m], dtype=torch.float64)
-        present = has_spectrum(target)
-        pred = torch.as_tensor(pred, dtype=torch.float64)[present]
-        out[m] = {s: similarity(s, pred, target[present]).numpy() for s in SIMILARITY_MEASURES}
+        present = has_spectrum(torch.as_tensor(simulated[m]))
+        pred, target = np.asarray(pred)[present.numpy()], np.asarray(simulated[m])[present.numpy()]
+        p, t = torch.as_tensor(pred, dtype=torch.float64), torch.as_tensor(target, dtype=torch.float64)
+        out[m] = {s: similarity(s, p, t).numpy() for s in SIMILARITY_MEASURES}
+        if GRIDS[m].unit == "cm^-1":
+            p, t = (torch.as_tensor(smooth(x, m, SMOOTHING_FWHM), dtype=torch.float64) for x in (pred, target))
+            out[m]["sis_smoothed"] = similarity("sis", p, t).numpy()
     return out
 
 
@@ -174,7 +183,18 @@ def plot_examples(path, predicted, simulated, per_molecule, names, modality="ir"
     print(f"plot -> {path}")
 
 
-COLUMNS = [(m, s) for m in ("ir", "raman") for s in ("sis", "cosine", "spearman")]
+COLUMNS = [(m, s) for m in ("ir", "raman") for s in ("sis", "cosine", "spearman", "sis_smoothed")]
+LABELS = {"sis": "SIS", "cosine": "cosine", "spearman": "Spearman", "sis_smoothed": "SIS (σ 10 cm⁻¹)"}
+
+
+def _cell(values, key, fmt="{:.3f}"):
+    """One table cell: the value (or mean ± std) of ``key``, or "-" for a result written before the measure."""
+    value = values.get(key)
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return f"{value['mean']:.3f} ± {value['std']:.3f}"
+    return fmt.format(value)
 
 
 def markdown(results):
@@ -182,25 +202,23 @@ def markdown(results):
     of each measure on the held-out molecules, the mean-spectrum baseline and the ``--model`` row."""
     head = (
         "| encoder | training molecules | seeds | "
-        + " | ".join(f"{m.upper() if m == 'ir' else 'Raman'} {s}" for m, s in COLUMNS)
+        + " | ".join(f"{m.upper() if m == 'ir' else 'Raman'} {LABELS[s]}" for m, s in COLUMNS)
         + " |"
     )
     lines = [head, "|" + "---|" * (3 + len(COLUMNS))]
     for key, cols in results.get("summary", {}).items():
         arm, n = key.split(" n=")
         n_seeds = next(iter(cols.values()))["n"]
-        cells = [f"{cols[f'{m}_{s}']['mean']:.3f} ± {cols[f'{m}_{s}']['std']:.3f}" for m, s in COLUMNS]
+        cells = [_cell(cols, f"{m}_{s}") for m, s in COLUMNS]
         lines.append(f"| {arm} | {int(n):,} | {n_seeds} | " + " | ".join(cells) + " |")
     base = results.get("baseline_mean_spectrum")
     if base:
-        lines.append(
-            "| (mean training spectrum) | - | - | " + " | ".join(f"{base[m][s]:.3f}" for m, s in COLUMNS) + " |"
-        )
+        lines.append("| (mean training spectrum) | - | - | " + " | ".join(_cell(base[m], s) for m, s in COLUMNS) + " |")
     model = results.get("model")
     if model:
         lines.append(
             f"| `{model['model']}` ({model['model_pieces']} pieces) | all | 1 | "
-            + " | ".join(f"{model['held_out'][m][s]:.3f}" for m, s in COLUMNS)
+            + " | ".join(_cell(model["held_out"][m], s) for m, s in COLUMNS)
             + " |"
         )
         if model.get("speedup"):

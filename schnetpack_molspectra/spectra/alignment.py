@@ -10,13 +10,13 @@ from scipy.ndimage import gaussian_filter1d
 
 from schnetpack_molspectra.spectra.grids import GRIDS
 
-__all__ = ["VIBRATIONAL", "scale_axis", "smooth", "smoothed_stride", "scale_grid"]
+__all__ = ["VIBRATIONAL", "FWHM_PER_SIGMA", "scale_axis", "smooth", "smoothed_stride", "scale_grid"]
 
 #: modalities on a wavenumber axis, whose lines a frequency scale moves (UV's eV axis is left alone)
 VIBRATIONAL = ("ir", "raman")
 
 #: FWHM = this x the Gaussian's standard deviation
-_FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
 def scale_axis(values: np.ndarray, modality: str, scale: float) -> np.ndarray:
@@ -43,7 +43,7 @@ def smooth(values: np.ndarray, modality: str, fwhm: float) -> np.ndarray:
     values = np.asarray(values, dtype=np.float32)
     if fwhm <= 0:
         return values
-    sigma = fwhm / _FWHM_PER_SIGMA / GRIDS[modality].step
+    sigma = fwhm / FWHM_PER_SIGMA / GRIDS[modality].step
     return gaussian_filter1d(values, sigma, axis=-1, mode="constant").astype(np.float32)
 
 
@@ -54,7 +54,7 @@ def smoothed_stride(modality: str, fwhm: float) -> int:
     fraction of the cost."""
     if fwhm <= 0:
         return 1
-    return max(1, int(fwhm / _FWHM_PER_SIGMA / GRIDS[modality].step / 5))
+    return max(1, int(fwhm / FWHM_PER_SIGMA / GRIDS[modality].step / 5))
 
 
 def scale_grid(low: float, high: float, step: float) -> Sequence[float]:
