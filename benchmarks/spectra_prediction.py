@@ -46,7 +46,7 @@ import schnetpack_molspectra.properties as msp
 from schnetpack_molspectra.data.default import ensure_default_dataset
 from schnetpack_molspectra.data.sticks import build_db_from_sticks
 from schnetpack_molspectra.predict import load_predictor, predict_spectra
-from schnetpack_molspectra.spectra.alignment import FWHM_PER_SIGMA, smooth
+from schnetpack_molspectra.spectra.alignment import FWHM_PER_SIGMA, VIBRATIONAL, smooth
 from schnetpack_molspectra.spectra.grids import GRIDS
 from schnetpack_molspectra.spectra.similarity import SIMILARITY_MEASURES, area_normalize, has_spectrum, similarity
 
@@ -78,11 +78,11 @@ def scores(predicted, simulated):
     vibrational spectra also ``sis_smoothed``, the SIS after both are smoothed (:data:`SMOOTHING_FWHM`)."""
     out = {}
     for m, pred in predicted.items():
-        present = has_spectrum(torch.as_tensor(simulated[m]))
-        pred, target = np.asarray(pred)[present.numpy()], np.asarray(simulated[m])[present.numpy()]
-        p, t = torch.as_tensor(pred, dtype=torch.float64), torch.as_tensor(target, dtype=torch.float64)
+        present = has_spectrum(torch.as_tensor(simulated[m])).numpy()
+        pred, target = np.asarray(pred)[present], np.asarray(simulated[m])[present]
+        p, t = (torch.as_tensor(x, dtype=torch.float64) for x in (pred, target))
         out[m] = {s: similarity(s, p, t).numpy() for s in SIMILARITY_MEASURES}
-        if GRIDS[m].unit == "cm^-1":
+        if m in VIBRATIONAL:
             p, t = (torch.as_tensor(smooth(x, m, SMOOTHING_FWHM), dtype=torch.float64) for x in (pred, target))
             out[m]["sis_smoothed"] = similarity("sis", p, t).numpy()
     return out
@@ -187,14 +187,14 @@ COLUMNS = [(m, s) for m in ("ir", "raman") for s in ("sis", "cosine", "spearman"
 LABELS = {"sis": "SIS", "cosine": "cosine", "spearman": "Spearman", "sis_smoothed": "SIS (σ 10 cm⁻¹)"}
 
 
-def _cell(values, key, fmt="{:.3f}"):
+def _cell(values, key):
     """One table cell: the value (or mean ± std) of ``key``, or "-" for a result written before the measure."""
     value = values.get(key)
     if value is None:
         return "-"
     if isinstance(value, dict):
         return f"{value['mean']:.3f} ± {value['std']:.3f}"
-    return fmt.format(value)
+    return f"{value:.3f}"
 
 
 def markdown(results):
