@@ -88,17 +88,29 @@ def spktrain(workdir, name, overrides, env=None):
     return result
 
 
-def model_pieces(model):
-    """The number of training pieces in the card of a shipped model (by name) or of a weights file: which
-    state of the model a result measured (``scripts/record_measured.py`` checks it); None for any other
-    model file (a ``best_model``)."""
+def model_card(model):
+    """The card of a shipped model (by name) or of a weights file; None for any other model file (a ``best_model``)."""
     from schnetpack_molspectra.shipped import resolve_model
     from schnetpack_molspectra.weights import read_weights
 
     path = resolve_model(model)
     if not path.endswith(".pt"):
         return None
-    return len(read_weights(path)["card"].get("pieces", []))
+    return read_weights(path)["card"]
+
+
+def model_pieces(model):
+    """The number of training pieces in the card of a shipped model (by name) or of a weights file: which
+    state of the model a result measured (``scripts/record_measured.py`` checks it); None for any other
+    model file (a ``best_model``)."""
+    card = model_card(model)
+    return None if card is None else len(card.get("pieces", []))
+
+
+def model_steps(model):
+    """The optimiser steps of all the training pieces in a model's card (:func:`model_card`), or None."""
+    card = model_card(model)
+    return None if card is None else sum(int(piece["steps"]) for piece in card.get("pieces", []))
 
 
 def summary(values):

@@ -1,9 +1,10 @@
 """Spectra from the structure: does pre-training pay off, and how fast is prediction against the simulator?
 
 Fine-tunes ``spktrain experiment=spectra_finetune`` (SpectraHead, SID loss) from each encoder of
-``--arms`` (``scratch``, or a shipped model: ``denoise-painn-qm9``, ``molspectra-painn-qm9``) on
-``--n-train`` molecules of the training database (the package's default dataset, or ``--data``), for
-each seed of ``--seeds``, and tests every best model on the held-out molecules
+``--arms`` (``scratch``, or a shipped model: ``denoise-painn-qm9``, ``molspectra-painn-qm9``, named in the
+results with the number of pieces it had trained) on ``--n-train`` molecules of the training database (the
+package's default dataset, or ``--data``; ``all``: every molecule outside the validation and test splits) for
+``--steps`` steps, for each seed of ``--seeds``, and tests every best model on the held-out molecules
 (``data.sticks.held_out_selection``, which no shipped model saw) whose sticks are committed in
 ``benchmarks/data/held_out_sticks``: per modality the mean SIS (1 / (1 + SID)), cosine and Spearman
 of predicted against simulated spectra (:mod:`schnetpack_molspectra.spectra.similarity`), and the SIS
@@ -14,19 +15,23 @@ are only tested.
 
 With ``--model NAME|PATH`` (e.g. the shipped ``spectra-painn-qm9``) that model is tested on the
 held-out molecules as well, and its ``predict`` speed measured against the simulator's (GFN2-xTB
-relaxation + IR + Raman of ``--simulate`` held-out molecules) on the same cores, in the same run;
+relaxation + IR + Raman of ``--simulate`` held-out molecules, in this process and on one process a core,
+the faster counting) on the same cores, in the same run;
 ``--plot`` draws predicted against simulated spectra of its best, median and worst molecules.
 
     python benchmarks/spectra_prediction.py --arms scratch,denoise-painn-qm9,molspectra-painn-qm9 \\
         --n-train 1000 --seeds 0,1,2 --steps 600 --workdir /tmp/spectra_bench
-    python benchmarks/spectra_prediction.py --model spectra-painn-qm9 --simulate 10 \\
+    python benchmarks/spectra_prediction.py --arms scratch,denoise-painn-qm9,molspectra-painn-qm9 \\
+        --n-train all --data grown.db --seeds 0,1,2 --steps 500   # grown.db: spkspectra default --sticks ...
+    python benchmarks/spectra_prediction.py --model spectra-painn-qm9 --simulate 20 \\
         --plot benchmarks/results/spectra_prediction.png
 
 Runs resume: a finished run (``result.json``) is not run again. Results go to
-``benchmarks/results/spectra_prediction.json`` (``--out``), keyed by arm, training size and seed.
+``benchmarks/results/spectra_prediction.json`` (``--out``), keyed by arm, training size, steps and seed.
 """
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -39,7 +44,7 @@ import schnetpack_molspectra  # noqa: F401  (tblite before torch: the simulator'
 
 # isort: split
 import torch
-from _runs import model_pieces, spktrain, summary, timed
+from _runs import model_pieces, model_steps, spktrain, summary, timed
 from ase.db import connect
 
 import schnetpack_molspectra.properties as msp
@@ -54,6 +59,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 HELD_OUT_STICKS = os.path.join(HERE, "data", "held_out_sticks")
 RESULTS = os.path.join(HERE, "results", "spectra_prediction.json")
 N_VAL = 500
+N_TEST = 32
 #: FWHM (cm^-1) of the Gaussian that smooths both spectra for ``sis_smoothed``: Chemprop-IR's sigma of 10 cm^-1
 SMOOTHING_FWHM = 10.0 * FWHM_PER_SIGMA
 
@@ -104,14 +110,29 @@ def mean_spectrum_baseline(datapath, simulated, modalities=("ir", "raman")):
     return mean_scores(scores(predicted, simulated))
 
 
-def run_arm(args, arm, n_train, seed, datapath):
-    name = f"{arm}_n{n_train}_s{seed}"
+def arm_label(arm, pieces):
+    """How results name an encoder: ``scratch``, or a shipped model with its number of training pieces (the
+    shipped models grow piece by piece: a run measures the state it started from)."""
+    return arm if pieces is None else f"{arm} ({pieces} pieces)"
+
+
+def training_size(n_train, datapath):
+    """``--n-train``'s value as a number of molecules: ``all`` is every molecule of the database not in the
+    validation (``N_VAL``) or test (``N_TEST``) split."""
+    if n_train != "all":
+        return int(n_train)
+    with connect(datapath) as conn:
+        return conn.count() - N_VAL - N_TEST
+
+
+def run_arm(args, arm, n_train, seed, datapath, pieces=None):
+    name = f"{arm if pieces is None else f'{arm}-{pieces}p'}_n{n_train}_{args.steps}steps_s{seed}"
     overrides = [
         "experiment=spectra_finetune",
         f"data.datapath={datapath}",
         f"data.num_train={n_train}",
         f"data.num_val={N_VAL}",
-        "data.num_test=32",
+        f"data.num_test={N_TEST}",
         f"data.num_workers={args.workers}",
         f"trainer.max_steps={args.steps}",
         f"+seed={seed}",
@@ -137,16 +158,26 @@ def predict_rate(predictor, atoms, repeats=5):
     return float(np.median([len(atoms) / timed(predict_spectra, predictor, atoms)[1] for _ in range(repeats)]))
 
 
-def simulator_rate(atoms, n):
-    """Molecules per second of the simulator (GFN2-xTB relaxation + IR + Raman, no UV) on ``n`` of them."""
-    from schnetpack_molspectra.data.simulate.runner import SimulationSettings, simulate_molecule
+def simulator_rate(atoms, n, workers=1):
+    """Molecules per second of the simulator (GFN2-xTB relaxation + IR + Raman, no UV) on ``n`` of them: in this
+    process (``workers=1``, tblite's OpenMP threads on the cores), or on ``workers`` processes of one thread each as
+    ``spkspectra simulate --workers`` and ``scripts/ship_sticks.py`` run it (``start_pool``; timed once each
+    worker has simulated a molecule, so that process start-up is not counted)."""
+    from schnetpack_molspectra.data.simulate.runner import SimulationSettings, simulate_molecule, start_pool
     from schnetpack_molspectra.data.simulate.uv import NO_UV
 
     settings = SimulationSettings(uv_method=NO_UV)
-    start = time.perf_counter()
-    for a in atoms[:n]:
-        simulate_molecule(a, settings)
-    return n / (time.perf_counter() - start)
+    if workers == 1:
+        start = time.perf_counter()
+        for a in atoms[:n]:
+            simulate_molecule(a, settings)
+        return n / (time.perf_counter() - start)
+    work = functools.partial(simulate_molecule, settings=settings)
+    with start_pool(workers) as pool:
+        pool.map(work, atoms[n : n + workers], chunksize=1)  # one molecule a worker: its imports and tblite loaded
+        start = time.perf_counter()
+        pool.map(work, atoms[:n], chunksize=1)
+        return n / (time.perf_counter() - start)
 
 
 def plot_examples(path, predicted, simulated, per_molecule, names, modality="ir"):
@@ -188,44 +219,54 @@ LABELS = {"sis": "SIS", "cosine": "cosine", "spearman": "Spearman", "sis_smoothe
 
 
 def _cell(values, key):
-    """One table cell: the value (or mean ± std) of ``key``, or "-" for a result written before the measure."""
+    """One table cell: the value (or mean ± std over seeds) of ``key``, or "-" for a result written before the measure."""
     value = values.get(key)
     if value is None:
         return "-"
-    if isinstance(value, dict):
-        return f"{value['mean']:.3f} ± {value['std']:.3f}"
+    if isinstance(value, dict):  # over seeds: the spread only where there are several
+        return f"{value['mean']:.3f} ± {value['std']:.3f}" if value.get("n", 2) > 1 else f"{value['mean']:.3f}"
     return f"{value:.3f}"
+
+
+def _count(value):
+    """A count for a table cell, "-" when not recorded."""
+    return "-" if value is None else f"{int(value):,}"
 
 
 def markdown(results):
     """The results file as a Markdown table: per encoder and training size the mean ± std over seeds
     of each measure on the held-out molecules, the mean-spectrum baseline and the ``--model`` row."""
     head = (
-        "| encoder | training molecules | seeds | "
+        "| encoder | training molecules | steps | seeds | "
         + " | ".join(f"{m.upper() if m == 'ir' else 'Raman'} {LABELS[s]}" for m, s in COLUMNS)
         + " |"
     )
-    lines = [head, "|" + "---|" * (3 + len(COLUMNS))]
+    lines = [head, "|" + "---|" * (4 + len(COLUMNS))]
     for key, cols in results.get("summary", {}).items():
-        arm, n = key.split(" n=")
+        arm, rest = key.split(" n=")
+        n, steps = rest.split(" steps=")
         n_seeds = next(iter(cols.values()))["n"]
         cells = [_cell(cols, f"{m}_{s}") for m, s in COLUMNS]
-        lines.append(f"| {arm} | {int(n):,} | {n_seeds} | " + " | ".join(cells) + " |")
+        lines.append(f"| {arm} | {int(n):,} | {int(steps):,} | {n_seeds} | " + " | ".join(cells) + " |")
     base = results.get("baseline_mean_spectrum")
     if base:
-        lines.append("| (mean training spectrum) | - | - | " + " | ".join(_cell(base[m], s) for m, s in COLUMNS) + " |")
+        lines.append(
+            "| (mean training spectrum) | - | - | - | " + " | ".join(_cell(base[m], s) for m, s in COLUMNS) + " |"
+        )
     model = results.get("model")
     if model:
         lines.append(
-            f"| `{model['model']}` ({model['model_pieces']} pieces) | all | 1 | "
+            f"| `{model['model']}` ({model['model_pieces']} pieces) | all | {_count(model.get('steps'))} | 1 | "
             + " | ".join(_cell(model["held_out"][m], s) for m, s in COLUMNS)
             + " |"
         )
         if model.get("speedup"):
+            by = model.get("simulator_molecules_per_s_by_processes") or {}
+            ways = ", ".join(f"{float(r):.3f} on {w} process{'es' if int(w) > 1 else ''}" for w, r in by.items())
             lines.append(
                 f"\npredict {model['predict_molecules_per_s']:.1f} molecules/s, simulator (GFN2-xTB relaxation + IR + "
-                f"Raman, {model['simulated_for_timing']} molecules) {model['simulator_molecules_per_s']:.3f} molecules/s: "
-                f"{model['speedup']:,.0f}x"
+                f"Raman, {model['simulated_for_timing']} molecules{'; ' + ways if ways else ''}) "
+                f"{model['simulator_molecules_per_s']:.3f} molecules/s: {model['speedup']:,.0f}x"
             )
     return "\n".join(lines)
 
@@ -233,7 +274,9 @@ def markdown(results):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arms", default="", help="comma-separated: scratch and/or shipped encoders")
-    p.add_argument("--n-train", default="1000", help="comma-separated training sizes")
+    p.add_argument(
+        "--n-train", default="1000", help="comma-separated training sizes; all: the database less validation and test"
+    )
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=600, help="optimiser steps of each fine-tuning run")
     p.add_argument("--data", default=None, help="training database (default: the package's default dataset)")
@@ -267,15 +310,17 @@ def main(argv=None):
         print("mean training spectrum:", json.dumps(results["baseline_mean_spectrum"]), flush=True)
 
     arms = [a for a in args.arms.split(",") if a]
-    for n_train in [int(n) for n in args.n_train.split(",")]:
+    for n_train in [training_size(n, datapath) for n in args.n_train.split(",")]:
         for arm in arms:
+            pieces = None if arm == "scratch" else model_pieces(arm)
             for seed in [int(s) for s in args.seeds.split(",")]:
-                name, result = run_arm(args, arm, n_train, seed, datapath)
+                name, result = run_arm(args, arm, n_train, seed, datapath, pieces)
                 best = os.path.join(args.workdir, name, "runs")
                 (run_id,) = os.listdir(best)
                 _, _, per_molecule = evaluate(os.path.join(best, run_id, "best_model"), atoms, simulated)
                 results["runs"][name] = {
                     "arm": arm,
+                    "encoder_pieces": pieces,
                     "n_train": n_train,
                     "seed": seed,
                     "steps": args.steps,
@@ -286,7 +331,7 @@ def main(argv=None):
                 print(name, json.dumps(results["runs"][name]["held_out"]), flush=True)
     table = {}
     for run in results["runs"].values():
-        key = f"{run['arm']} n={run['n_train']}"
+        key = f"{arm_label(run['arm'], run.get('encoder_pieces'))} n={run['n_train']} steps={run['steps']}"
         for m, d in run["held_out"].items():
             for s, v in d.items():
                 table.setdefault(key, {}).setdefault(f"{m}_{s}", []).append(v)
@@ -295,14 +340,19 @@ def main(argv=None):
     if args.model:
         predictor, predicted, per_molecule = evaluate(args.model, atoms, simulated)
         rate_predict = predict_rate(predictor, atoms)
-        rate_simulate = simulator_rate(atoms, args.simulate) if args.simulate else None
+        rates_simulate = {}
+        if args.simulate:  # the simulator as it runs fastest on these cores: in-process or on one process a core
+            rates_simulate = {w: simulator_rate(atoms, args.simulate, w) for w in (1, os.cpu_count())}
+        rate_simulate = max(rates_simulate.values()) if rates_simulate else None
         results["model"] = {
             "model": args.model,
             "model_pieces": model_pieces(args.model),
+            "steps": model_steps(args.model),
             "held_out": mean_scores(per_molecule),
             "median": {m: {s: float(np.median(v)) for s, v in d.items()} for m, d in per_molecule.items()},
             "predict_molecules_per_s": rate_predict,
             "simulator_molecules_per_s": rate_simulate,
+            "simulator_molecules_per_s_by_processes": rates_simulate,
             "speedup": rate_predict / rate_simulate if rate_simulate else None,
             "simulated_for_timing": args.simulate,
         }
