@@ -162,7 +162,8 @@ def simulator_rate(atoms, n, workers=1):
     """Molecules per second of the simulator (GFN2-xTB relaxation + IR + Raman, no UV) on ``n`` of them: in this
     process (``workers=1``, tblite's OpenMP threads on the cores), or on ``workers`` processes of one thread each as
     ``spkspectra simulate --workers`` and ``scripts/ship_sticks.py`` run it (``start_pool``; timed once each
-    worker has simulated a molecule, so that process start-up is not counted)."""
+    worker has had a molecule, so that process start-up is not counted; at least 4 molecules a worker, so that one
+    slow molecule does not set the rate)."""
     from schnetpack_molspectra.data.simulate.runner import SimulationSettings, simulate_molecule, start_pool
     from schnetpack_molspectra.data.simulate.uv import NO_UV
 
@@ -172,9 +173,10 @@ def simulator_rate(atoms, n, workers=1):
         for a in atoms[:n]:
             simulate_molecule(a, settings)
         return n / (time.perf_counter() - start)
+    n = max(n, 4 * workers)
     work = functools.partial(simulate_molecule, settings=settings)
     with start_pool(workers) as pool:
-        pool.map(work, atoms[n : n + workers], chunksize=1)  # one molecule a worker: its imports and tblite loaded
+        pool.map(work, atoms[n : n + workers], chunksize=1)  # untimed: the workers' imports and tblite loaded
         start = time.perf_counter()
         pool.map(work, atoms[:n], chunksize=1)
         return n / (time.perf_counter() - start)
